@@ -1,0 +1,61 @@
+# make demo   stream text from the `stream` guest on the default model
+# make test   run the whole test suite
+# make demo CUDA=1 [CUDA_ARCH=90]   the same with llama.cpp built for CUDA
+#
+# Both create .venv when missing, install the project into it, assemble the default
+# model once and build the guests. llama-cpp-python is compiled once per set of build
+# flags into $(WHEELS) (pip's own cache ignores CMAKE_ARGS, so it cannot be trusted).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LLAMA_CPP_VERSION := 0.3.36
+CUDA ?= 0
+CUDA_ARCH ?=
+CACHE := $(or $(WASINN_LAB_CACHE),$(HOME)/.cache/wasinn-lab)
+
+ifeq ($(CUDA),1)
+FLAVOUR := cuda$(CUDA_ARCH)
+LLAMA_CMAKE_ARGS := -DGGML_CUDA=on -DGGML_NATIVE=OFF $(if $(CUDA_ARCH),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH))
+else
+FLAVOUR := cpu
+# A native build crashes in llama.cpp's AMX matmul on these CPUs: name the features instead.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
+WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(FLAVOUR)
+INSTALLED := $(VENV)/.installed-$(FLAVOUR)
+
+.PHONY: demo test install guests model clean
+
+demo: install model guests
+	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
+
+test: install model guests
+	$(PY) -m pytest
+
+install: $(INSTALLED)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(WHEELS)/.built: | $(PY)
+	mkdir -p $(WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --no-cache-dir --no-deps \
+		--wheel-dir $(WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	touch $@
+
+$(INSTALLED): pyproject.toml $(WHEELS)/.built | $(PY)
+	rm -f $(VENV)/.installed-*
+	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+model: install
+	$(PY) -c "from wasinn_lab.models import default_model_path; print(default_model_path())"
+
+guests: install
+	$(PY) -m wasinn_lab guests build
+
+clean:
+	rm -rf $(VENV) guests/build

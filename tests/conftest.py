@@ -1,0 +1,107 @@
+"""Shared fixtures: real wasmtime, real llama.cpp on the default model, real guests
+compiled from guests/."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from wasinn_lab import Host
+from wasinn_lab.runtime import GuestInstance
+
+# WasmEdge's preview1 numbers, written out here rather than imported: the tests check
+# the front-end against the ABI, not against itself.
+SUCCESS, INVALID_ARGUMENT, INVALID_ENCODING, MISSING_MEMORY, BUSY, RUNTIME_ERROR = 0, 1, 2, 3, 4, 5
+UNSUPPORTED, TOO_LARGE, NOT_FOUND = 6, 7, 8
+END_OF_SEQUENCE, CONTEXT_FULL, PROMPT_TOO_LONG, MODEL_NOT_FOUND = 100, 101, 102, 103
+F16, F32, F64, U8, I32, I64 = range(6)
+ENCODING_GGML_WASMEDGE, ENCODING_GGML_WIT = 6, 5
+TARGET_CPU, TARGET_AUTO = 0, 3
+
+SEED = 42
+GREEDY = {"temp": 0.0, "seed": SEED}
+
+
+@pytest.fixture(scope="session")
+def host() -> Iterator[Host]:
+    """One host for the whole run: the default model's weights load once."""
+    shared = Host()
+    yield shared
+    shared.close()
+
+
+class Probe:
+    """Drives guests/probe.wat: calls any wasi_ephemeral_nn import with raw arguments."""
+
+    HEAP = 4096
+
+    def __init__(self, instance: GuestInstance) -> None:
+        self.instance = instance
+        self._next = self.HEAP
+
+    def alloc(self, size: int) -> int:
+        pointer = self._next
+        self._next += (size + 7) // 8 * 8
+        while self._next > self.instance.call("grow", 0) * 65536:  # grow(0) returns the page count
+            assert self.instance.call("grow", 16) >= 0
+        return pointer
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        pointer = self.alloc(len(data))
+        self.instance.write(pointer, data)
+        return pointer, len(data)
+
+    def u32(self, pointer: int) -> int:
+        return struct.unpack("<I", self.instance.read(pointer, 4))[0]
+
+    def call(self, name: str, *args: int) -> int:
+        return self.instance.call(f"nn_{name}", *args)
+
+    def call_out(self, name: str, *args: int) -> tuple[int, int]:
+        """Call an import whose last parameter is a u32 out-pointer; returns (errno, value)."""
+        out = self.alloc(4)
+        self.instance.write(out, b"\xee\xee\xee\xee")
+        errno = self.call(name, *args, out)
+        return errno, self.u32(out)
+
+    def load_by_name(self, name: str, config: dict | None = None) -> tuple[int, int]:
+        name_ptr, name_len = self.put(name.encode())
+        if config is None:
+            return self.call_out("load_by_name", name_ptr, name_len)
+        config_ptr, config_len = self.put(json.dumps(config).encode())
+        return self.call_out("load_by_name_with_config", name_ptr, name_len, config_ptr, config_len)
+
+    def context(self, name: str, config: dict | None = None) -> int:
+        errno, graph = self.load_by_name(name, config)
+        assert errno == SUCCESS
+        errno, context = self.call_out("init_execution_context", graph)
+        assert errno == SUCCESS
+        return context
+
+    def tensor(self, dims: list[int], type_code: int, data: bytes) -> int:
+        dims_ptr, _ = self.put(struct.pack(f"<{len(dims)}I", *dims))
+        data_ptr, data_len = self.put(data)
+        pointer = self.alloc(20)
+        self.instance.write(pointer, struct.pack("<IIB3xII", dims_ptr, len(dims), type_code, data_ptr, data_len))
+        return pointer
+
+    def set_text(self, context: int, text: str | bytes, index: int = 0) -> int:
+        data = text.encode() if isinstance(text, str) else text
+        return self.call("set_input", context, index, self.tensor([1], U8, data))
+
+    def output(self, context: int, index: int = 0, size: int = 1 << 14, single: bool = False) -> tuple[int, bytes, int]:
+        """(errno, bytes written, the size the host reported in out_written)."""
+        buffer, written = self.alloc(size), self.alloc(4)
+        errno = self.call("get_output_single" if single else "get_output", context, index, buffer, size, written)
+        reported = self.u32(written)
+        data = self.instance.read(buffer, reported) if errno == SUCCESS else b""
+        return errno, data, reported
+
+
+@pytest.fixture
+def probe(host: Host) -> Iterator[Probe]:
+    with host.instantiate("probe") as instance:
+        yield Probe(instance)

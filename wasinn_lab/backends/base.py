@@ -1,0 +1,81 @@
+"""The backend contract: a backend loads graphs, a graph makes execution contexts,
+a context takes inputs, computes and gives outputs.
+
+Only bytes, neutral types (``wasinn_lab.types``), plain dicts and ``NNError``s cross it;
+backends know nothing about wasm, handles or guest memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..types import ExecutionTarget, GraphEncoding, Tensor
+
+__all__ = ["Backend", "Graph", "ExecutionContext", "TokenEvent", "TokenListener"]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token, as it is made."""
+
+    piece: bytes
+    token_id: int
+    single: bool  # made by compute_single (the guest streams) rather than compute
+    time: float  # time.perf_counter() when the token was sampled
+
+
+TokenListener = Callable[[TokenEvent], None]
+
+
+class ExecutionContext(Protocol):
+    on_token: TokenListener | None
+
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Update parameters (already normalized by ``Backend.normalize_config``)."""
+
+    def set_input(self, index: int, tensor: Tensor) -> None: ...
+
+    def compute(self) -> None: ...
+
+    def get_output(self, index: int) -> bytes: ...
+
+    def compute_single(self) -> None: ...
+
+    def get_output_single(self, index: int) -> bytes: ...
+
+    def fini_single(self) -> None: ...
+
+    def counts(self) -> dict[str, int]:
+        """input_tokens, evaluated_tokens (after prefix reuse), output_tokens."""
+
+    def close(self) -> None: ...
+
+
+class Graph(Protocol):
+    def init_execution_context(self, config: Mapping[str, Any]) -> ExecutionContext: ...
+
+    def properties(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    encoding: GraphEncoding
+
+    def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Canonical keys and checked value types; raises InvalidArgument."""
+
+    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> Graph:
+        """A graph from bytes a guest sent."""
+
+    def load_file(self, path: Path, target: ExecutionTarget, config: Mapping[str, Any]) -> Graph:
+        """A graph from a registered model file."""
+
+    def properties(self) -> dict[str, Any]:
+        """What the backend is and can do (build, GPU offload support, devices)."""

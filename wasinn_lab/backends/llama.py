@@ -1,0 +1,479 @@
+"""The GGML backend: llama.cpp through llama-cpp-python, with WasmEdge's semantics.
+
+One graph holds one set of weights (per model-level settings), shared by every execution
+context made from it; each context owns its llama context, KV cache and sampler. The KV
+cache is kept between prompts, so a prompt that extends the previous one evaluates only
+its new tokens (WasmEdge re-evaluates the whole conversation every turn).
+
+llama-cpp-python's ``_internals`` wrappers are used because its high-level ``Llama``
+ties weights and context together; the dependency is pinned to a minor version for that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import _internals
+from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+from ..errors import (
+    BackendError,
+    ContextFull,
+    EndOfSequence,
+    InvalidArgument,
+    InvalidEncoding,
+    ModelNotFound,
+    PromptTooLong,
+)
+from ..config import parse_config_json
+from ..types import ExecutionTarget, GraphEncoding, Tensor
+from . import llama_options
+from .base import TokenEvent, TokenListener
+from .llama_options import Scope
+
+__all__ = ["LlamaBackend", "gpu_offload_supported"]
+
+_CONFIG_INPUT_INDEX = 1  # set_input/get_output index 1 carries config / usage JSON (WasmEdge)
+_PENALTY_LAST_N = 64
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+# llama.cpp logs through one process-wide callback; `enable-log` on any context turns it on.
+_log_enabled = threading.Event()
+
+
+@llama_cpp.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    if _log_enabled.is_set():
+        print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+
+
+llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+def _translate(exc: Exception, action: str) -> BackendError:
+    return BackendError(f"llama.cpp failed to {action}: {exc}")
+
+
+class _Model:
+    """Weights loaded once for one set of model-level settings."""
+
+    def __init__(self, path: Path, settings: Mapping[str, Any]) -> None:
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = settings["n-gpu-layers"]
+        params.main_gpu = settings["main-gpu"]
+        params.use_mmap = settings["use-mmap"]
+        try:
+            self.native = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        except ValueError as exc:
+            raise _translate(exc, f"load {path}") from exc
+        self.requested_gpu_layers = settings["n-gpu-layers"]
+        self.n_vocab = self.native.n_vocab()
+        self.metadata = self.native.metadata()
+
+    @property
+    def n_layers(self) -> int:
+        return int(llama_cpp.llama_model_n_layer(self.native.model))
+
+    @property
+    def offloaded_layers(self) -> int:
+        if not gpu_offload_supported():
+            return 0
+        total = self.n_layers + 1  # the output layer counts, as in llama.cpp's own report
+        requested = self.requested_gpu_layers
+        return total if requested < 0 else min(requested, total)
+
+    def piece(self, token: int) -> bytes:
+        # llama-cpp-python's token_to_piece returns its whole 32-byte buffer, NULs and
+        # all, and truncates longer pieces: ask for the length and size the buffer to it.
+        buffer = ctypes.create_string_buffer(64)
+        length = llama_cpp.llama_token_to_piece(self.native.vocab, token, buffer, len(buffer), 0, True)
+        if length < 0:
+            buffer = ctypes.create_string_buffer(-length)
+            length = llama_cpp.llama_token_to_piece(self.native.vocab, token, buffer, len(buffer), 0, True)
+        return buffer.raw[:length]
+
+    @property
+    def has_pooling(self) -> bool:
+        return any(key.endswith(".pooling_type") for key in self.metadata)
+
+    def close(self) -> None:
+        self.native.close()
+
+
+class _LlamaGraph:
+    def __init__(self, path: Path, config: Mapping[str, Any], *, owned_file: bool = False) -> None:
+        self.path = path
+        self._owned_file = owned_file
+        self._lock = threading.Lock()
+        self._models: dict[tuple[tuple[str, Any], ...], _Model] = {}
+        self.model_for({**llama_options.DEFAULTS, **config})
+
+    def model_for(self, config: Mapping[str, Any]) -> _Model:
+        key = llama_options.scoped(config, Scope.MODEL)
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                model = self._models[key] = _Model(self.path, dict(key))
+            return model
+
+    def init_execution_context(self, config: Mapping[str, Any]) -> _LlamaContext:
+        return _LlamaContext(self, {**llama_options.DEFAULTS, **config})
+
+    def properties(self) -> dict[str, Any]:
+        with self._lock:
+            model = next(iter(self._models.values()))
+        native = model.native
+        return {
+            "backend": "llama.cpp",
+            "model_path": str(self.path),
+            "model_description": native.desc(),
+            "n_params": native.n_params(),
+            "model_size_bytes": native.size(),
+            "n_ctx_train": native.n_ctx_train(),
+            "n_layers": model.n_layers,
+            "n_gpu_layers_requested": model.requested_gpu_layers,
+            "n_gpu_layers_offloaded": model.offloaded_layers,
+            "metadata": dict(model.metadata),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            for model in self._models.values():
+                model.close()
+            self._models.clear()
+        if self._owned_file:
+            self.path.unlink(missing_ok=True)
+
+
+class _LlamaContext:
+    on_token: TokenListener | None = None
+
+    def __init__(self, graph: _LlamaGraph, config: dict[str, Any]) -> None:
+        self._graph = graph
+        self._config = config
+        self._model: _Model | None = None
+        self._native: _internals.LlamaContext | None = None
+        self._batch: _internals.LlamaBatch | None = None
+        self._n_batch = 0
+        self._n_ctx = 0
+        self._cached: list[int] = []  # tokens whose keys and values are in the KV cache
+        self._prompt: list[int] = []
+        self._output_tokens: list[int] = []
+        self._output = bytearray()
+        self._last_piece = b""
+        self._pending: int | None = None  # sampled, not yet decoded
+        self._sampler: _internals.LlamaSampler | None = None
+        self._single_started = False
+        self._evaluated = 0
+        self._embedding: bytes | None = None
+
+    # -- parameters -------------------------------------------------------------------
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        changed = {key for key, value in options.items() if self._config.get(key) != value}
+        self._config.update(options)
+        scopes = {llama_options.OPTIONS[key].scope for key in changed}
+        if Scope.MODEL in scopes:
+            self._model = None
+        if scopes & {Scope.MODEL, Scope.CONTEXT}:
+            self._drop_native()
+        if "enable-log" in changed:
+            _log_enabled.set() if self._config["enable-log"] else _log_enabled.clear()
+
+    def _drop_native(self) -> None:
+        if self._native is not None:
+            self._native.close()
+        if self._batch is not None:
+            self._batch.close()
+        self._native = self._batch = None
+        self._cached = []
+        self._pending = None
+
+    def _ensure_native(self) -> _internals.LlamaContext:
+        if self._native is not None:
+            return self._native
+        if self._model is None:
+            self._model = self._graph.model_for(self._config)
+        cfg = self._config
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = cfg["ctx-size"]  # 0: the model's own context length
+        params.n_batch = cfg["batch-size"]
+        params.n_ubatch = min(cfg["ubatch-size"], cfg["batch-size"])
+        params.n_threads = params.n_threads_batch = cfg["threads"]
+        params.swa_full = True  # a sliding-window cache cannot keep a prefix for reuse
+        if cfg["embedding"]:
+            params.embeddings = True
+            if not self._model.has_pooling:
+                params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+            # Pooled embeddings need the whole prompt in one micro-batch.
+            params.n_batch = params.n_ubatch = cfg["ctx-size"] or self._model.native.n_ctx_train()
+        try:
+            self._native = _internals.LlamaContext(model=self._model.native, params=params, verbose=False)
+        except ValueError as exc:
+            raise _translate(exc, "create a context") from exc
+        native = self._native.ctx
+        # llama.cpp pads n_ctx up (to 256) but clamps n_batch to the size asked for:
+        # chunk by the batch it really has (a larger chunk aborts the process), and hold
+        # the context to the size the user asked for.
+        self._n_batch = int(llama_cpp.llama_n_batch(native))
+        self._n_ctx = min(cfg["ctx-size"] or self._native.n_ctx(), self._native.n_ctx())
+        self._batch = _internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=1, verbose=False)
+        return self._native
+
+    # -- inputs and outputs ---------------------------------------------------------------
+
+    def set_input(self, index: int, tensor: Tensor) -> None:
+        if index == _CONFIG_INPUT_INDEX:
+            self.configure(llama_options.normalize(parse_config_json(tensor.data)))
+            return
+        try:
+            tensor.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(f"the prompt is not valid UTF-8: {exc}") from exc
+        model = self._model or self._graph.model_for(self._config)
+        self._model = model
+        self._prompt = model.native.tokenize(tensor.data, add_bos=True, special=True)
+        self._output_tokens = []
+        self._output = bytearray()
+        self._last_piece = b""
+        self._single_started = False
+        self._evaluated = 0
+        self._embedding = None
+
+    def get_output(self, index: int) -> bytes:
+        if index == _CONFIG_INPUT_INDEX:
+            return self._usage()
+        if self._embedding is not None:
+            return self._embedding
+        return bytes(self._output)
+
+    def get_output_single(self, index: int) -> bytes:
+        if index == _CONFIG_INPUT_INDEX:
+            return self._usage()
+        return self._last_piece
+
+    def _usage(self) -> bytes:
+        return json.dumps(
+            {
+                "input_tokens": len(self._prompt),
+                "output_tokens": len(self._output_tokens),
+                "llama_build_number": 0,
+                "llama_commit": f"llama-cpp-python-{llama_cpp.__version__}",
+            }
+        ).encode()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "input_tokens": len(self._prompt),
+            "evaluated_tokens": self._evaluated,
+            "output_tokens": len(self._output_tokens),
+        }
+
+    # -- generation -----------------------------------------------------------------------
+
+    def compute(self) -> None:
+        if self._config["embedding"]:
+            self._embed()
+            return
+        self._start_generation()
+        n_predict = self._config["n-predict"]
+        reverse_prompt = self._config["reverse-prompt"].encode()
+        while n_predict < 0 or len(self._output_tokens) < n_predict:
+            try:
+                self._next_token(single=False)
+            except EndOfSequence:
+                return
+            if reverse_prompt and reverse_prompt in self._output:
+                return
+
+    def compute_single(self) -> None:
+        if not self._single_started:
+            self._start_generation()
+            self._single_started = True
+        n_predict = self._config["n-predict"]
+        # WasmEdge leaves single mode unbounded; we apply n-predict so guests that set
+        # nothing still finish on a base model that rarely ends by itself.
+        if 0 <= n_predict <= len(self._output_tokens):
+            self._single_started = False
+            raise EndOfSequence(f"n-predict ({n_predict}) tokens generated")
+        try:
+            self._next_token(single=True)
+        except (EndOfSequence, ContextFull):
+            self._single_started = False
+            raise
+
+    def fini_single(self) -> None:
+        self._single_started = False
+
+    def _start_generation(self) -> None:
+        if not self._prompt:
+            raise InvalidArgument("no prompt: set input 0 before compute")
+        self._output_tokens = []
+        self._output = bytearray()
+        self._last_piece = b""
+        self._evaluate_prompt()
+        self._sampler = self._make_sampler()
+
+    def _evaluate_prompt(self) -> None:
+        native = self._ensure_native()
+        n_ctx = self._n_ctx
+        prompt = self._prompt
+        if len(prompt) >= n_ctx:
+            raise PromptTooLong(f"the prompt has {len(prompt)} tokens; the context holds {n_ctx}")
+        keep = 0
+        for cached, wanted in zip(self._cached, prompt):
+            if cached != wanted:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)  # the last prompt token is evaluated again for its logits
+        if not native.kv_cache_seq_rm(0, keep, -1):
+            native.kv_cache_clear()
+            keep = 0
+        self._cached = prompt[:keep]
+        self._pending = None
+        self._decode(prompt[keep:])
+        self._evaluated = len(prompt) - keep
+
+    def _decode(self, tokens: Sequence[int]) -> None:
+        assert self._native is not None and self._batch is not None
+        step = self._n_batch
+        for start in range(0, len(tokens), step):
+            chunk = tokens[start : start + step]
+            self._batch.set_batch(chunk, n_past=len(self._cached), logits_all=False)
+            try:
+                self._native.decode(self._batch)
+            except RuntimeError as exc:
+                raise _translate(exc, "decode") from exc
+            self._cached.extend(chunk)
+
+    def _make_sampler(self) -> _internals.LlamaSampler:
+        cfg = self._config
+        assert self._model is not None
+        sampler = _internals.LlamaSampler()
+        grammar = cfg["grammar"]
+        if cfg["json-schema"]:
+            try:
+                grammar = json_schema_to_gbnf(cfg["json-schema"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InvalidArgument(f"json-schema is not a usable JSON schema: {exc}") from exc
+        if grammar:
+            try:
+                sampler.add_grammar(self._model.native, LlamaGrammar.from_string(grammar, verbose=False))
+            except ValueError as exc:
+                raise InvalidArgument(f"grammar does not parse: {exc}") from exc
+        sampler.add_penalties(
+            self._model.n_vocab,
+            _PENALTY_LAST_N,
+            cfg["repeat-penalty"],
+            cfg["frequency-penalty"],
+            cfg["presence-penalty"],
+        )
+        if cfg["temp"] <= 0:
+            sampler.add_greedy()
+        else:
+            sampler.add_top_k(cfg["top-k"])
+            sampler.add_top_p(cfg["top-p"], 1)
+            sampler.add_min_p(cfg["min-p"], 1)
+            sampler.add_temp(cfg["temp"])
+            sampler.add_dist(cfg["seed"])
+        return sampler
+
+    def _next_token(self, *, single: bool) -> None:
+        native = self._native
+        assert native is not None and self._sampler is not None and self._model is not None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._decode([pending])
+        if len(self._cached) >= self._n_ctx:
+            raise ContextFull(f"the context of {self._n_ctx} tokens is full")
+        token = self._sampler.sample(native, -1)
+        if llama_cpp.llama_vocab_is_eog(self._model.native.vocab, token):
+            raise EndOfSequence("end of generation")
+        stamp = time.perf_counter()
+        piece = self._model.piece(token)
+        self._pending = token
+        self._output_tokens.append(token)
+        self._output += piece
+        self._last_piece = piece
+        if self.on_token is not None:
+            self.on_token(TokenEvent(piece, token, single, stamp))
+
+    def _embed(self) -> None:
+        if not self._prompt:
+            raise InvalidArgument("no prompt: set input 0 before compute")
+        native = self._ensure_native()
+        if len(self._prompt) > self._n_ctx:
+            raise PromptTooLong(f"the prompt has {len(self._prompt)} tokens; the context holds {self._n_ctx}")
+        native.kv_cache_clear()
+        self._cached = []
+        self._decode(self._prompt)
+        self._cached = []  # embeddings are not continued: the next prompt starts afresh
+        native.kv_cache_clear()
+        self._evaluated = len(self._prompt)
+        assert self._model is not None
+        n_embd = self._model.native.n_embd()
+        pointer = native.get_embeddings_seq(0)
+        if not pointer:
+            raise BackendError("llama.cpp returned no pooled embedding")
+        values = pointer[:n_embd]
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        self._embedding = json.dumps({"n_embedding": n_embd, "embedding": [v / norm for v in values]}).encode()
+
+    def close(self) -> None:
+        self._drop_native()
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
+
+
+class LlamaBackend:
+    encoding = GraphEncoding.GGML
+
+    def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return llama_options.normalize(config)
+
+    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> _LlamaGraph:
+        if len(builders) != 1:
+            raise InvalidArgument(f"a GGML graph is built from exactly one GGUF buffer, got {len(builders)}")
+        if not builders[0].startswith(b"GGUF"):
+            raise InvalidEncoding("the buffer is not a GGUF file (no GGUF magic)")
+        # llama.cpp loads from a path: stage the bytes privately; the graph removes the file.
+        with tempfile.NamedTemporaryFile(prefix="wasinn-lab-", suffix=".gguf", delete=False) as staged:
+            staged.write(builders[0])
+        try:
+            return _LlamaGraph(Path(staged.name), {}, owned_file=True)
+        except BaseException:
+            Path(staged.name).unlink(missing_ok=True)
+            raise
+
+    def load_file(self, path: Path, target: ExecutionTarget, config: Mapping[str, Any]) -> _LlamaGraph:
+        if not path.is_file():
+            raise ModelNotFound(f"model file {path} does not exist")
+        return _LlamaGraph(path, config)
+
+    def properties(self) -> dict[str, Any]:
+        return {
+            "backend": "llama.cpp",
+            "llama_cpp_python_version": llama_cpp.__version__,
+            "gpu_offload_supported": gpu_offload_supported(),
+            "max_devices": int(llama_cpp.llama_max_devices()),
+            "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        }

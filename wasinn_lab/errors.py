@@ -1,0 +1,147 @@
+"""One exception tree for wasinn-lab.
+
+    WasiNNLabError
+    ├── ConfigError          bad host-side input: a preload spec, a path, a limit
+    ├── GuestError           a guest failed as a program
+    │   ├── GuestLoadError   not a valid module, or its imports cannot be satisfied
+    │   ├── GuestTrap        trapped (unreachable, out-of-bounds, a host error re-raised)
+    │   └── GuestExitError   exited non-zero (raised only when asked: ``run(..., check=True)``)
+    ├── GuestBuildError      a guest's source did not compile
+    └── NNError              a wasi-nn failure; each ABI maps these to its own codes
+        ├── InvalidArgument, InvalidEncoding, MissingMemory, Busy, BackendError,
+        ├── UnsupportedOperation, TooLarge, NotFound
+        └── EndOfSequence, ContextFull, PromptTooLong, ModelNotFound   (WasmEdge's GGML codes)
+
+Backends and the registry raise ``NNError`` subclasses only; foreign exceptions are
+translated where they are caught (``backends/llama.py``), chained with ``from``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WasiNNLabError",
+    "ConfigError",
+    "GuestError",
+    "GuestLoadError",
+    "GuestTrap",
+    "GuestExitError",
+    "GuestBuildError",
+    "NNError",
+    "InvalidArgument",
+    "InvalidEncoding",
+    "MissingMemory",
+    "Busy",
+    "BackendError",
+    "UnsupportedOperation",
+    "TooLarge",
+    "NotFound",
+    "EndOfSequence",
+    "ContextFull",
+    "PromptTooLong",
+    "ModelNotFound",
+]
+
+
+class WasiNNLabError(Exception):
+    """Root of every error wasinn-lab raises."""
+
+
+class ConfigError(WasiNNLabError, ValueError):
+    """A host-side setting is wrong; the message says what to fix."""
+
+
+class GuestError(WasiNNLabError):
+    """A guest failed as a program. Carries what it wrote to stderr."""
+
+    def __init__(self, message: str, *, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        tail = self.stderr.strip()
+        return f"{text}\nguest stderr:\n{tail}" if tail else text
+
+
+class GuestLoadError(GuestError):
+    """The guest is not a valid module or needs imports the host does not provide."""
+
+
+class GuestTrap(GuestError):
+    """The guest trapped; ``trap`` holds wasmtime's message."""
+
+    def __init__(self, trap: str, *, stderr: str = "") -> None:
+        super().__init__(f"guest trapped: {trap}", stderr=stderr)
+        self.trap = trap
+
+
+class GuestExitError(GuestError):
+    """The guest exited with a non-zero status."""
+
+    def __init__(self, exit_code: int, *, stderr: str = "") -> None:
+        super().__init__(f"guest exited with status {exit_code}", stderr=stderr)
+        self.exit_code = exit_code
+
+
+class GuestBuildError(WasiNNLabError):
+    """A guest's source failed to compile; ``log`` holds the compiler's output."""
+
+    def __init__(self, message: str, *, log: str = "") -> None:
+        super().__init__(f"{message}\n{log}".rstrip())
+        self.log = log
+
+
+class NNError(WasiNNLabError):
+    """A wasi-nn operation failed. The subclass says how; each ABI has its own code for it."""
+
+
+class InvalidArgument(NNError):
+    pass
+
+
+class InvalidEncoding(NNError):
+    pass
+
+
+class MissingMemory(NNError):
+    pass
+
+
+class Busy(NNError):
+    pass
+
+
+class BackendError(NNError):
+    """The backend failed at run time (wasi-nn's runtime-error)."""
+
+
+class UnsupportedOperation(NNError):
+    pass
+
+
+class TooLarge(NNError):
+    """An output does not fit the caller's buffer; ``required`` is the size it needs."""
+
+    def __init__(self, message: str, *, required: int = 0) -> None:
+        super().__init__(message)
+        self.required = required
+
+
+class NotFound(NNError):
+    pass
+
+
+class EndOfSequence(NNError):
+    """Generation ended (end-of-generation token, or the n-predict bound)."""
+
+
+class ContextFull(NNError):
+    pass
+
+
+class PromptTooLong(NNError):
+    pass
+
+
+class ModelNotFound(NNError):
+    """The name is registered but its model file does not exist."""

@@ -1,0 +1,175 @@
+"""Named models, as WasmEdge's ``--nn-preload NAME:ENCODING:TARGET:PATH`` registers them.
+
+Guests reach only registered names. Loading a name caches its graph (the weights), so a
+second ``load_by_name`` costs a dictionary lookup; each load still gets its own config.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend, Graph
+from .errors import ConfigError, InvalidEncoding, ModelNotFound, NNError, NotFound
+from .types import ExecutionTarget, GraphEncoding
+
+__all__ = ["ModelSpec", "LoadedGraph", "ModelRegistry", "parse_preload", "MissingModelWarning"]
+
+
+class MissingModelWarning(UserWarning):
+    """A model was registered whose file does not exist (yet)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    encoding: GraphEncoding
+    target: ExecutionTarget
+    path: Path | None
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        return self.path is None or self.path.is_file()
+
+
+@dataclass(frozen=True)
+class LoadedGraph:
+    """A graph as one load returned it: the shared weights plus this load's config."""
+
+    graph: Graph
+    backend: Backend
+    config: Mapping[str, Any]
+    model: str | None  # the registered name; None for graphs built from guest bytes
+    owned: bool = False  # built from guest bytes: closed when its handle goes
+
+    def close(self) -> None:
+        if self.owned:
+            self.graph.close()
+
+
+def _enum_value(enum_type: type, text: str, what: str) -> Any:
+    try:
+        return enum_type(text.lower())
+    except ValueError:
+        choices = ", ".join(member.value.upper() for member in enum_type)
+        raise ConfigError(f"unknown {what} {text!r}; use one of {choices}") from None
+
+
+def parse_preload(spec: str) -> tuple[str, GraphEncoding, ExecutionTarget, str]:
+    """Split ``NAME:ENCODING:TARGET:PATH`` (the path may itself contain colons)."""
+    parts = spec.split(":", 3)
+    if len(parts) != 4 or not parts[0]:
+        raise ConfigError(f"--nn-preload {spec!r}: expected NAME:ENCODING:TARGET:PATH, e.g. default:GGML:AUTO:model.gguf")
+    name, encoding, target, path = parts
+    return name, _enum_value(GraphEncoding, encoding, "encoding"), _enum_value(ExecutionTarget, target, "target"), path
+
+
+class ModelRegistry:
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        self._backends = {backend.encoding: backend for backend in backends}
+        self._specs: dict[str, ModelSpec] = {}
+        self._graphs: dict[str, Graph] = {}
+        self._lock = threading.RLock()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        path: str | Path | None = None,
+        *,
+        encoding: GraphEncoding | str = GraphEncoding.GGML,
+        target: ExecutionTarget | str = ExecutionTarget.AUTO,
+        config: Mapping[str, Any] | None = None,
+    ) -> ModelSpec:
+        """Register (or replace) a model under ``name``. ``config`` is its default config;
+        a guest's own config overrides it key by key."""
+        if not name or ":" in name:
+            raise ConfigError(f"model name {name!r} must be non-empty and contain no ':'")
+        if isinstance(encoding, str):
+            encoding = _enum_value(GraphEncoding, encoding, "encoding")
+        if isinstance(target, str):
+            target = _enum_value(ExecutionTarget, target, "target")
+        backend = self._backend(encoding)
+        if path is None and encoding is not GraphEncoding.ECHO:
+            raise ConfigError(f"model {name!r}: a {encoding.value} model needs a file path")
+        try:
+            normalized = backend.normalize_config(config or {})
+        except NNError as exc:
+            raise ConfigError(f"model {name!r}: {exc}") from exc
+        spec = ModelSpec(name, encoding, target, Path(path).expanduser() if path is not None else None, normalized)
+        if not spec.available:
+            warnings.warn(
+                f"model {name!r}: {spec.path} does not exist; guests loading it get model-not-found",
+                MissingModelWarning,
+                stacklevel=2,
+            )
+        with self._lock:
+            self._specs[name] = spec
+            self._graphs.pop(name, None)
+        return spec
+
+    def preload(self, spec: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
+        name, encoding, target, path = parse_preload(spec)
+        return self.register(name, path or None, encoding=encoding, target=target, config=config)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._specs.pop(self.get(name).name)
+            self._graphs.pop(name, None)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs)) or "none"
+            raise NotFound(f"no model named {name!r} is registered (registered: {known})") from None
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(list(self._specs.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._graphs
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _backend(self, encoding: GraphEncoding) -> Backend:
+        try:
+            return self._backends[encoding]
+        except KeyError:
+            raise InvalidEncoding(f"no backend serves the {encoding.value} encoding") from None
+
+    def load(self, name: str, config: Mapping[str, Any] | None = None) -> LoadedGraph:
+        """The named model's graph (cached) with its default config overridden by ``config``."""
+        spec = self.get(name)
+        backend = self._backend(spec.encoding)
+        merged = {**spec.config, **backend.normalize_config(config or {})}
+        with self._lock:
+            graph = self._graphs.get(name)
+            if graph is None:
+                if spec.path is not None and not spec.path.is_file():
+                    raise ModelNotFound(f"model {name!r}: file {spec.path} does not exist")
+                graph = backend.load_file(spec.path or Path(), spec.target, merged)
+                self._graphs[name] = graph
+        return LoadedGraph(graph, backend, merged, name)
+
+    def load_bytes(self, builders: Sequence[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> LoadedGraph:
+        backend = self._backend(encoding)
+        graph = backend.load(builders, target)
+        return LoadedGraph(graph, backend, backend.normalize_config({}), None, owned=True)
+
+    def forget(self, name: str) -> None:
+        """Drop a name's cached graph: the next load reloads. Contexts already made keep it."""
+        with self._lock:
+            self._graphs.pop(name, None)
+
+    def backend_properties(self) -> dict[str, dict[str, Any]]:
+        return {encoding.value: backend.properties() for encoding, backend in self._backends.items()}

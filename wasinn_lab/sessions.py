@@ -1,0 +1,222 @@
+"""Sessions: each execution context is a session with an id, its model, its parameters,
+its text and token counts, and listeners that receive generated text token by token.
+
+The manager caps how many sessions live at once and frees those idle too long. Sweeping
+is lazy (on every open and listing) and can be called explicitly, so no thread races a
+running generation.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .backends.base import Backend, ExecutionContext, TokenEvent
+from .errors import Busy, InvalidArgument, NotFound
+from .types import Tensor
+
+__all__ = ["Session", "SessionManager", "TextListener"]
+
+TextListener = Callable[[str, TokenEvent], None]
+
+_ids = itertools.count(1)
+
+
+class Session:
+    def __init__(
+        self,
+        context: ExecutionContext,
+        backend: Backend,
+        *,
+        model: str | None,
+        guest: str | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.id = f"s{next(_ids)}"
+        self.model = model
+        self.guest = guest
+        self.created = clock()
+        self.last_used = self.created
+        self._clock = clock
+        self._context = context
+        self._backend = backend
+        self._lock = threading.RLock()
+        self._listeners: list[TextListener] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._text: list[str] = []
+        self._running = False
+        self._closed = False
+        context.on_token = self._on_token
+
+    # -- what users read and set ----------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return "closed" if self._closed else "running" if self._running else "idle"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self._context.parameters
+
+    def get(self, key: str) -> Any:
+        parameters = self.parameters
+        canonical = key.replace("_", "-")
+        if canonical not in parameters:
+            raise KeyError(f"session {self.id} has no parameter {key!r}; it has: {', '.join(sorted(parameters))}")
+        return parameters[canonical]
+
+    def set(self, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        """Change parameters for the next generation; ``set(temp=0.2)`` or ``set({"top-p": 0.9})``."""
+        merged = {**(options or {}), **kwargs}
+        with self._lock:
+            self._check_open()
+            self._context.configure(self._backend.normalize_config(merged))
+
+    @property
+    def text(self) -> str:
+        """Text of the latest generation, as far as it has got."""
+        return "".join(self._text)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self._context.counts()
+
+    def add_listener(self, listener: TextListener) -> Callable[[], None]:
+        """Call ``listener(text, event)`` for every generated token; returns its remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._context.close()
+                self._listeners.clear()
+
+    # -- the wasi-nn operations, as front-ends drive them --------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument(f"session {self.id} is closed (finalized or expired)")
+
+    def _operate(self, operation: Callable[[], Any]) -> Any:
+        with self._lock:
+            self._check_open()
+            self._running = True
+            try:
+                return operation()
+            finally:
+                self._running = False
+                self.last_used = self._clock()
+
+    def set_input(self, index: int, tensor: Tensor) -> None:
+        def operation() -> None:
+            self._context.set_input(index, tensor)
+            if index != 1:
+                self._text = []
+                self._decoder.reset()
+
+        self._operate(operation)
+
+    def compute(self) -> None:
+        self._text = []
+        self._operate(self._context.compute)
+
+    def compute_single(self) -> None:
+        self._operate(self._context.compute_single)
+
+    def get_output(self, index: int) -> bytes:
+        return self._operate(lambda: self._context.get_output(index))
+
+    def get_output_single(self, index: int) -> bytes:
+        return self._operate(lambda: self._context.get_output_single(index))
+
+    def fini_single(self) -> None:
+        self._operate(self._context.fini_single)
+
+    def _on_token(self, event: TokenEvent) -> None:
+        text = self._decoder.decode(event.piece)
+        self._text.append(text)
+        for listener in list(self._listeners):
+            listener(text, event)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        *,
+        max_sessions: int = 100,
+        idle_timeout: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (seconds)")
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def open(self, context: ExecutionContext, backend: Backend, *, model: str | None, guest: str | None) -> Session:
+        self.sweep()
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                context.close()
+                raise Busy(
+                    f"{len(self._sessions)} sessions are open, the maximum is {self.max_sessions}: "
+                    "close some or raise max_sessions"
+                )
+            session = Session(context, backend, model=model, guest=guest, clock=self._clock)
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise NotFound(f"no open session {session_id!r}") from None
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise NotFound(f"no open session {session_id!r}")
+        session.close()
+
+    def discard(self, session: Session) -> None:
+        """Close ``session`` if it is still open; forget it either way."""
+        with self._lock:
+            self._sessions.pop(session.id, None)
+        session.close()
+
+    def sweep(self) -> list[str]:
+        """Close sessions idle longer than ``idle_timeout``; returns their ids."""
+        now = self._clock()
+        with self._lock:
+            expired = [
+                session
+                for session in self._sessions.values()
+                if session.state == "idle" and now - session.last_used > self.idle_timeout
+            ]
+            for session in expired:
+                del self._sessions[session.id]
+        for session in expired:
+            session.close()
+        return [session.id for session in expired]
+
+    def __iter__(self) -> Iterator[Session]:
+        self.sweep()
+        return iter(list(self._sessions.values()))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
