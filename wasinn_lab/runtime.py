@@ -123,7 +123,7 @@ class GuestInstance:
             return function(self.store, *args)
         except wasmtime.ExitTrap:
             raise
-        except wasmtime.WasmtimeError as trap:
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as trap:
             raise GuestTrap(str(trap).strip(), stderr=self.stderr.text()) from trap
 
     def _memory(self) -> wasmtime.Memory:

@@ -13,17 +13,35 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Backend, ExecutionContext, TokenEvent
 from .errors import Busy, InvalidArgument, NotFound
 from .types import Tensor
 
-__all__ = ["Session", "SessionManager", "TextListener"]
+__all__ = ["Session", "SessionManager", "Generation", "TextListener"]
 
 TextListener = Callable[[str, TokenEvent], None]
 
+
+@dataclass
+class Generation:
+    """One generation: a ``compute``, or a ``compute_single`` sequence after ``set_input``."""
+
+    prompt_tokens: int
+    evaluated_tokens: int  # after prefix reuse: what llama.cpp actually had to evaluate
+    output_tokens: int
+
 _ids = itertools.count(1)
+
+
+def _remover(items: list[Any], item: Any) -> Callable[[], None]:
+    def remove() -> None:
+        if item in items:
+            items.remove(item)
+
+    return remove
 
 
 class Session:
@@ -50,6 +68,8 @@ class Session:
         self._text: list[str] = []
         self._running = False
         self._closed = False
+        self._streaming = False  # a compute_single sequence is under way
+        self.generations: list[Generation] = []
         context.on_token = self._on_token
 
     # -- what users read and set ----------------------------------------------------------
@@ -92,7 +112,7 @@ class Session:
     def add_listener(self, listener: TextListener) -> Callable[[], None]:
         """Call ``listener(text, event)`` for every generated token; returns its remover."""
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return _remover(self._listeners, listener)
 
     def close(self) -> None:
         with self._lock:
@@ -123,15 +143,37 @@ class Session:
             if index != 1:
                 self._text = []
                 self._decoder.reset()
+                self._streaming = False
+
+        self._operate(operation)
+
+    def _record(self, step: Callable[[], None], *, single: bool) -> None:
+        """Run a generation step and keep the generation's counts up to date."""
+
+        def operation() -> None:
+            fresh = not (single and self._streaming)
+            if fresh:
+                self._text = []
+            # Any error, end of sequence included, ends a compute_single sequence.
+            self._streaming = False
+            try:
+                step()
+                self._streaming = single
+            finally:
+                counts = self._context.counts()
+                record = Generation(counts["input_tokens"], counts["evaluated_tokens"], counts["output_tokens"])
+                if fresh:
+                    self.generations.append(record)
+                else:
+                    self.generations[-1] = record
 
         self._operate(operation)
 
     def compute(self) -> None:
-        self._text = []
-        self._operate(self._context.compute)
+        self._record(self._context.compute, single=False)
 
     def compute_single(self) -> None:
-        self._operate(self._context.compute_single)
+        self._record(self._context.compute_single, single=True)
 
     def get_output(self, index: int) -> bytes:
         return self._operate(lambda: self._context.get_output(index))
@@ -140,7 +182,11 @@ class Session:
         return self._operate(lambda: self._context.get_output_single(index))
 
     def fini_single(self) -> None:
-        self._operate(self._context.fini_single)
+        def operation() -> None:
+            self._context.fini_single()
+            self._streaming = False
+
+        self._operate(operation)
 
     def _on_token(self, event: TokenEvent) -> None:
         text = self._decoder.decode(event.piece)
@@ -165,7 +211,13 @@ class SessionManager:
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        self._subscribers: list[Callable[[Session], None]] = []
         self._lock = threading.Lock()
+
+    def subscribe(self, callback: Callable[[Session], None]) -> Callable[[], None]:
+        """Call ``callback(session)`` whenever a session opens; returns the unsubscriber."""
+        self._subscribers.append(callback)
+        return _remover(self._subscribers, callback)
 
     def open(self, context: ExecutionContext, backend: Backend, *, model: str | None, guest: str | None) -> Session:
         self.sweep()
@@ -178,6 +230,8 @@ class SessionManager:
                 )
             session = Session(context, backend, model=model, guest=guest, clock=self._clock)
             self._sessions[session.id] = session
+        for callback in list(self._subscribers):
+            callback(session)
         return session
 
     def get(self, session_id: str) -> Session:

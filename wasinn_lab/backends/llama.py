@@ -77,7 +77,7 @@ class _Model:
         params.main_gpu = settings["main-gpu"]
         params.use_mmap = settings["use-mmap"]
         try:
-            self.native = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+            self.native = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
         except ValueError as exc:
             raise _translate(exc, f"load {path}") from exc
         self.requested_gpu_layers = settings["n-gpu-layers"]

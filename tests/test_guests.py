@@ -1,0 +1,118 @@
+"""The guests in guests/, end to end on the default model (and the echo backend)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from wasinn_lab import GuestExitError, GuestTrap, Host, Session
+
+SEEDED = {"n_predict": "16", "temp": "0.7", "seed": "7"}
+
+
+def usage_lines(stderr: str) -> list[dict]:
+    return [json.loads(line[len("usage: "):]) for line in stderr.splitlines() if line.startswith("usage: {")]
+
+
+def test_complete_generates_bounded_text(host: Host) -> None:
+    result = host.run("complete", "default", "The capital of France is", env={"n_predict": "8"})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip()
+    assert usage_lines(result.stderr)[-1]["output_tokens"] == 8
+
+
+def test_default_registration_bounds_guests_that_set_nothing(host: Host) -> None:
+    result = host.run("stream", "default", "Once upon a time")
+    assert result.exit_code == 0, result.stderr
+    assert usage_lines(result.stderr)[-1]["output_tokens"] == 128
+
+
+def test_stream_delivers_tokens_as_they_are_written(host: Host) -> None:
+    chunks: list[bytes] = []
+    result = host.run("stream", "default", "List three colours:", env={"n_predict": "10"}, on_stdout=chunks.append)
+    assert result.exit_code == 0, result.stderr
+    assert len(chunks) >= 10  # one write per token (then a newline), not one at the end
+    assert b"".join(chunks).decode() == result.stdout
+
+
+def test_streamed_text_equals_compute_text_with_a_fixed_seed(host: Host) -> None:
+    prompt = "My favourite programming language is"
+    complete = host.run("complete", "default", prompt, env=SEEDED)
+    stream = host.run("stream", "default", prompt, env=SEEDED)
+    assert complete.exit_code == stream.exit_code == 0
+    assert stream.stdout == complete.stdout and stream.stdout.strip()
+
+
+def test_prompt_from_stdin(host: Host) -> None:
+    result = host.run("complete", "default", stdin="Roses are red,", env={"n_predict": "4"})
+    assert result.exit_code == 0 and usage_lines(result.stderr)[-1]["input_tokens"] >= 4
+
+
+def test_chat_keeps_the_conversation_and_reuses_the_prefix(host: Host) -> None:
+    opened: list[Session] = []
+    unsubscribe = host.sessions.subscribe(opened.append)
+    try:
+        turns = "Hello, who are you?\nWhat is your favourite colour?\nWhy do you like it?\n"
+        result = host.run("chat", "default", stdin=turns, env={"n_predict": "12", "temp": "0"})
+    finally:
+        unsubscribe()
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) >= 3
+    (session,) = opened
+    prompts = [g.prompt_tokens for g in session.generations]
+    evaluated = [g.evaluated_tokens for g in session.generations]
+    assert len(prompts) == 3 and prompts[0] < prompts[1] < prompts[2]  # the whole conversation each turn
+    assert evaluated[0] == prompts[0]
+    for turn in (1, 2):
+        # Only what is new since the last turn is evaluated, not the whole conversation.
+        assert evaluated[turn] <= prompts[turn] - prompts[turn - 1] + 2
+        assert evaluated[turn] < prompts[turn] / 2
+
+
+def test_embed_returns_a_normalized_mean_pooled_embedding(host: Host) -> None:
+    result = host.run("embed", "default", "WebAssembly is a portable binary format.")
+    assert result.exit_code == 0, result.stderr
+    output = json.loads(result.stdout)
+    n = output["n_embedding"]
+    assert n == len(output["embedding"]) == int(host.properties("default")["model"]["metadata"]["gemma3.embedding_length"])
+    assert math.isclose(math.sqrt(sum(v * v for v in output["embedding"])), 1.0, rel_tol=1e-4)
+    other = json.loads(host.run("embed", "default", "Bananas are yellow.").stdout)["embedding"]
+    assert other != output["embedding"]
+
+
+def test_echo_guest_round_trips_every_tensor_type(host: Host) -> None:
+    result = host.run("echo", "echo")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "echo: 30 cases passed" in result.stdout
+    types = set(re.findall(r"^ok type=(\w+)", result.stdout, re.M))
+    assert types == {"f16", "f32", "f64", "u8", "i32", "i64"}
+
+
+def test_unregistered_model_fails_the_guest_with_not_found(host: Host) -> None:
+    result = host.run("complete", "nobody", "hi")
+    assert result.exit_code == 2
+    assert "errno 8" in result.stderr and "not-found" in result.stderr
+    with pytest.raises(GuestExitError) as raised:
+        host.run("complete", "nobody", "hi", check=True)
+    assert raised.value.exit_code == 2 and "not-found" in str(raised.value)
+
+
+def test_a_trapping_guest_raises_guest_trap_and_frees_its_sessions(host: Host) -> None:
+    wat = """(module
+      (import "wasi_ephemeral_nn" "load_by_name" (func $load (param i32 i32 i32) (result i32)))
+      (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "default")
+      (func (export "_start")
+        (drop (call $load (i32.const 0) (i32.const 7) (i32.const 16)))
+        (drop (call $init (i32.load (i32.const 16)) (i32.const 20)))
+        unreachable))"""
+    import wasmtime
+
+    before = len(host.sessions)
+    with pytest.raises(GuestTrap, match="unreachable"):
+        host.run(wasmtime.wat2wasm(wat))
+    assert len(host.sessions) == before
