@@ -15,6 +15,7 @@ from pathlib import Path
 import wasmtime
 
 from .errors import ConfigError, GuestBuildError
+from .models import cache_dir
 
 __all__ = ["SOURCE_DIR", "BUILD_DIR", "CFLAGS", "build", "build_all", "resolve"]
 
@@ -32,15 +33,16 @@ def _digest(source: Path) -> str:
 
 
 def build(source: Path, output: Path | None = None) -> Path:
-    """Compile one ``.c`` or ``.wat`` guest; returns the ``.wasm`` path."""
+    """Compile one ``.c`` or ``.wat`` guest; returns the ``.wasm`` path (by default in the
+    user cache, named by content)."""
     source = Path(source)
     if source.suffix not in (".c", ".wat"):
         raise ConfigError(f"{source}: guests are .c or .wat sources")
     if not source.is_file():
         raise ConfigError(f"{source}: no such guest source")
-    output = Path(output) if output else BUILD_DIR / f"{source.stem}.wasm"
-    stamp = output.with_suffix(".sha256")
     digest = _digest(source)
+    output = Path(output) if output else cache_dir() / "guests" / f"{source.stem}-{digest[:16]}.wasm"
+    stamp = output.with_suffix(".sha256")
     if output.is_file() and stamp.is_file() and stamp.read_text() == digest:
         return output
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,6 @@ def resolve(guest: str | os.PathLike[str]) -> Path:
     for suffix in (".c", ".wat"):
         source = SOURCE_DIR / f"{guest}{suffix}"
         if source.is_file():
-            return build(source)
+            return build(source, BUILD_DIR / f"{source.stem}.wasm")
     known = sorted(p.stem for p in [*SOURCE_DIR.glob("*.c"), *SOURCE_DIR.glob("*.wat")])
     raise ConfigError(f"unknown guest {str(guest)!r}: give a .wasm path or one of {', '.join(known)}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Backend, ExecutionContext, TokenEvent
-from .errors import Busy, InvalidArgument, NotFound
+from .errors import Busy, ConfigError, InvalidArgument, NotFound
 from .types import Tensor
 
 __all__ = ["Session", "SessionManager", "Generation", "TextListener"]
@@ -204,9 +204,9 @@ class SessionManager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
+            raise ConfigError(f"max_sessions must be at least 1, got {max_sessions}")
         if idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive (seconds)")
+            raise ConfigError(f"idle_timeout must be a positive number of seconds, got {idle_timeout}")
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self._clock = clock

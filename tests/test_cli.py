@@ -1,0 +1,114 @@
+"""The wasinn-lab command line, as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from wasinn_lab.models import default_model_path
+
+
+def wasinn_lab(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wasinn_lab", *args], input=stdin, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_run_streams_a_guest_and_exits_with_its_status() -> None:
+    result = wasinn_lab("run", "--env", "n_predict=5", "stream", "default", "Hello")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert '"output_tokens": 5' in result.stderr
+    assert "panicked" not in result.stderr
+
+
+def test_run_wires_stdin_through() -> None:
+    result = wasinn_lab("run", "--env", "n_predict=4", "chat", "default", stdin="Hi there\nAnd again\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("usage: {") == 2
+
+
+def test_run_passes_the_guest_exit_code_through() -> None:
+    result = wasinn_lab("run", "complete")  # the guest's own usage error
+    assert result.returncode == 1
+    assert "usage: complete MODEL" in result.stderr
+
+
+def test_preload_registers_models_by_name(tmp_path: Path) -> None:
+    spec = f"mine:GGML:AUTO:{default_model_path()}"
+    result = wasinn_lab("run", "--nn-preload", spec, "--env", "n_predict=3", "complete", "mine", "Hi")
+    assert result.returncode == 0, result.stderr
+    # With a preload given, `default` is not registered.
+    result = wasinn_lab("run", "--nn-preload", spec, "complete", "default", "Hi")
+    assert result.returncode == 2 and "not-found" in result.stderr
+
+
+def test_preload_of_a_missing_file_warns_and_the_guest_gets_103(tmp_path: Path) -> None:
+    result = wasinn_lab("run", "--nn-preload", f"gone:GGML:AUTO:{tmp_path / 'gone.gguf'}", "complete", "gone", "Hi")
+    assert "wasinn-lab: warning: model 'gone'" in result.stderr
+    assert "errno 103" in result.stderr and result.returncode == 2
+
+
+def test_models_lists_registered_models(tmp_path: Path) -> None:
+    result = wasinn_lab("models")
+    assert result.returncode == 0
+    names = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert names == ["echo", "default"]
+    result = wasinn_lab("models", "--nn-preload", f"x:GGML:CPU:{tmp_path / 'x.gguf'}")
+    assert "x\tggml\tcpu" in result.stdout and "[missing]" in result.stdout
+
+
+PRESTAT_GUEST = """(module
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  ;; Exit with the errno of asking about fd 3, the first preopened directory.
+  (func (export "_start") (call $exit (call $prestat (i32.const 3) (i32.const 0)))))"""
+
+
+def test_dir_preopens_a_directory_and_nothing_else(tmp_path: Path) -> None:
+    guest = tmp_path / "prestat.wat"
+    guest.write_text(PRESTAT_GUEST)
+    assert wasinn_lab("run", "--dir", f"{tmp_path}:/data", str(guest)).returncode == 0
+    assert wasinn_lab("run", str(guest)).returncode == 8  # EBADF: no directory given
+
+
+def test_a_trap_is_reported_with_its_own_exit_status(tmp_path: Path) -> None:
+    guest = tmp_path / "trap.wat"
+    guest.write_text('(module (memory (export "memory") 1) (func (export "_start") unreachable))')
+    result = wasinn_lab("run", str(guest))
+    assert result.returncode == 128
+    assert "guest trapped" in result.stderr and "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_get_one_line_errors(tmp_path: Path) -> None:
+    cases = {
+        ("run", "--nn-preload", "nonsense", "stream"): "expected NAME:ENCODING:TARGET:PATH",
+        ("run", "--nn-preload", "a:XYZ:AUTO:/m.gguf", "stream"): "unknown encoding 'XYZ'",
+        ("run", "--nn-preload", "a:GGML:QPU:/m.gguf", "stream"): "unknown target 'QPU'",
+        ("run", "--env", "NOVALUE", "stream"): "expected KEY=VALUE",
+        ("run", "--dir", str(tmp_path / "nope"), "stream"): "is not a directory",
+        ("run", "no-such-guest"): "unknown guest 'no-such-guest'",
+        ("run", str(tmp_path / "missing.wasm")): "does not exist",
+    }
+    for args, message in cases.items():
+        result = wasinn_lab(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_invalid_module_is_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.wasm"
+    bogus.write_bytes(b"\0asm garbage")
+    result = wasinn_lab("run", str(bogus))
+    assert result.returncode == 2 and "not a valid WebAssembly module" in result.stderr
+
+
+def test_guests_build_builds_every_guest() -> None:
+    result = wasinn_lab("guests", "build")
+    assert result.returncode == 0, result.stderr
+    built = {Path(line).name for line in result.stdout.split()}
+    assert {"complete.wasm", "stream.wasm", "chat.wasm", "echo.wasm", "embed.wasm", "probe.wasm"} <= built

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wasinn_lab import ConfigError, GraphEncoding, Host, MissingModelWarning, NotFound
+from wasinn_lab.registry import parse_preload
+from wasinn_lab.types import ExecutionTarget
+
+
+def test_parse_preload_keeps_colons_in_the_path() -> None:
+    assert parse_preload("default:GGML:AUTO:/models/a:b.gguf") == (
+        "default",
+        GraphEncoding.GGML,
+        ExecutionTarget.AUTO,
+        "/models/a:b.gguf",
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("default", "expected NAME:ENCODING:TARGET:PATH"),
+        (":GGML:AUTO:/m.gguf", "expected NAME:ENCODING:TARGET:PATH"),
+        ("a:GGUF:AUTO:/m.gguf", "unknown encoding 'GGUF'; use one of"),
+        ("a:GGML:NPU:/m.gguf", "unknown target 'NPU'; use one of"),
+    ],
+)
+def test_parse_preload_errors_say_what_to_fix(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_preload(spec)
+
+
+def test_register_checks_the_default_config() -> None:
+    host = Host(default_model=False)
+    with pytest.raises(ConfigError, match="'ctx-size' must be int"):
+        host.register("m", "/tmp/m.gguf", config={"ctx_size": "large"})
+    assert "m" not in host.registry
+
+
+def test_register_a_missing_file_warns_but_registers(tmp_path: Path) -> None:
+    host = Host(default_model=False)
+    with pytest.warns(MissingModelWarning, match="does not exist"):
+        spec = host.register("later", tmp_path / "later.gguf")
+    assert not spec.available and "later" in host.registry
+
+
+def test_ggml_models_need_a_path_and_echo_needs_none() -> None:
+    host = Host(default_model=False)
+    with pytest.raises(ConfigError, match="needs a file path"):
+        host.register("nofile")
+    assert host.register("echo2", encoding="echo").available
+
+
+@pytest.mark.parametrize("name", ["", "a:b"])
+def test_model_names_are_checked(name: str) -> None:
+    with pytest.raises(ConfigError, match="must be non-empty and contain no ':'"):
+        Host(default_model=False).register(name, encoding="echo")
+
+
+def test_unknown_names_list_what_is_registered() -> None:
+    host = Host(default_model=False)
+    with pytest.raises(NotFound, match=r"registered: echo"):
+        host.registry.get("nope")
+    with pytest.raises(NotFound):
+        host.registry.unregister("nope")
+
+
+def test_properties_report_backends_and_the_model(host: Host) -> None:
+    properties = host.properties("default")
+    llama = properties["backends"]["ggml"]
+    assert llama["gpu_offload_supported"] in (True, False)
+    assert "llama_cpp_python_version" in llama
+    model = properties["model"]
+    assert model["n_params"] > 200_000_000 and model["n_layers"] > 0
+    if not llama["gpu_offload_supported"]:
+        assert model["n_gpu_layers_offloaded"] == 0
