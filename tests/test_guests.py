@@ -116,3 +116,23 @@ def test_a_trapping_guest_raises_guest_trap_and_frees_its_sessions(host: Host) -
     with pytest.raises(GuestTrap, match="unreachable"):
         host.run(wasmtime.wat2wasm(wat))
     assert len(host.sessions) == before
+
+
+def test_stream_stdout_prints_tokens_to_the_guests_stdout_as_compute_makes_them(host: Host) -> None:
+    chunks: list[bytes] = []
+    env = {"n_predict": "6", "stream_stdout": "1", **{k: v for k, v in SEEDED.items() if k != "n_predict"}}
+    result = host.run("complete", "default", "Hello", env=env, on_stdout=chunks.append)
+    assert result.exit_code == 0, result.stderr
+    text = host.run("complete", "default", "Hello", env={**env, "stream_stdout": "0"}).stdout.rstrip("\n")
+    # Six streamed tokens first, then the guest's own print of the whole text.
+    assert len(chunks) >= 6 + 1
+    assert result.stdout == text + text + "\n"
+
+
+def test_enable_log_turns_llama_cpp_logging_on_for_that_context(host: Host, capsys: pytest.CaptureFixture[str]) -> None:
+    host.run("complete", "default", "Hi", env={"n_predict": "2"})
+    assert "llama_context" not in capsys.readouterr().err
+    host.run("complete", "default", "Hi", env={"n_predict": "2", "enable_log": "1", "ctx_size": "512"})
+    assert "llama_context" in capsys.readouterr().err
+    host.run("complete", "default", "Hi", env={"n_predict": "2", "ctx_size": "256"})
+    assert "llama_context" not in capsys.readouterr().err  # off again once that context is gone

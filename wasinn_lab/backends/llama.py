@@ -51,13 +51,14 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-# llama.cpp logs through one process-wide callback; `enable-log` on any context turns it on.
-_log_enabled = threading.Event()
+# llama.cpp logs through one process-wide callback: it prints while any live context
+# has `enable-log` on (the ids of those contexts are kept here).
+_logging_contexts: set[int] = set()
 
 
 @llama_cpp.llama_log_callback
 def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    if _log_enabled.is_set():
+    if _logging_contexts:
         print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
 
 
@@ -180,6 +181,13 @@ class _LlamaContext:
         self._single_started = False
         self._evaluated = 0
         self._embedding: bytes | None = None
+        self._apply_logging()
+
+    def _apply_logging(self) -> None:
+        if self._config["enable-log"]:
+            _logging_contexts.add(id(self))
+        else:
+            _logging_contexts.discard(id(self))
 
     # -- parameters -------------------------------------------------------------------
 
@@ -196,7 +204,7 @@ class _LlamaContext:
         if scopes & {Scope.MODEL, Scope.CONTEXT}:
             self._drop_native()
         if "enable-log" in changed:
-            _log_enabled.set() if self._config["enable-log"] else _log_enabled.clear()
+            self._apply_logging()
 
     def _drop_native(self) -> None:
         if self._native is not None:
@@ -438,6 +446,7 @@ class _LlamaContext:
         self._embedding = json.dumps({"n_embedding": n_embd, "embedding": [v / norm for v in values]}).encode()
 
     def close(self) -> None:
+        _logging_contexts.discard(id(self))
         self._drop_native()
         if self._sampler is not None:
             self._sampler.close()
