@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,25 @@ class _Capture:
         return b"".join(self._chunks).decode("utf-8", "replace")
 
 
+class _Forwarder:
+    """What wasmtime holds as a WASI output callback; only wasmtime references it.
+
+    wasmtime calls these callbacks, and finally releases them, on a tokio worker thread,
+    some milliseconds after the store is closed. A release that lands during interpreter
+    shutdown kills that thread mid-call and aborts the process, so ``close()`` waits for
+    the release, which this object's death signals."""
+
+    def __init__(self, sink: OutputSink, released: threading.Event) -> None:
+        self._sink = sink
+        weakref.finalize(self, released.set)
+
+    def __call__(self, data: bytes) -> None:
+        self._sink(data)
+
+
+_RELEASE_TIMEOUT = 5.0
+
+
 class GuestInstance:
     """One instantiated guest: its store, WASI context, wasi-nn handles and output.
 
@@ -87,8 +107,9 @@ class GuestInstance:
             wasi = wasmtime.WasiConfig()
             wasi.argv = [name, *args]
             wasi.env = list((env or {}).items())
-            wasi.stdout_custom = self.stdout
-            wasi.stderr_custom = self.stderr
+            self._released = [threading.Event(), threading.Event()]
+            wasi.stdout_custom = _Forwarder(self.stdout, self._released[0])
+            wasi.stderr_custom = _Forwarder(self.stderr, self._released[1])
             for host_dir, guest_dir in dirs:
                 wasi.preopen_dir(str(host_dir), guest_dir)
             if stdin is Stdin.INHERIT:
@@ -146,12 +167,12 @@ class GuestInstance:
 
     def close(self) -> None:
         self.nn.close()
-        # Free the store now: wasmtime drops WASI's custom-output callbacks on a tokio
-        # worker, which panics if that happens during interpreter shutdown.
         store = getattr(self, "store", None)
         if store is not None:
             self._exports = self._instance = None
             store.close()
+            for released in self._released:
+                released.wait(_RELEASE_TIMEOUT)
         shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> GuestInstance:

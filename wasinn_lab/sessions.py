@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Backend, ExecutionContext, TokenEvent
-from .errors import Busy, ConfigError, InvalidArgument, NotFound
+from .errors import Busy, ConfigError, EndOfSequence, InvalidArgument, NotFound
 from .types import Tensor
 
 __all__ = ["Session", "SessionManager", "Generation", "TextListener"]
@@ -53,8 +53,9 @@ class Session:
         model: str | None,
         guest: str | None,
         clock: Callable[[], float],
+        session_id: str | None = None,
     ) -> None:
-        self.id = f"s{next(_ids)}"
+        self.id = session_id or f"s{next(_ids)}"
         self.model = model
         self.guest = guest
         self.created = clock()
@@ -69,6 +70,8 @@ class Session:
         self._running = False
         self._closed = False
         self._streaming = False  # a compute_single sequence is under way
+        self._stop_requested = False
+        self._close_callbacks: list[Callable[[Session], None]] = []
         self.generations: list[Generation] = []
         context.on_token = self._on_token
 
@@ -114,12 +117,23 @@ class Session:
         self._listeners.append(listener)
         return _remover(self._listeners, listener)
 
+    def stop(self) -> None:
+        """End the generation under way after its next token (safe from any thread).
+        ``compute`` then returns the text so far; ``compute_single`` reports end of sequence."""
+        self._stop_requested = True
+
+    def on_close(self, callback: Callable[[Session], None]) -> None:
+        self._close_callbacks.append(callback)
+
     def close(self) -> None:
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._context.close()
-                self._listeners.clear()
+            if self._closed:
+                return
+            self._closed = True
+            self._context.close()
+            self._listeners.clear()
+        for callback in self._close_callbacks:
+            callback(self)
 
     # -- the wasi-nn operations, as front-ends drive them --------------------------------
 
@@ -154,6 +168,7 @@ class Session:
             fresh = not (single and self._streaming)
             if fresh:
                 self._text = []
+                self._stop_requested = False
             # Any error, end of sequence included, ends a compute_single sequence.
             self._streaming = False
             try:
@@ -193,6 +208,9 @@ class Session:
         self._text.append(text)
         for listener in list(self._listeners):
             listener(text, event)
+        if self._stop_requested:
+            self._stop_requested = False
+            raise EndOfSequence("stopped on request")
 
 
 class SessionManager:
@@ -219,20 +237,35 @@ class SessionManager:
         self._subscribers.append(callback)
         return _remover(self._subscribers, callback)
 
-    def open(self, context: ExecutionContext, backend: Backend, *, model: str | None, guest: str | None) -> Session:
+    def open(
+        self,
+        context: ExecutionContext,
+        backend: Backend,
+        *,
+        model: str | None,
+        guest: str | None,
+        session_id: str | None = None,
+    ) -> Session:
         self.sweep()
         with self._lock:
+            if session_id is not None and session_id in self._sessions:
+                context.close()
+                raise Busy(f"session {session_id!r} is already open")
             if len(self._sessions) >= self.max_sessions:
                 context.close()
                 raise Busy(
                     f"{len(self._sessions)} sessions are open, the maximum is {self.max_sessions}: "
                     "close some or raise max_sessions"
                 )
-            session = Session(context, backend, model=model, guest=guest, clock=self._clock)
+            session = Session(context, backend, model=model, guest=guest, clock=self._clock, session_id=session_id)
             self._sessions[session.id] = session
         for callback in list(self._subscribers):
             callback(session)
         return session
+
+    def find(self, session_id: str) -> Session | None:
+        self.sweep()
+        return self._sessions.get(session_id)
 
     def get(self, session_id: str) -> Session:
         try:

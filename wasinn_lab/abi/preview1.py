@@ -12,7 +12,7 @@ import functools
 import itertools
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import wasmtime
@@ -109,11 +109,19 @@ class Preview1:
         *,
         guest: str | None = None,
         stdout: Callable[[bytes], None] | None = None,
+        session_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         self._registry = registry
         self._sessions = sessions
         self._guest = guest
         self._stdout = stdout
+        # The guest's first execution context is this named session: adopted if it is
+        # open, else opened under that name. Either way it outlives the guest.
+        self._session_id = session_id
+        self._params = dict(params or {})
+        self._kept: set[str] = set()
+        self._detach: list[Callable[[], None]] = []  # removes this run's listeners from kept sessions
         self._graphs: dict[int, LoadedGraph] = {}
         self._contexts: dict[int, Session] = {}
         self._graph_ids = itertools.count()
@@ -150,9 +158,13 @@ class Preview1:
         return list(self._contexts.values())
 
     def close(self) -> None:
-        """Free every context this guest left open and the graphs it built from bytes."""
+        """Free every context this guest left open (named sessions stay) and the graphs
+        it built from bytes."""
+        for detach in self._detach:
+            detach()
         for session in self._contexts.values():
-            self._sessions.discard(session)
+            if session.id not in self._kept:
+                self._sessions.discard(session)
         self._contexts.clear()
         for loaded in self._graphs.values():
             loaded.close()
@@ -213,13 +225,24 @@ class Preview1:
     def init_execution_context(self, memory: GuestMemory, graph: int, out_context: int) -> None:
         memory.check_writable(out_context, 4)
         loaded: LoadedGraph = _lookup(self._graphs, graph, "graph")
-        context = loaded.graph.init_execution_context(loaded.config)
-        session = self._sessions.open(context, loaded.backend, model=loaded.model, guest=self._guest)
-        if self._stdout is not None:
-            session.add_listener(self._stream_stdout(session))
+        session = self._open_session(loaded)
+        if self._params:
+            session.set(self._params)
         handle = next(self._context_ids)
         self._contexts[handle] = session
         memory.write_u32(out_context, handle)
+
+    def _open_session(self, loaded: LoadedGraph) -> Session:
+        name, self._session_id = self._session_id, None
+        session = self._sessions.find(name) if name is not None else None
+        if session is None:
+            context = loaded.graph.init_execution_context(loaded.config)
+            session = self._sessions.open(context, loaded.backend, model=loaded.model, guest=self._guest, session_id=name)
+        if name is not None:
+            self._kept.add(session.id)
+        if self._stdout is not None:
+            self._detach.append(session.add_listener(self._stream_stdout(session)))
+        return session
 
     def _stream_stdout(self, session: Session) -> Callable[..., None]:
         write = self._stdout
@@ -238,7 +261,8 @@ class Preview1:
     def finalize_execution_context(self, memory: GuestMemory, context: int) -> None:
         session = self._context(context)
         del self._contexts[context & 0xFFFFFFFF]
-        self._sessions.discard(session)
+        if session.id not in self._kept:
+            self._sessions.discard(session)
 
     def set_input(self, memory: GuestMemory, context: int, index: int, tensor_ptr: int) -> None:
         session = self._context(context)

@@ -31,6 +31,8 @@ TokenListener = Callable[[TokenEvent], None]
 
 
 class ExecutionContext(Protocol):
+    # Called for every generated token. It may raise EndOfSequence to end the
+    # generation there: compute then returns normally, compute_single raises it on.
     on_token: TokenListener | None
 
     @property
