@@ -4,6 +4,8 @@
 
 #include "wasi_nn.h"
 
+WASINN_LAB_STDIN_TURNS
+
 /* WasmEdge ignores reverse-prompt in single mode, so the guest stops the reply
  * itself where the model starts writing the user's next turn. */
 static const char MARKER[] = "\nUser:";

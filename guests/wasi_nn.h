@@ -108,6 +108,11 @@ int32_t wasi_nn_unload(graph g);
 NN_IMPORT("finalize_execution_context")
 int32_t wasi_nn_finalize_execution_context(graph_execution_context ctx);
 
+/* A guest that reads its turns from stdin (rather than a prompt argument) says so by
+ * exporting this function: notebooks then feed each cell to it as one turn. */
+#define WASINN_LAB_STDIN_TURNS                                                            \
+    __attribute__((export_name("wasinn-lab.input.stdin"))) void wasinn_lab_input_stdin(void) {}
+
 static inline const char *nn_errno_name(int err)
 {
     switch (err) {

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from wasinn_lab import GuestExitError, GuestTrap, Host, Session
+from wasinn_lab import GuestExitError, GuestTrap, Host
 
 SEEDED = {"n_predict": "16", "temp": "0.7", "seed": "7"}
 
@@ -52,16 +52,13 @@ def test_prompt_from_stdin(host: Host) -> None:
 
 
 def test_chat_keeps_the_conversation_and_reuses_the_prefix(host: Host) -> None:
-    opened: list[Session] = []
-    unsubscribe = host.sessions.subscribe(opened.append)
-    try:
-        turns = "Hello, who are you?\nWhat is your favourite colour?\nWhy do you like it?\n"
-        result = host.run("chat", "default", stdin=turns, env={"n_predict": "12", "temp": "0"})
-    finally:
-        unsubscribe()
+    turns = "Hello, who are you?\nWhat is your favourite colour?\nWhy do you like it?\n"
+    task = host.start("chat", "default", stdin=turns, env={"n_predict": "12", "temp": "0"})
+    events = list(task.events(timeout=120))
+    result = events[-1].data
     assert result.exit_code == 0, result.stderr
     assert len(result.stdout.splitlines()) >= 3
-    (session,) = opened
+    (session,) = task.sessions
     prompts = [g.prompt_tokens for g in session.generations]
     evaluated = [g.evaluated_tokens for g in session.generations]
     assert len(prompts) == 3 and prompts[0] < prompts[1] < prompts[2]  # the whole conversation each turn

@@ -12,7 +12,6 @@ from typing import TextIO
 from . import guests
 from .errors import GuestTrap, WasiNNLabError
 from .host import Host
-from .runtime import Stdin
 
 __all__ = ["main"]
 
@@ -104,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.guest,
             *options.args,
             env=dict(options.env),
-            stdin=Stdin.INHERIT,
+            # A file, not WASI's inherited stdin, whose tokio reader outlives the run.
+            stdin=Path("/dev/stdin"),
             dirs=options.dir,
             on_stdout=_write(sys.stdout),
             on_stderr=_write(sys.stderr),

@@ -18,13 +18,15 @@ from .errors import GuestExitError
 from .guests import resolve
 from .models import DEFAULT_CONFIG, DEFAULT_MODEL, default_model_path
 from .registry import ModelRegistry, ModelSpec
-from .runtime import GuestInstance, GuestRuntime, RunResult, Stdin
+from .runtime import GuestInstance, GuestOptions, GuestRuntime, RunResult
+from .tasks import GuestTask
 from .sessions import Session, SessionManager
 from .types import ExecutionTarget, GraphEncoding
 
 __all__ = ["Host"]
 
 Guest = str | os.PathLike[str] | bytes | bytearray
+STDIN_TURNS_EXPORT = "wasinn-lab.input.stdin"
 
 
 class Host:
@@ -85,42 +87,79 @@ class Host:
         path = resolve(guest)
         return path.name, self.runtime.compile(path.read_bytes())
 
+    def _runner(self, guest: Guest) -> Callable[[GuestOptions], RunResult]:
+        name, module = self._module(guest)
+
+        def run(options: GuestOptions) -> RunResult:
+            return self.runtime.run(module, name=name, registry=self.registry, sessions=self.sessions, options=options)
+
+        return run
+
     def run(
         self,
         guest: Guest,
         *args: str,
         env: Mapping[str, str] | None = None,
-        stdin: bytes | str | Stdin | None = None,
+        stdin: bytes | str | os.PathLike[str] | None = None,
         dirs: Iterable[tuple[str | os.PathLike[str], str]] = (),
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
+        session: str | None = None,
+        params: Mapping[str, Any] | None = None,
         check: bool = False,
     ) -> RunResult:
         """Run a guest to completion: a ``.wasm`` path, a ``.c``/``.wat`` source, the name of
-        a guest in ``guests/``, or module bytes. Output is captured and also handed to the
-        callbacks as it is written. ``check=True`` raises GuestExitError on a non-zero exit."""
-        name, module = self._module(guest)
-        result = self.runtime.run(
-            module,
-            name=name,
-            registry=self.registry,
-            sessions=self.sessions,
+        a guest in ``guests/``, or module bytes.
+
+        Output is captured and also handed to the callbacks as it is written. ``stdin`` is
+        text or bytes to read, or a file (``Path``) to read from. ``session`` names the
+        guest's execution context: an open session of that name is continued (its KV cache
+        too), else the guest's first context becomes it, and it stays open afterwards.
+        ``params`` override the config of every context the guest opens. ``check=True``
+        raises GuestExitError on a non-zero exit."""
+        options = GuestOptions(
             args=args,
-            env=env,
+            env=dict(env or {}),
             stdin=stdin,
-            dirs=[(Path(host_dir), guest_dir) for host_dir, guest_dir in dirs],
+            dirs=list(dirs),
             on_stdout=on_stdout,
             on_stderr=on_stderr,
+            session_id=session,
+            params=dict(params or {}),
         )
+        result = self._runner(guest)(options)
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
+
+    def start(
+        self,
+        guest: Guest,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        interactive: bool = False,
+        session: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> GuestTask:
+        """Start a guest on a worker thread; read what it does from ``task.events()``.
+        ``interactive=True`` feeds its stdin turn by turn with ``task.send(text)``."""
+        options = GuestOptions(
+            args=args, env=dict(env or {}), stdin=stdin, session_id=session, params=dict(params or {})
+        )
+        return GuestTask(self._runner(guest), options, interactive=interactive)
 
     def instantiate(self, guest: Guest, *args: str, env: Mapping[str, str] | None = None) -> GuestInstance:
         """Instantiate a guest without running it, to call its exports one by one
         (``instance.call("nn_load_by_name", ...)``); close it when done."""
         name, module = self._module(guest)
-        return self.runtime.instantiate(module, name=name, registry=self.registry, sessions=self.sessions, args=args, env=env)
+        options = GuestOptions(args=args, env=dict(env or {}))
+        return self.runtime.instantiate(module, name=name, registry=self.registry, sessions=self.sessions, options=options)
+
+    def reads_stdin_turns(self, guest: Guest) -> bool:
+        """Whether the guest declares that it reads turns from stdin (it exports
+        ``wasinn-lab.input.stdin``) rather than taking a prompt argument."""
+        return any(export.name == STDIN_TURNS_EXPORT for export in self._module(guest)[1].exports)
 
     # -- sessions -------------------------------------------------------------------------
 

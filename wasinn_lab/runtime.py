@@ -3,15 +3,15 @@ fresh store per guest instance with WASI preview1 and ``wasi_ephemeral_nn`` link
 
 from __future__ import annotations
 
-import enum
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,11 @@ import wasmtime
 from .abi.preview1 import Preview1
 from .errors import GuestLoadError, GuestTrap, InvalidArgument
 from .registry import ModelRegistry
-from .sessions import SessionManager
+from .sessions import Session, SessionManager
 
-__all__ = ["GuestRuntime", "GuestInstance", "RunResult", "Stdin"]
+__all__ = ["GuestRuntime", "GuestInstance", "RunResult", "GuestOptions"]
 
 OutputSink = Callable[[bytes], None]
-
-
-class Stdin(enum.Enum):
-    INHERIT = "inherit"  # the guest reads the host process's own stdin (the command line)
 
 
 @dataclass
@@ -41,6 +37,23 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+@dataclass
+class GuestOptions:
+    """How to run a guest: its WASI world and how the host treats its wasi-nn sessions."""
+
+    args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Text or bytes to read, or a file to read from (a pipe, /dev/stdin); None: empty.
+    stdin: bytes | str | os.PathLike[str] | None = None
+    dirs: Sequence[tuple[str | os.PathLike[str], str]] = ()
+    on_stdout: OutputSink | None = None
+    on_stderr: OutputSink | None = None
+    # The guest's first execution context is this named session, which outlives it.
+    session_id: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # overrides for every context it opens
+    on_session: Callable[[Session], None] | None = None
 
 
 class _Capture:
@@ -92,34 +105,36 @@ class GuestInstance:
         name: str,
         registry: ModelRegistry,
         sessions: SessionManager,
-        args: Sequence[str],
-        env: Mapping[str, str] | None,
-        stdin: bytes | str | Stdin | None,
-        dirs: Iterable[tuple[str | Path, str]],
-        on_stdout: OutputSink | None,
-        on_stderr: OutputSink | None,
+        options: GuestOptions,
     ) -> None:
         self.name = name
-        self.stdout, self.stderr = _Capture(on_stdout), _Capture(on_stderr)
+        self.stdout, self.stderr = _Capture(options.on_stdout), _Capture(options.on_stderr)
         self._scratch = Path(tempfile.mkdtemp(prefix="wasinn-lab-"))
-        self.nn = Preview1(registry, sessions, guest=name, stdout=self.stdout)
+        self.nn = Preview1(
+            registry,
+            sessions,
+            guest=name,
+            stdout=self.stdout,
+            session_id=options.session_id,
+            params=options.params,
+            on_session=options.on_session,
+        )
         try:
             wasi = wasmtime.WasiConfig()
-            wasi.argv = [name, *args]
-            wasi.env = list((env or {}).items())
+            wasi.argv = [name, *options.args]
+            wasi.env = list(options.env.items())
             self._released = [threading.Event(), threading.Event()]
             wasi.stdout_custom = _Forwarder(self.stdout, self._released[0])
             wasi.stderr_custom = _Forwarder(self.stderr, self._released[1])
-            for host_dir, guest_dir in dirs:
+            for host_dir, guest_dir in options.dirs:
                 wasi.preopen_dir(str(host_dir), guest_dir)
-            if stdin is Stdin.INHERIT:
-                # Opened as a file, not inherit_stdin(): wasmtime's inherited stdin reads on
-                # a tokio worker that panics at interpreter exit when stdin is /dev/null.
-                wasi.stdin_file = "/dev/stdin"
-            elif stdin is not None:
+            stdin = options.stdin
+            if isinstance(stdin, (bytes, str)):
                 stdin_file = self._scratch / "stdin"
                 stdin_file.write_bytes(stdin.encode() if isinstance(stdin, str) else stdin)
-                wasi.stdin_file = str(stdin_file)
+                stdin = stdin_file
+            if stdin is not None:
+                wasi.stdin_file = str(stdin)
             self.store = wasmtime.Store(engine)
             self.store.set_wasi(wasi)
             linker = wasmtime.Linker(engine)
@@ -209,34 +224,24 @@ class GuestRuntime:
         name: str,
         registry: ModelRegistry,
         sessions: SessionManager,
-        args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
-        stdin: bytes | str | Stdin | None = None,
-        dirs: Iterable[tuple[str | Path, str]] = (),
-        on_stdout: OutputSink | None = None,
-        on_stderr: OutputSink | None = None,
+        options: GuestOptions,
     ) -> GuestInstance:
-        return GuestInstance(
-            self.engine,
-            module,
-            name=name,
-            registry=registry,
-            sessions=sessions,
-            args=args,
-            env=env,
-            stdin=stdin,
-            dirs=dirs,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-        )
+        return GuestInstance(self.engine, module, name=name, registry=registry, sessions=sessions, options=options)
 
-    def run(self, module: wasmtime.Module, **options: Any) -> RunResult:
-        """Run the module's ``_start`` to completion (``options`` as for ``instantiate``).
-        Traps raise GuestTrap; an exit status, zero or not, is returned. A KeyboardInterrupt
-        raised in a host call propagates once the guest has unwound, after the instance's
-        contexts are freed."""
+    def run(
+        self,
+        module: wasmtime.Module,
+        *,
+        name: str,
+        registry: ModelRegistry,
+        sessions: SessionManager,
+        options: GuestOptions,
+    ) -> RunResult:
+        """Run the module's ``_start`` to completion. Traps raise GuestTrap; an exit status,
+        zero or not, is returned. A KeyboardInterrupt raised in a host call propagates once
+        the guest has unwound, after the instance's contexts are freed."""
         started = time.perf_counter()
-        with self.instantiate(module, **options) as instance:
+        with self.instantiate(module, name=name, registry=registry, sessions=sessions, options=options) as instance:
             exit_code = 0
             try:
                 instance.call("_start")

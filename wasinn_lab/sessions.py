@@ -229,13 +229,7 @@ class SessionManager:
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._sessions: dict[str, Session] = {}
-        self._subscribers: list[Callable[[Session], None]] = []
         self._lock = threading.Lock()
-
-    def subscribe(self, callback: Callable[[Session], None]) -> Callable[[], None]:
-        """Call ``callback(session)`` whenever a session opens; returns the unsubscriber."""
-        self._subscribers.append(callback)
-        return _remover(self._subscribers, callback)
 
     def open(
         self,
@@ -259,8 +253,6 @@ class SessionManager:
                 )
             session = Session(context, backend, model=model, guest=guest, clock=self._clock, session_id=session_id)
             self._sessions[session.id] = session
-        for callback in list(self._subscribers):
-            callback(session)
         return session
 
     def find(self, session_id: str) -> Session | None:

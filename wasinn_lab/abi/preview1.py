@@ -111,6 +111,7 @@ class Preview1:
         stdout: Callable[[bytes], None] | None = None,
         session_id: str | None = None,
         params: Mapping[str, Any] | None = None,
+        on_session: Callable[[Session], None] | None = None,
     ) -> None:
         self._registry = registry
         self._sessions = sessions
@@ -120,6 +121,7 @@ class Preview1:
         # open, else opened under that name. Either way it outlives the guest.
         self._session_id = session_id
         self._params = dict(params or {})
+        self._on_session = on_session
         self._kept: set[str] = set()
         self._detach: list[Callable[[], None]] = []  # removes this run's listeners from kept sessions
         self._graphs: dict[int, LoadedGraph] = {}
@@ -242,6 +244,8 @@ class Preview1:
             self._kept.add(session.id)
         if self._stdout is not None:
             self._detach.append(session.add_listener(self._stream_stdout(session)))
+        if self._on_session is not None:
+            self._on_session(session)
         return session
 
     def _stream_stdout(self, session: Session) -> Callable[..., None]:

@@ -1,0 +1,135 @@
+"""A guest running on a worker thread, its output arriving as events.
+
+The thread that started it stays free: in a kernel that is the main thread, which keeps
+receiving KeyboardInterrupt and owns the display. An interactive task reads its stdin
+from a pipe fed turn by turn with ``send()``.
+
+When is a turn over? wasmtime reads stdin ahead on a background task, so "the guest is
+blocked reading stdin" cannot be observed. A turn is over once the guest has answered
+(some event since ``send``), none of its sessions is generating, and it has been quiet
+for ``quiet`` seconds: model loads and prompt evaluation happen before the first event
+or while a session runs, so they do not end a turn early.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .runtime import GuestOptions, RunResult
+from .sessions import Session
+
+__all__ = ["GuestTask", "Event", "EventKind"]
+
+_POLL = 0.02  # seconds between checks while no output arrives
+QUIET = 0.25  # seconds of silence, after an answer, that end an interactive turn
+
+
+class EventKind(enum.Enum):
+    STDOUT = "stdout"  # bytes the guest wrote to stdout
+    STDERR = "stderr"  # bytes the guest wrote to stderr
+    TOKEN = "token"  # model text, token by token, from the sessions the guest uses
+    SESSION = "session"  # a session the guest opened or adopted
+    TURN = "turn"  # interactive: the guest consumed its input and waits for more
+    DONE = "done"  # the guest ended: data is a RunResult, or the exception it raised
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    data: Any = None
+
+
+class GuestTask:
+    """Run ``runner(options)`` on a worker thread (see ``Host.start``)."""
+
+    def __init__(self, runner: Callable[[GuestOptions], RunResult], options: GuestOptions, *, interactive: bool) -> None:
+        self._events: queue.Queue[Event] = queue.Queue()
+        self.sessions: list[Session] = []
+        self._detach: list[Callable[[], None]] = []
+        self.result: RunResult | None = None
+        self._pipe: tuple[int, int] | None = None
+        if interactive:
+            read_end, write_end = os.pipe()
+            self._pipe = (read_end, write_end)
+            options.stdin = Path(f"/proc/self/fd/{read_end}")
+        options.on_stdout = lambda data: self._events.put(Event(EventKind.STDOUT, data))
+        options.on_stderr = lambda data: self._events.put(Event(EventKind.STDERR, data))
+        options.on_session = self._adopt
+        self._thread = threading.Thread(target=self._work, args=(runner, options), name="wasinn-lab-guest", daemon=True)
+        self._thread.start()
+
+    # -- the worker ---------------------------------------------------------------------------
+
+    def _adopt(self, session: Session) -> None:
+        self.sessions.append(session)
+        self._detach.append(session.add_listener(lambda text, event: self._events.put(Event(EventKind.TOKEN, text))))
+        self._events.put(Event(EventKind.SESSION, session))
+
+    def _work(self, runner: Callable[[GuestOptions], RunResult], options: GuestOptions) -> None:
+        outcome: RunResult | BaseException
+        try:
+            outcome = self.result = runner(options)
+        except BaseException as exc:  # handed to the thread that reads the events
+            outcome = exc
+        finally:
+            for detach in self._detach:  # named sessions outlive the task
+                detach()
+            if self._pipe is not None:
+                os.close(self._pipe[0])
+        self._events.put(Event(EventKind.DONE, outcome))
+
+    # -- the caller's side --------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def send(self, text: str | bytes) -> None:
+        """Give an interactive guest more input (a turn)."""
+        if self._pipe is None:
+            raise RuntimeError("send() needs a task started with interactive=True")
+        data = text.encode() if isinstance(text, str) else text
+        os.write(self._pipe[1], data)
+
+    def stop(self) -> None:
+        """End the generation under way within one token; the guest carries on."""
+        for session in self.sessions:
+            session.stop()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End an interactive guest's input (EOF) and wait for it to finish."""
+        if self._pipe is not None and self._pipe[1] >= 0:
+            os.close(self._pipe[1])
+            self._pipe = (self._pipe[0], -1)
+        self._thread.join(timeout)
+
+    def events(self, timeout: float | None = None, *, quiet: float = QUIET) -> Iterator[Event]:
+        """Events as they come, until the guest ends (DONE) or, for an interactive guest,
+        its turn is over (TURN). Polls, so the calling thread stays interruptible.
+        ``timeout``: at most this many seconds without any event (TimeoutError)."""
+        silent = 0.0
+        answered = False
+        while True:
+            try:
+                event = self._events.get(timeout=_POLL)
+            except queue.Empty:
+                silent += _POLL
+                if timeout is not None and silent > timeout:
+                    raise TimeoutError(f"the guest did nothing for {timeout:.0f} s") from None
+                generating = any(session.state == "running" for session in self.sessions)
+                if self._pipe is not None and answered and not generating and silent >= quiet:
+                    yield Event(EventKind.TURN)
+                    return
+                continue
+            silent = 0.0
+            answered = True
+            yield event
+            if event.kind is EventKind.DONE:
+                return
