@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from wasinn_lab import Busy, ConfigError, Host, InvalidArgument, NotFound, Session, Tensor, TensorType
+from wasinn_lab import Busy, ConfigError, Host, InvalidArgument, NotFound, PromptTooLong, Session, Tensor, TensorType
 
 
 def open_session(host: Host, model: str = "default", **config: object) -> Session:
@@ -101,3 +101,22 @@ def test_idle_sessions_expire() -> None:
 def test_manager_limits_are_checked(option: str, value: float) -> None:
     with pytest.raises(ConfigError, match=option):
         Host(default_model=False, **{option: value})
+
+
+def test_watchers_see_every_change_and_reload_rebuilds_now(host: Host) -> None:
+    session = open_session(host)
+    seen: list[dict] = []
+    stop = session.watch(seen.append)
+    try:
+        session.set(temp=0.5)
+        session.set({"ctx_size": 256})
+        assert seen == [{"temp": 0.5}, {"ctx-size": 256}]
+        session.reload()  # the 256-token context is built now, not at the next generation
+        session.set_input(0, prompt("word " * 300))
+        with pytest.raises(PromptTooLong):
+            session.compute()
+        stop()
+        session.set(temp=0.1)
+        assert len(seen) == 2
+    finally:
+        host.sessions.discard(session)

@@ -26,3 +26,16 @@ __all__ = [
     *errors.__all__,
     "__version__",
 ]
+
+
+def load_ipython_extension(ip: object) -> None:
+    """``%load_ext wasinn_lab``: the ``%%wasi_nn`` and ``%wasi_nn`` magics."""
+    from .notebook import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip: object) -> None:
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ip)

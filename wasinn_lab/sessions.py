@@ -72,6 +72,7 @@ class Session:
         self._streaming = False  # a compute_single sequence is under way
         self._stop_requested = False
         self._close_callbacks: list[Callable[[Session], None]] = []
+        self._watchers: list[Callable[[dict[str, Any]], None]] = []
         self.generations: list[Generation] = []
         context.on_token = self._on_token
 
@@ -98,10 +99,22 @@ class Session:
 
     def set(self, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Change parameters for the next generation; ``set(temp=0.2)`` or ``set({"top-p": 0.9})``."""
-        merged = {**(options or {}), **kwargs}
+        normalized = self._backend.normalize_config({**(options or {}), **kwargs})
         with self._lock:
             self._check_open()
-            self._context.configure(self._backend.normalize_config(merged))
+            self._context.configure(normalized)
+        for watcher in list(self._watchers):
+            watcher(normalized)
+
+    def watch(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``callback(changed)`` after every ``set``, whoever calls it; returns the remover."""
+        self._watchers.append(callback)
+        return _remover(self._watchers, callback)
+
+    def reload(self) -> None:
+        """Rebuild now what changed settings need (a context, or the weights), rather than
+        at the next generation."""
+        self._operate(self._context.prepare)
 
     @property
     def text(self) -> str:

@@ -124,7 +124,8 @@ class GuestTask:
                 if timeout is not None and silent > timeout:
                     raise TimeoutError(f"the guest did nothing for {timeout:.0f} s") from None
                 generating = any(session.state == "running" for session in self.sessions)
-                if self._pipe is not None and answered and not generating and silent >= quiet:
+                awaiting_input = self._pipe is not None and self._pipe[1] >= 0
+                if awaiting_input and answered and not generating and silent >= quiet:
                     yield Event(EventKind.TURN)
                     return
                 continue

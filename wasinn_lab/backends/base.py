@@ -41,6 +41,9 @@ class ExecutionContext(Protocol):
     def configure(self, options: Mapping[str, Any]) -> None:
         """Update parameters (already normalized by ``Backend.normalize_config``)."""
 
+    def prepare(self) -> None:
+        """Build now whatever the next generation would build (after a reconfiguration)."""
+
     def set_input(self, index: int, tensor: Tensor) -> None: ...
 
     def compute(self) -> None: ...

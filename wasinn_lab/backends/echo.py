@@ -33,6 +33,9 @@ class _EchoContext:
     def configure(self, options: Mapping[str, Any]) -> None:
         pass
 
+    def prepare(self) -> None:
+        pass
+
     def set_input(self, index: int, tensor: Tensor) -> None:
         if len(tensor.data) != tensor.expected_size:
             raise InvalidArgument(

@@ -215,6 +215,9 @@ class _LlamaContext:
         self._cached = []
         self._pending = None
 
+    def prepare(self) -> None:
+        self._ensure_native()
+
     def _ensure_native(self) -> _internals.LlamaContext:
         if self._native is not None:
             return self._native

@@ -1,0 +1,154 @@
+"""The magics through a real InteractiveShell, real host, default model and guests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+
+from wasinn_lab.notebook.lab import lab
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "wasinn_lab")
+    yield ip
+    ip.run_line_magic("unload_ext", "wasinn_lab")
+
+
+def run(shell: InteractiveShell, cell: str):  # type: ignore[no-untyped-def]
+    return shell.run_cell(cell, store_history=False)
+
+
+def test_a_cell_streams_model_text_into_the_output(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(shell, "%%wasi_nn stream -p n-predict=12 -p temp=0\nThe sky is")
+    assert result.success, result.error_in_exec
+    generation = shell.user_ns["_wasi_nn"]
+    out = capsys.readouterr().out
+    assert generation.text and generation.text in out  # printed as it came
+    assert re.search(r"\[stream · default · session s\d+ · done\]", out)  # the session id is shown
+    assert generation.exit_code == 0
+
+
+def test_params_override_the_guests_config(shell: InteractiveShell) -> None:
+    assert run(shell, "%%wasi_nn complete --quiet -p n-predict=3 -p temp=0\nHello").success
+    assert '"output_tokens": 3' in shell.user_ns["_wasi_nn"].stderr
+
+
+def test_a_prompt_guest_session_continues_across_cells(shell: InteractiveShell) -> None:
+    assert run(shell, "%%wasi_nn stream -q --session story -p n-predict=10 -p temp=0\nOnce upon a time").success
+    first = shell.user_ns["_wasi_nn"].text
+    assert run(shell, "%%wasi_nn stream -q --session story\nThe end.").success
+    session = lab().session("story")
+    latest = session.generations[-1]
+    # The second prompt is the story so far plus the new cell; only the new part is evaluated.
+    assert latest.prompt_tokens > 10 and latest.evaluated_tokens < latest.prompt_tokens / 2
+    assert first
+    run(shell, "%wasi_nn close story")
+
+
+def test_a_chat_guest_lives_across_cells_until_closed(shell: InteractiveShell) -> None:
+    assert run(shell, "%%wasi_nn chat -q --session talk -p n-predict=8 -p temp=0\nHello!").success
+    assert shell.user_ns["_wasi_nn"].exit_code is None  # waiting for the next turn
+    assert run(shell, "%%wasi_nn chat -q --session talk\nAnd who are you?").success
+    session = lab().session("talk")
+    assert len(session.generations) == 2
+    assert session.generations[1].evaluated_tokens < session.generations[1].prompt_tokens
+    assert run(shell, "%wasi_nn close talk").success
+    assert session.closed and "talk" not in shell.run_line_magic("wasi_nn", "sessions").index
+
+
+def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    models = shell.run_line_magic("wasi_nn", "models")
+    assert isinstance(models, pd.DataFrame) and {"default", "echo"} <= set(models.index)
+    assert run(shell, "%%wasi_nn complete -q --session knobs -p n-predict=2\nHi").success
+    assert shell.run_line_magic("wasi_nn", "get knobs n-predict") == 2
+    shell.run_line_magic("wasi_nn", "set knobs temp=0.3 reverse-prompt=User:")
+    parameters = shell.run_line_magic("wasi_nn", "get knobs")
+    assert parameters["temp"] == 0.3 and parameters["reverse-prompt"] == "User:"
+    sessions = shell.run_line_magic("wasi_nn", "sessions")
+    assert list(sessions.columns) == ["guest", "model", "parameters", "tokens in", "tokens out", "last used", "state"]
+    assert sessions.loc["knobs", "tokens out"] == 2
+    shell.run_line_magic("wasi_nn", "close knobs")
+    properties = shell.run_line_magic("wasi_nn", "properties default")
+    assert "backends.ggml.gpu_offload_supported" in properties.index and "model.n_params" in properties.index
+    with pytest.warns(UserWarning):
+        shell.run_line_magic("wasi_nn", f"preload later {tmp_path / 'later.gguf'} n-predict=5")
+    assert shell.run_line_magic("wasi_nn", "models").loc["later", "default config"] == {"n-predict": 5}
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%%wasi_nn\nhi", "which guest?"),
+        ("%%wasi_nn stream --bogus\nhi", "unrecognized arguments: --bogus"),
+        ("%%wasi_nn stream --name x\nhi", "--name and --run go with --build"),
+        ("%%wasi_nn --build c\nint main(){}", "--build needs --name"),
+        ("%%wasi_nn stream -p temp\nhi", "expected KEY=VALUE"),
+        ("%wasi_nn set s1", "usage: %wasi_nn set SESSION KEY=VALUE..."),
+        ("%wasi_nn frobnicate", "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(shell: InteractiveShell, capsys: pytest.CaptureFixture[str], cell: str, message: str) -> None:
+    result = run(shell, cell)
+    assert not result.success
+    captured = capsys.readouterr()
+    assert "UsageError" in captured.err + captured.out and message in captured.err + captured.out
+
+
+def test_failures_fail_the_cell_with_the_guests_stderr(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(shell, "%%wasi_nn complete -m nobody\nHi")
+    assert not result.success
+    assert "not-found" in capsys.readouterr().err  # the guest's stderr is shown
+    error = result.error_in_exec
+    # Shown as one line that says what happened, not a traceback through the host.
+    (line,) = shell.CustomTB(type(error), error, error.__traceback__)
+    assert line.startswith("GuestExitError: guest exited with status 2") and "not-found" in line
+    result = run(shell, "%%wasi_nn nonexistent\nHi")
+    assert not result.success and "unknown guest 'nonexistent'" in str(result.error_in_exec)
+
+
+def test_build_c_in_a_cell_then_run_it(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    source = '#include <stdio.h>\nint main(int argc, char **argv) { printf("hello from %s\\n", argv[1]); return 0; }'
+    assert run(shell, f"%%wasi_nn --build c --name hello --run\n{source}").success
+    assert shell.user_ns["_wasi_nn"].stdout == "hello from default\n"
+    assert run(shell, "%%wasi_nn hello -q -m echo\nunused").success  # usable by name afterwards
+    assert shell.user_ns["_wasi_nn"].stdout == "hello from echo\n"
+    capsys.readouterr()
+
+
+def test_compiler_errors_point_at_cell_lines(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(shell, "%%wasi_nn --build c --name broken\nint main(void) {\n  return nope;\n}")
+    assert not result.success
+    message = str(result.error_in_exec)
+    assert "guest 'broken' did not build" in message and "cell:2:" in message and "nope" in message
+
+
+def test_build_wat(shell: InteractiveShell) -> None:
+    wat = '(module (memory (export "memory") 1) (func (export "_start")))'
+    assert run(shell, f"%%wasi_nn --build wat --name empty --run\n{wat}").success
+    assert shell.user_ns["_wasi_nn"].exit_code == 0
+
+
+def test_an_interrupt_stops_generation_fails_the_cell_and_keeps_the_session(shell: InteractiveShell) -> None:
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = run(shell, "%%wasi_nn stream -q --session long -p n-predict=2000 -p temp=0\nOnce upon a time")
+    finally:
+        timer.cancel()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    session = lab().session("long")
+    assert 0 < session.generations[-1].output_tokens < 2000  # stopped early, within a token
+    assert session.state == "idle"
+    assert run(shell, "%%wasi_nn stream -q --session long -p n-predict=3\nAnd then").success
+    assert session.generations[-1].output_tokens == 3
+    run(shell, "%wasi_nn close long")

@@ -1,0 +1,204 @@
+"""The notebook's wasi-nn lab: one host per kernel, named guests built in cells, chat
+guests kept alive across cells, and the generation loop that magics and widgets share.
+
+It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, GuestExitError
+from ..guests import build
+from ..host import Host
+from ..models import cache_dir
+from ..runtime import RunResult
+from ..sessions import Session
+from ..tasks import Event, EventKind, GuestTask
+
+__all__ = ["Lab", "Generation", "lab", "parse_assignment"]
+
+_STOP_DRAIN_TIMEOUT = 60.0  # seconds a stopped guest gets to finish its turn
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON when it is JSON (0.2, true, "x"), else text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+@dataclass
+class Generation:
+    """What one cell (or one Generate click) produced."""
+
+    guest: str
+    session: str | None
+    text: str = ""  # model text, token by token
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None  # None while the guest lives on (a chat session)
+    sessions: list[str] = field(default_factory=list)
+
+
+class Lab:
+    def __init__(self, host: Host | None = None) -> None:
+        self._host = host
+        self._host_lock = threading.Lock()
+        self._built: dict[str, Path] = {}
+        self._chats: dict[str, GuestTask] = {}  # session id -> a stdin guest kept alive
+        self._transcripts: dict[str, str] = {}  # session id -> text so far (prompt guests)
+
+    @property
+    def host(self) -> Host:
+        with self._host_lock:
+            if self._host is None:
+                self._host = Host()
+            return self._host
+
+    # -- guests -------------------------------------------------------------------------------
+
+    def build(self, name: str, source: str, language: str) -> Path:
+        """Build a guest from cell source; ``name`` can then be used as a guest."""
+        if not name.isidentifier():
+            raise ConfigError(f"guest name {name!r} must be an identifier (letters, digits, _)")
+        suffix = {"c": ".c", "wat": ".wat"}.get(language)
+        if suffix is None:
+            raise ConfigError(f"--build takes c or wat, not {language!r}")
+        source_file = cache_dir() / "cells" / f"{name}{suffix}"
+        source_file.parent.mkdir(parents=True, exist_ok=True)
+        source_file.write_text(source)
+        self._built[name] = build(source_file)
+        return self._built[name]
+
+    def resolve(self, guest: str) -> str | Path:
+        return self._built.get(guest, guest)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> Session:
+        return self.host.sessions.get(session_id)
+
+    def close(self, session_id: str) -> None:
+        task = self._chats.pop(session_id, None)
+        self._transcripts.pop(session_id, None)
+        if task is not None:
+            task.close()
+        if self.host.sessions.find(session_id) is not None:
+            self.host.sessions.close(session_id)
+
+    # -- generating -----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        guest: str,
+        text: str | None,
+        *,
+        model: str = "default",
+        session: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        stdin_turns: bool | None = None,
+        on_event: Callable[[Event], None] = lambda event: None,
+        on_task: Callable[[GuestTask], None] = lambda task: None,
+    ) -> Generation:
+        """Run ``guest`` on ``text`` (None: no input) and hand every event to ``on_event``.
+
+        A guest that reads turns from stdin gets ``text`` as one turn; with a session it
+        lives on for the next turn. Any other guest gets ``text`` as its prompt argument;
+        with a session, the prompt is the session's text so far plus ``text``, and the
+        session's KV cache means only the new part is evaluated.
+
+        On KeyboardInterrupt the generation is stopped within one token, the guest is let
+        finish its turn, and the interrupt is raised again. A trap or a non-zero exit
+        raises (GuestTrap, GuestExitError)."""
+        resolved = self.resolve(guest)
+        if stdin_turns is None:
+            stdin_turns = self.host.reads_stdin_turns(resolved)
+        result = Generation(guest=guest, session=session)
+        task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args), stdin_turns)
+        on_task(task)
+        try:
+            self._pump(task, result, on_event)
+        except KeyboardInterrupt:
+            task.stop()
+            self._pump(task, result, on_event, timeout=_STOP_DRAIN_TIMEOUT)
+            raise
+        finally:
+            if session is not None and not stdin_turns and text is not None:
+                self._transcripts[session] = self._transcripts.get(session, "") + text + result.text
+            if session is not None and stdin_turns and not task.running:
+                self._chats.pop(session, None)
+        return result
+
+    def _task(
+        self,
+        guest: str | Path,
+        text: str | None,
+        model: str,
+        session: str | None,
+        params: dict[str, Any],
+        env: dict[str, str],
+        args: list[str],
+        stdin_turns: bool,
+    ) -> GuestTask:
+        if not stdin_turns:
+            prompt = [] if text is None else [self._transcripts.get(session or "", "") + text]
+            return self.host.start(guest, model, *prompt, *args, env=env, session=session, params=params)
+        task = self._chats.get(session) if session else None
+        if task is None or not task.running:
+            task = self.host.start(guest, model, *args, env=env, interactive=True, session=session, params=params)
+            if session is not None:
+                self._chats[session] = task
+        elif params:
+            self.session(session).set(params)  # type: ignore[arg-type]
+        if text is not None:
+            task.send(text if text.endswith("\n") else text + "\n")
+        if session is None:
+            task.close(timeout=0)  # a one-off turn: end of input after it
+        return task
+
+    @staticmethod
+    def _pump(task: GuestTask, result: Generation, on_event: Callable[[Event], None], timeout: float | None = None) -> None:
+        for event in task.events(timeout=timeout):
+            if event.kind is EventKind.TOKEN:
+                result.text += event.data
+            elif event.kind is EventKind.STDOUT:
+                result.stdout += event.data.decode("utf-8", "replace")
+            elif event.kind is EventKind.STDERR:
+                result.stderr += event.data.decode("utf-8", "replace")
+            elif event.kind is EventKind.SESSION:
+                result.sessions.append(event.data.id)
+            on_event(event)
+            if event.kind is EventKind.DONE:
+                if isinstance(event.data, BaseException):
+                    raise event.data
+                outcome: RunResult = event.data
+                result.exit_code = outcome.exit_code
+                if outcome.exit_code != 0:
+                    raise GuestExitError(outcome.exit_code, stderr=outcome.stderr)
+
+    def shutdown(self) -> None:
+        for session_id in list(self._chats):
+            self.close(session_id)
+
+
+_lab: Lab | None = None
+
+
+def lab() -> Lab:
+    """The kernel's lab, made on first use."""
+    global _lab
+    if _lab is None:
+        _lab = Lab()
+    return _lab

@@ -1,0 +1,212 @@
+"""``%%wasi_nn`` and ``%wasi_nn``: run guests in cells and inspect the lab."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..errors import GuestBuildError, WasiNNLabError
+from .display import CellStream
+from .lab import Generation, Lab, parse_assignment
+
+__all__ = ["WasiNNMagics"]
+
+LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties")
+
+
+def _assignments(items: list[str], what: str) -> dict[str, Any]:
+    try:
+        return dict(parse_assignment(item) for item in items)
+    except WasiNNLabError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+@magics_class
+class WasiNNMagics(Magics):
+    def __init__(self, shell: Any, lab: Lab) -> None:
+        super().__init__(shell)
+        self.lab = lab
+
+    @property
+    def _in_kernel(self) -> bool:
+        return getattr(self.shell, "kernel", None) is not None
+
+    # -- %%wasi_nn --------------------------------------------------------------------------
+
+    @cell_magic("wasi_nn")
+    @magic_arguments()
+    @argument("guest", nargs="?", help="a .wasm path, a guest from guests/ (stream, chat...) or one built with --build")
+    @argument("-m", "--model", default="default", help="registered model name (default: default)")
+    @argument("-s", "--session", help="keep the guest's context (and a chat guest itself) under this id across cells")
+    @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. temp=0.2")
+    @argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable for the guest")
+    @argument("--input", choices=("argv", "stdin"), help="how the cell reaches the guest (default: what it declares)")
+    @argument("-q", "--quiet", action="store_true", help="show nothing; the result is in the variable _wasi_nn")
+    @argument("--build", choices=("c", "wat"), help="the cell is guest source in this language: build it")
+    @argument("--name", help="with --build: the name to use the guest by")
+    @argument("--run", action="store_true", help="with --build: run the guest once built")
+    @argument("--args", nargs=argparse.REMAINDER, default=[], help="more guest arguments (after MODEL and the prompt)")
+    def wasi_nn_cell(self, line: str, cell: str) -> None:
+        """Run a wasi-nn guest on the cell.
+
+        A guest that takes a prompt argument (complete, stream) gets the cell as argv[2];
+        a guest that reads turns from stdin (chat; it exports `wasinn-lab.input.stdin`)
+        gets the cell as one turn. With --build, the cell is C or WAT source instead.
+        The result (text, stdout, stderr, sessions) is stored in `_wasi_nn`.
+        """
+        args = parse_argstring(self.wasi_nn_cell, line)
+        if args.build:
+            if not args.name:
+                raise UsageError("--build needs --name NAME to use the guest by")
+            self._build(args.name, cell, args.build)
+            if not args.run:
+                return
+            args.guest, text = args.name, None
+        else:
+            if args.name or args.run:
+                raise UsageError("--name and --run go with --build")
+            if not args.guest:
+                raise UsageError("which guest? e.g. %%wasi_nn stream  (or --build c --name NAME)")
+            text = cell.rstrip("\n")
+        params = _assignments(args.param, "--param")
+        env = {key: str(value) for key, value in _assignments(args.env, "--env").items()}
+        stdin_turns = None if args.input is None else args.input == "stdin"
+        stream = None if args.quiet else CellStream(f"{args.guest} · {args.model}", in_kernel=self._in_kernel)
+        if stream is not None and args.session:
+            stream.sessions.append(args.session)
+        status = "failed"
+        result: Generation | None = None
+        try:
+            result = self.lab.generate(
+                args.guest,
+                text,
+                model=args.model,
+                session=args.session,
+                params=params,
+                env=env,
+                args=args.args,
+                stdin_turns=stdin_turns,
+                on_event=stream or (lambda event: None),
+            )
+            status = "done" if result.exit_code is not None else "waiting for the next turn"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if stream is not None:
+                stream.finish(status)
+            self.shell.user_ns["_wasi_nn"] = result
+
+    def _build(self, name: str, source: str, language: str) -> None:
+        started = time.perf_counter()
+        try:
+            path = self.lab.build(name, source, language)
+        except GuestBuildError as exc:
+            # Compiler messages name the cached source file; show them as lines of the cell.
+            log = re.sub(r"\S*/cells/" + re.escape(name) + r"\.(c|wat):", "cell:", exc.log)
+            raise GuestBuildError(f"guest {name!r} did not build", log=log) from None
+        print(f"built {name} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f} s): use it as %%wasi_nn {name}")
+
+    # -- %wasi_nn ---------------------------------------------------------------------------
+
+    @line_magic("wasi_nn")
+    @magic_arguments()
+    @argument("command", choices=LINE_COMMANDS, help="what to do")
+    @argument("rest", nargs="*", help="the command's arguments")
+    def wasi_nn_line(self, line: str) -> Any:
+        """Inspect and steer the lab.
+
+        %wasi_nn models                      registered models
+        %wasi_nn preload NAME PATH [K=V...]  register a GGUF model (with a default config)
+        %wasi_nn sessions                    open sessions
+        %wasi_nn get SESSION [KEY]           a session's parameters, or one of them
+        %wasi_nn set SESSION KEY=VALUE...    change them for the next generation
+        %wasi_nn close SESSION               free a session (and its chat guest)
+        %wasi_nn properties [MODEL]          backend (and model) properties
+        """
+        args = parse_argstring(self.wasi_nn_line, line)
+        handler = getattr(self, f"_{args.command}")
+        try:
+            inspect.signature(handler).bind(*args.rest)
+        except TypeError:
+            doc = (self.wasi_nn_line.__doc__ or "").splitlines()
+            usage = next(re.split(r"\s{2,}", text.strip())[0] for text in doc if f"%wasi_nn {args.command}" in text)
+            raise UsageError(f"usage: {usage}") from None
+        return handler(*args.rest)
+
+    def _models(self) -> pd.DataFrame:
+        rows = [
+            {
+                "name": spec.name,
+                "encoding": spec.encoding.value,
+                "target": spec.target.value,
+                "path": str(spec.path) if spec.path else "",
+                "available": spec.available,
+                "default config": dict(spec.config),
+            }
+            for spec in self.lab.host.models()
+        ]
+        return pd.DataFrame(rows).set_index("name")
+
+    def _preload(self, name: str, path: str, *config: str) -> None:
+        spec = self.lab.host.register(name, path, config=_assignments(list(config), "preload"))
+        print(f"registered {spec.name} → {spec.path}")
+
+    def _sessions(self) -> pd.DataFrame:
+        now_monotonic, now = time.monotonic(), datetime.now()
+        rows = [
+            {
+                "id": session.id,
+                "guest": session.guest,
+                "model": session.model,
+                "parameters": session.parameters,
+                "tokens in": sum(g.evaluated_tokens for g in session.generations),
+                "tokens out": sum(g.output_tokens for g in session.generations),
+                "last used": (now - timedelta(seconds=now_monotonic - session.last_used)).strftime("%H:%M:%S"),
+                "state": session.state,
+            }
+            for session in self.lab.host.sessions
+        ]
+        columns = ["id", "guest", "model", "parameters", "tokens in", "tokens out", "last used", "state"]
+        return pd.DataFrame(rows, columns=columns).set_index("id")
+
+    def _get(self, session_id: str, key: str | None = None) -> Any:
+        session = self.lab.session(session_id)
+        if key is None:
+            return session.parameters
+        try:
+            return session.get(key)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+
+    def _set(self, session_id: str, *assignments: str) -> None:
+        if not assignments:
+            raise UsageError("usage: %wasi_nn set SESSION KEY=VALUE...")
+        self.lab.session(session_id).set(_assignments(list(assignments), "set"))
+
+    def _close(self, session_id: str) -> None:
+        self.lab.close(session_id)
+        print(f"closed {session_id}")
+
+    def _properties(self, model: str | None = None) -> pd.DataFrame:
+        rows = _flatten(self.lab.host.properties(model))
+        return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
