@@ -152,3 +152,17 @@ def test_an_interrupt_stops_generation_fails_the_cell_and_keeps_the_session(shel
     assert run(shell, "%%wasi_nn stream -q --session long -p n-predict=3\nAnd then").success
     assert session.generations[-1].output_tokens == 3
     run(shell, "%wasi_nn close long")
+
+
+def test_stats_and_plots_come_from_the_sessions_metrics(shell: InteractiveShell) -> None:
+    from matplotlib.figure import Figure
+
+    assert run(shell, "%%wasi_nn stream -q --session measured -p n-predict=6 -p temp=0\nOne two").success
+    assert run(shell, "%%wasi_nn stream -q --session measured -p n-predict=4 --live-plot\nthree").success
+    stats = shell.run_line_magic("wasi_nn", "stats measured")
+    assert list(stats.index) == [("measured", 0), ("measured", 1)]
+    assert list(stats["output_tokens"]) == [6, 4]
+    assert (stats["ttft_s"] > 0).all() and (stats["decode_tok_per_s"] > 0).all()
+    figure = shell.run_line_magic("wasi_nn", "plot measured")
+    assert isinstance(figure, Figure) and len(figure.axes) == 3  # latency, and ttft with its decode-rate twin
+    run(shell, "%wasi_nn close measured")

@@ -13,8 +13,11 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .backends.base import Backend, ExecutionContext, TokenEvent
 from .errors import Busy, ConfigError, EndOfSequence, InvalidArgument, NotFound
@@ -22,16 +25,55 @@ from .types import Tensor
 
 __all__ = ["Session", "SessionManager", "Generation", "TextListener"]
 
+_METRIC_COLUMNS = (
+    "prompt_tokens", "evaluated_tokens", "output_tokens", "prompt_eval_s", "ttft_s",
+    "decode_tok_per_s", "wall_s", "llama_s", "host_boundary_s", "guest_s",
+)
+
 TextListener = Callable[[str, TokenEvent], None]
 
 
 @dataclass
 class Generation:
-    """One generation: a ``compute``, or a ``compute_single`` sequence after ``set_input``."""
+    """One generation: a ``compute``, or a ``compute_single`` sequence after ``set_input``.
 
-    prompt_tokens: int
-    evaluated_tokens: int  # after prefix reuse: what llama.cpp actually had to evaluate
-    output_tokens: int
+    Times are ``time.perf_counter()`` seconds. Where the time went: ``backend_seconds``
+    inside llama.cpp; ``boundary_seconds`` in the host's wasi-nn calls around it (guest
+    memory, handles, sessions); ``guest_seconds`` everything else, in the guest."""
+
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0  # after prefix reuse: what llama.cpp actually had to evaluate
+    output_tokens: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    prompt_seconds: float = 0.0
+    backend_seconds: float = 0.0
+    host_seconds: float = 0.0  # inside wasi-nn host calls on this session, backend included
+    token_times: list[float] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        return self.token_times[0] - self.started if self.token_times else None
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        if len(self.token_times) < 2:
+            return None
+        return (len(self.token_times) - 1) / (self.token_times[-1] - self.token_times[0])
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def boundary_seconds(self) -> float:
+        return max(self.host_seconds - self.backend_seconds, 0.0)
+
+    @property
+    def guest_seconds(self) -> float:
+        return max(self.wall_seconds - self.host_seconds, 0.0) if self.host_seconds else 0.0
+
 
 _ids = itertools.count(1)
 
@@ -70,6 +112,9 @@ class Session:
         self._running = False
         self._closed = False
         self._streaming = False  # a compute_single sequence is under way
+        self._current: Generation | None = None  # from its first compute until the next prompt
+        self._pending_host = 0.0  # host-call time before a generation starts (set_input)
+        self._pending_since = 0.0
         self._stop_requested = False
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._watchers: list[Callable[[dict[str, Any]], None]] = []
@@ -123,7 +168,54 @@ class Session:
 
     @property
     def counts(self) -> dict[str, int]:
-        return self._context.counts()
+        stats = self._context.stats()
+        return {"input_tokens": stats.input_tokens, "evaluated_tokens": stats.evaluated_tokens, "output_tokens": stats.output_tokens}
+
+    def metrics(self) -> pd.DataFrame:
+        """One row per generation: tokens, prompt evaluation, time to first token, decode
+        rate, and where the time went (llama.cpp, the host boundary, the guest)."""
+        import pandas as pd
+
+        rows = [
+            {
+                "prompt_tokens": g.prompt_tokens,
+                "evaluated_tokens": g.evaluated_tokens,
+                "output_tokens": g.output_tokens,
+                "prompt_eval_s": g.prompt_seconds,
+                "ttft_s": g.time_to_first_token,
+                "decode_tok_per_s": g.decode_tokens_per_second,
+                "wall_s": g.wall_seconds,
+                "llama_s": g.backend_seconds,
+                "host_boundary_s": g.boundary_seconds,
+                "guest_s": g.guest_seconds,
+            }
+            for g in self.generations
+        ]
+        return pd.DataFrame(rows, columns=list(_METRIC_COLUMNS)).rename_axis("generation")
+
+    def token_metrics(self) -> pd.DataFrame:
+        """One row per generated token: its text, when it came (seconds since the
+        generation started) and its latency (since the previous token, or the start)."""
+        import pandas as pd
+
+        rows = []
+        for number, g in enumerate(self.generations):
+            previous = g.started
+            for index, (stamp, text) in enumerate(zip(g.token_times, g.token_texts)):
+                rows.append({"generation": number, "token": index, "text": text,
+                             "t_s": stamp - g.started, "latency_s": stamp - previous})
+                previous = stamp
+        return pd.DataFrame(rows, columns=["generation", "token", "text", "t_s", "latency_s"])
+
+    def account(self, seconds: float) -> None:
+        """Host time spent in one wasi-nn call on this session (the front-end reports it)."""
+        if self._current is None:
+            if not self._pending_host:
+                self._pending_since = time.perf_counter() - seconds
+            self._pending_host += seconds
+        else:
+            self._current.host_seconds += seconds
+            self._current.ended = time.perf_counter()
 
     def add_listener(self, listener: TextListener) -> Callable[[], None]:
         """Call ``listener(text, event)`` for every generated token; returns its remover."""
@@ -171,6 +263,7 @@ class Session:
                 self._text = []
                 self._decoder.reset()
                 self._streaming = False
+                self._current = None
 
         self._operate(operation)
 
@@ -178,22 +271,26 @@ class Session:
         """Run a generation step and keep the generation's counts up to date."""
 
         def operation() -> None:
-            fresh = not (single and self._streaming)
-            if fresh:
+            if not (single and self._streaming) or self._current is None:
                 self._text = []
                 self._stop_requested = False
+                # A generation starts where its prompt was given, if a front-end timed that.
+                started = self._pending_since if self._pending_host else time.perf_counter()
+                self._current = Generation(started=started, host_seconds=self._pending_host)
+                self._pending_host = 0.0
+                self.generations.append(self._current)
+            record = self._current
             # Any error, end of sequence included, ends a compute_single sequence.
             self._streaming = False
             try:
                 step()
                 self._streaming = single
             finally:
-                counts = self._context.counts()
-                record = Generation(counts["input_tokens"], counts["evaluated_tokens"], counts["output_tokens"])
-                if fresh:
-                    self.generations.append(record)
-                else:
-                    self.generations[-1] = record
+                stats = self._context.stats()
+                record.prompt_tokens, record.evaluated_tokens = stats.input_tokens, stats.evaluated_tokens
+                record.output_tokens, record.prompt_seconds = stats.output_tokens, stats.prompt_seconds
+                record.backend_seconds = stats.backend_seconds
+                record.ended = time.perf_counter()
 
         self._operate(operation)
 
@@ -219,6 +316,9 @@ class Session:
     def _on_token(self, event: TokenEvent) -> None:
         text = self._decoder.decode(event.piece)
         self._text.append(text)
+        if self._current is not None:
+            self._current.token_times.append(event.time)
+            self._current.token_texts.append(text)
         for listener in list(self._listeners):
             listener(text, event)
         if self._stop_requested:

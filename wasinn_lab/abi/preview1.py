@@ -12,6 +12,7 @@ import functools
 import itertools
 import logging
 import struct
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -141,8 +142,11 @@ class Preview1:
             linker.define_func(MODULE, name, signature, self._entry(method), access_caller=True)
 
     def _entry(self, method: Callable[..., None]) -> Callable[..., int]:
+        on_context = method.__name__ in _CONTEXT_CALLS
+
         @functools.wraps(method)
         def entry(caller: wasmtime.Caller, *args: int) -> int:
+            started = time.perf_counter()
             try:
                 method(GuestMemory(caller), *args)
                 return 0
@@ -152,6 +156,11 @@ class Preview1:
             except Exception:  # a host bug must not become a guest trap with a traceback
                 log.exception("wasi_ephemeral_nn.%s failed unexpectedly", method.__name__)
                 return _RUNTIME_ERROR
+            finally:
+                # The session's metrics split its time between llama.cpp, the host, the guest.
+                session = self._contexts.get(args[0] & 0xFFFFFFFF) if on_context else None
+                if session is not None:
+                    session.account(time.perf_counter() - started)
 
         return entry
 
@@ -308,6 +317,9 @@ class Preview1:
         memory.write_u32(out_written, len(data))
 
 
+_CONTEXT_CALLS = frozenset(
+    {"set_input", "compute", "get_output", "compute_single", "get_output_single", "fini_single"}
+)
 _IMPORTS = (
     "load",
     "load_by_name",

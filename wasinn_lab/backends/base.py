@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..types import ExecutionTarget, GraphEncoding, Tensor
 
-__all__ = ["Backend", "Graph", "ExecutionContext", "TokenEvent", "TokenListener"]
+__all__ = ["Backend", "Graph", "ExecutionContext", "GenerationStats", "TokenEvent", "TokenListener"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class TokenEvent:
 
 
 TokenListener = Callable[[TokenEvent], None]
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    input_tokens: int = 0
+    evaluated_tokens: int = 0  # after prefix reuse: what the backend really evaluated
+    output_tokens: int = 0
+    prompt_seconds: float = 0.0  # evaluating the prompt
+    backend_seconds: float = 0.0  # all backend work for this generation, prompt included
 
 
 class ExecutionContext(Protocol):
@@ -56,8 +65,8 @@ class ExecutionContext(Protocol):
 
     def fini_single(self) -> None: ...
 
-    def counts(self) -> dict[str, int]:
-        """input_tokens, evaluated_tokens (after prefix reuse), output_tokens."""
+    def stats(self) -> GenerationStats:
+        """The current (or latest) generation's counts and backend time."""
 
     def close(self) -> None: ...
 

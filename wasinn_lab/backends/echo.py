@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InvalidArgument, UnsupportedOperation
 from ..types import ExecutionTarget, GraphEncoding, Tensor
-from .base import TokenListener
+from .base import GenerationStats, TokenListener
 
 __all__ = ["EchoBackend"]
 
@@ -62,8 +62,8 @@ class _EchoContext:
     def fini_single(self) -> None:
         raise UnsupportedOperation(_NO_SINGLE_MODE)
 
-    def counts(self) -> dict[str, int]:
-        return {"input_tokens": 0, "evaluated_tokens": 0, "output_tokens": 0}
+    def stats(self) -> GenerationStats:
+        return GenerationStats()
 
     def close(self) -> None:
         self._inputs.clear()

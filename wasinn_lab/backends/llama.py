@@ -38,7 +38,7 @@ from ..errors import (
 from ..config import parse_config_json
 from ..types import ExecutionTarget, GraphEncoding, Tensor
 from . import llama_options
-from .base import TokenEvent, TokenListener
+from .base import GenerationStats, TokenEvent, TokenListener
 from .llama_options import Scope
 
 __all__ = ["LlamaBackend", "gpu_offload_supported"]
@@ -181,6 +181,9 @@ class _LlamaContext:
         self._single_started = False
         self._evaluated = 0
         self._embedding: bytes | None = None
+        self._prompt_seconds = 0.0
+        self._backend_seconds = 0.0
+        self._last_token_time = 0.0
         self._apply_logging()
 
     def _apply_logging(self) -> None:
@@ -262,6 +265,7 @@ class _LlamaContext:
         model = self._model or self._graph.model_for(self._config)
         self._model = model
         self._prompt = model.native.tokenize(tensor.data, add_bos=True, special=True)
+        self._prompt_seconds = self._backend_seconds = 0.0
         self._output_tokens = []
         self._output = bytearray()
         self._last_piece = b""
@@ -291,12 +295,14 @@ class _LlamaContext:
             }
         ).encode()
 
-    def counts(self) -> dict[str, int]:
-        return {
-            "input_tokens": len(self._prompt),
-            "evaluated_tokens": self._evaluated,
-            "output_tokens": len(self._output_tokens),
-        }
+    def stats(self) -> GenerationStats:
+        return GenerationStats(
+            input_tokens=len(self._prompt),
+            evaluated_tokens=self._evaluated,
+            output_tokens=len(self._output_tokens),
+            prompt_seconds=self._prompt_seconds,
+            backend_seconds=self._backend_seconds,
+        )
 
     # -- generation -----------------------------------------------------------------------
 
@@ -340,8 +346,10 @@ class _LlamaContext:
         self._output_tokens = []
         self._output = bytearray()
         self._last_piece = b""
+        started = time.perf_counter()
         self._evaluate_prompt()
         self._sampler = self._make_sampler()
+        self._prompt_seconds = self._backend_seconds = time.perf_counter() - started
 
     def _evaluate_prompt(self) -> None:
         native = self._ensure_native()
@@ -408,6 +416,16 @@ class _LlamaContext:
         return sampler
 
     def _next_token(self, *, single: bool) -> None:
+        started = time.perf_counter()
+        try:
+            self._step()
+        finally:
+            self._backend_seconds += time.perf_counter() - started
+        if self.on_token is not None:
+            self.on_token(TokenEvent(self._last_piece, self._output_tokens[-1], single, self._last_token_time))
+
+    def _step(self) -> None:
+        """Decode the pending token, then sample the next one."""
         native = self._native
         assert native is not None and self._sampler is not None and self._model is not None
         if self._pending is not None:
@@ -418,14 +436,12 @@ class _LlamaContext:
         token = self._sampler.sample(native, -1)
         if llama_cpp.llama_vocab_is_eog(self._model.native.vocab, token):
             raise EndOfSequence("end of generation")
-        stamp = time.perf_counter()
+        self._last_token_time = time.perf_counter()
         piece = self._model.piece(token)
         self._pending = token
         self._output_tokens.append(token)
         self._output += piece
         self._last_piece = piece
-        if self.on_token is not None:
-            self.on_token(TokenEvent(piece, token, single, stamp))
 
     def _embed(self) -> None:
         if not self._prompt:
@@ -433,6 +449,7 @@ class _LlamaContext:
         native = self._ensure_native()
         if len(self._prompt) > self._n_ctx:
             raise PromptTooLong(f"the prompt has {len(self._prompt)} tokens; the context holds {self._n_ctx}")
+        started = time.perf_counter()
         native.kv_cache_clear()
         self._cached = []
         self._decode(self._prompt)
@@ -447,6 +464,7 @@ class _LlamaContext:
         values = pointer[:n_embd]
         norm = math.sqrt(sum(v * v for v in values)) or 1.0
         self._embedding = json.dumps({"n_embedding": n_embd, "embedding": [v / norm for v in values]}).encode()
+        self._prompt_seconds = self._backend_seconds = time.perf_counter() - started
 
     def close(self) -> None:
         _logging_contexts.discard(id(self))

@@ -9,6 +9,7 @@ apart: a guest that prints its tokens would otherwise show everything twice.
 
 from __future__ import annotations
 
+import base64
 import html
 import sys
 import time
@@ -18,7 +19,7 @@ from IPython.display import display
 
 from ..tasks import Event, EventKind
 
-__all__ = ["CellStream"]
+__all__ = ["CellStream", "LivePlot"]
 
 UPDATES_PER_SECOND = 15
 
@@ -101,3 +102,44 @@ class CellStream:
         if stderr:
             plain += ["[guest stderr]", stderr]
         return {"text/html": "".join(parts), "text/plain": "\n".join(plain)}
+
+
+class LivePlot:
+    """An ``on_event`` callback that redraws per-token latency while tokens stream."""
+
+    REDRAWS_PER_SECOND = 2
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+        self._last_draw = 0.0
+        self._handle: Any = display({"text/plain": "waiting for tokens…"}, raw=True, display_id=True)
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is EventKind.TOKEN:
+            self._times.append(time.perf_counter())
+            if time.monotonic() - self._last_draw >= 1 / self.REDRAWS_PER_SECOND:
+                self._draw()
+
+    def finish(self, status: str) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        import io
+
+        import matplotlib.pyplot as plt
+
+        self._last_draw = time.monotonic()
+        if len(self._times) < 2:
+            return
+        latencies = [(b - a) * 1e3 for a, b in zip(self._times, self._times[1:])]
+        figure, ax = plt.subplots(figsize=(6, 2.4))
+        ax.plot(range(1, len(self._times)), latencies, linewidth=1)
+        ax.set_xlabel("token")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{len(self._times)} tokens, {1e3 * len(latencies) / sum(latencies):.1f} tokens/s")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        plt.close(figure)
+        png = base64.b64encode(buffer.getvalue()).decode("ascii")  # raw image data travels as base64
+        self._handle.update({"image/png": png, "text/plain": f"<{len(self._times)} tokens>"}, raw=True)

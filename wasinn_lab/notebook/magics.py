@@ -15,12 +15,13 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..errors import GuestBuildError, WasiNNLabError
-from .display import CellStream
+from .display import CellStream, LivePlot
+from ..tasks import Event
 from .lab import Generation, Lab, parse_assignment
 
 __all__ = ["WasiNNMagics"]
 
-LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties")
+LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties", "stats", "plot")
 
 
 def _assignments(items: list[str], what: str) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class WasiNNMagics(Magics):
     @argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable for the guest")
     @argument("--input", choices=("argv", "stdin"), help="how the cell reaches the guest (default: what it declares)")
     @argument("-q", "--quiet", action="store_true", help="show nothing; the result is in the variable _wasi_nn")
+    @argument("--live-plot", action="store_true", help="plot per-token latency while tokens stream")
     @argument("--build", choices=("c", "wat"), help="the cell is guest source in this language: build it")
     @argument("--name", help="with --build: the name to use the guest by")
     @argument("--run", action="store_true", help="with --build: run the guest once built")
@@ -93,6 +95,12 @@ class WasiNNMagics(Magics):
         stream = None if args.quiet else CellStream(f"{args.guest} · {args.model}", in_kernel=self._in_kernel)
         if stream is not None and args.session:
             stream.sessions.append(args.session)
+        sinks = [sink for sink in (stream, LivePlot() if args.live_plot else None) if sink is not None]
+
+        def on_event(event: Event) -> None:
+            for sink in sinks:
+                sink(event)
+
         status = "failed"
         result: Generation | None = None
         try:
@@ -105,15 +113,15 @@ class WasiNNMagics(Magics):
                 env=env,
                 args=args.args,
                 stdin_turns=stdin_turns,
-                on_event=stream or (lambda event: None),
+                on_event=on_event,
             )
             status = "done" if result.exit_code is not None else "waiting for the next turn"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            if stream is not None:
-                stream.finish(status)
+            for sink in sinks:
+                sink.finish(status)
             self.shell.user_ns["_wasi_nn"] = result
 
     def _build(self, name: str, source: str, language: str) -> None:
@@ -142,6 +150,8 @@ class WasiNNMagics(Magics):
         %wasi_nn set SESSION KEY=VALUE...    change them for the next generation
         %wasi_nn close SESSION               free a session (and its chat guest)
         %wasi_nn properties [MODEL]          backend (and model) properties
+        %wasi_nn stats [SESSION]             metrics per generation (all sessions without one)
+        %wasi_nn plot [SESSION]              per-token latency, time to first token, decode rate
         """
         args = parse_argstring(self.wasi_nn_line, line)
         handler = getattr(self, f"_{args.command}")
@@ -210,3 +220,26 @@ class WasiNNMagics(Magics):
     def _properties(self, model: str | None = None) -> pd.DataFrame:
         rows = _flatten(self.lab.host.properties(model))
         return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
+
+    def _stats(self, session_id: str | None = None) -> pd.DataFrame:
+        sessions = [self.lab.session(session_id)] if session_id else list(self.lab.host.sessions)
+        frames = [session.metrics().assign(session=session.id) for session in sessions]
+        if not frames:
+            raise UsageError("no open sessions: run a guest first (with --session to keep one)")
+        return pd.concat(frames).reset_index().set_index(["session", "generation"])
+
+    def _plot(self, session_id: str | None = None) -> Any:
+        from .. import plots
+
+        if session_id is None:
+            recent = sorted(self.lab.host.sessions, key=lambda session: session.last_used)
+            if not recent:
+                raise UsageError("no open sessions: run a guest first (with --session to keep one)")
+            session_id = recent[-1].id
+        session = self.lab.session(session_id)
+        figure = plots.session_overview(session.metrics(), session.token_metrics())
+        figure.suptitle(f"session {session.id}", fontsize="medium")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)  # shown once, as the value; pyplot would show it again
+        return figure

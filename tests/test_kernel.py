@@ -1,0 +1,80 @@
+"""The extension in a real Jupyter kernel (jupyter_client): streaming display updates,
+and an interrupt sent to the kernel mid-generation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    reply = client.execute_interactive("%load_ext wasinn_lab", timeout=60)
+    assert reply["content"]["status"] == "ok"
+    yield manager, client
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+
+
+def execute(client: BlockingKernelClient, code: str, timeout: float = 300) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    messages: list[dict[str, Any]] = []
+    reply = client.execute_interactive(code, timeout=timeout, output_hook=messages.append)
+    return reply, messages
+
+
+def test_tokens_stream_into_one_display_that_ends_with_the_whole_text(kernel) -> None:  # type: ignore[no-untyped-def]
+    _, client = kernel
+    reply, messages = execute(client, "%%wasi_nn stream -p n-predict=48 -p temp=0\nOnce upon a time")
+    assert reply["content"]["status"] == "ok"
+    displays = [m for m in messages if m["msg_type"] == "display_data"]
+    updates = [m for m in messages if m["msg_type"] == "update_display_data"]
+    assert len(displays) == 1
+    display_id = displays[0]["content"]["transient"]["display_id"]
+    assert all(m["content"]["transient"]["display_id"] == display_id for m in updates)
+    assert len(updates) >= 3  # text arrived in several steps, not only at the end
+    final = updates[-1]["content"]["data"]["text/plain"]
+    assert "done]" in final
+    texts = [m["content"]["data"]["text/plain"] for m in updates]
+    assert len(set(texts)) >= 3 and len(texts[0]) < len(final)  # it grew as tokens came
+    result = execute(client, "print(repr(_wasi_nn.text))")[1]
+    generated = eval(next(m for m in result if m["msg_type"] == "stream")["content"]["text"])
+    assert generated and generated in final
+
+
+def test_an_interrupt_fails_the_cell_and_the_session_carries_on(kernel) -> None:  # type: ignore[no-untyped-def]
+    manager, client = kernel
+    msg_id = client.execute("%%wasi_nn stream --session intr -p n-predict=3000 -p temp=0\nOnce upon a time")
+    updates = 0
+    deadline = time.monotonic() + 120
+    while updates < 3 and time.monotonic() < deadline:  # wait until tokens are flowing
+        message = client.get_iopub_msg(timeout=60)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "update_display_data":
+            updates += 1
+    assert updates >= 3
+    interrupted_at = time.monotonic()
+    manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=120)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - interrupted_at < 10
+    reply, messages = execute(
+        client,
+        "s = __import__('wasinn_lab.notebook.lab', fromlist=['lab']).lab().session('intr')\n"
+        "print(s.state, s.generations[-1].output_tokens)",
+    )
+    state, tokens = next(m for m in messages if m["msg_type"] == "stream")["content"]["text"].split()
+    assert state == "idle" and 0 < int(tokens) < 3000
+    reply, _ = execute(client, "%%wasi_nn stream -q --session intr -p n-predict=4\nThe end")
+    assert reply["content"]["status"] == "ok"
+    reply, messages = execute(client, "print(s.generations[-1].output_tokens)")
+    assert next(m for m in messages if m["msg_type"] == "stream")["content"]["text"].strip() == "4"

@@ -1,0 +1,75 @@
+"""matplotlib plots of generation metrics (``Session.metrics()``, ``token_metrics()``,
+and benchmark frames). Each takes an optional ``ax`` and returns the figure."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["token_latency", "runs", "sweep", "session_overview"]
+
+
+def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax.figure, ax  # type: ignore[return-value]
+    figure, ax = plt.subplots(figsize=(7, 3.2))
+    return figure, ax
+
+
+def token_latency(tokens: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Per-token latency across each generation (the first point is the time to first token)."""
+    figure, ax = _axes(ax)
+    for generation, frame in tokens.groupby("generation"):
+        ax.plot(frame["token"], frame["latency_s"] * 1e3, marker=".", linewidth=1, label=f"generation {generation}")
+    ax.set_xlabel("token")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("per-token latency")
+    if tokens["generation"].nunique() <= 8:
+        ax.legend(fontsize="small")
+    return figure
+
+
+def runs(metrics: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Time to first token (bars) and decode rate (line) per generation."""
+    figure, ax = _axes(ax)
+    index = range(len(metrics))
+    ax.bar(index, metrics["ttft_s"] * 1e3, color="#9ab7e6", label="time to first token")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("time to first token (ms)")
+    rate = ax.twinx()
+    rate.plot(index, metrics["decode_tok_per_s"], color="#c0392b", marker="o", label="decode rate")
+    rate.set_ylabel("decode (tokens/s)")
+    ax.set_title("per generation")
+    return figure
+
+
+def sweep(frame: pd.DataFrame, x: str, y: str = "decode_tok_per_s", hue: str | None = None, ax: Axes | None = None) -> Figure:
+    """``y`` against a swept parameter ``x``, one line per ``hue`` value (e.g. the path)."""
+    figure, ax = _axes(ax)
+    groups = frame.groupby(hue) if hue else [(y, frame)]
+    for label, group in groups:
+        ordered = group.sort_values(x)
+        ax.plot(ordered[x], ordered[y], marker="o", label=str(label))
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if hue:
+        ax.legend(fontsize="small")
+    return figure
+
+
+def session_overview(metrics: pd.DataFrame, tokens: pd.DataFrame) -> Figure:
+    """The two session plots side by side."""
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
+    token_latency(tokens, ax=left)
+    runs(metrics, ax=right)
+    figure.tight_layout()
+    return figure
