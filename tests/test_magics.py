@@ -166,3 +166,13 @@ def test_stats_and_plots_come_from_the_sessions_metrics(shell: InteractiveShell)
     figure = shell.run_line_magic("wasi_nn", "plot measured")
     assert isinstance(figure, Figure) and len(figure.axes) == 3  # latency, and ttft with its decode-rate twin
     run(shell, "%wasi_nn close measured")
+
+
+def test_limits_from_the_magic(shell: InteractiveShell) -> None:
+    source = '(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))'
+    assert run(shell, f"%%wasi_nn --build wat --name spinner\n{source}").success
+    result = run(shell, "%%wasi_nn spinner -q --timeout 0.5\nignored")
+    assert "time limit of 0.5 s" in str(result.error_in_exec)
+    result = run(shell, "%%wasi_nn spinner -q --fuel 1000\nignored")
+    assert "fuel (1,000)" in str(result.error_in_exec)
+    assert not run(shell, "%%wasi_nn spinner --timeout -1\nx").success  # a UsageError

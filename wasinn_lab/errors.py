@@ -5,6 +5,7 @@
     ├── GuestError           a guest failed as a program
     │   ├── GuestLoadError   not a valid module, or its imports cannot be satisfied
     │   ├── GuestTrap        trapped (unreachable, out-of-bounds, a host error re-raised)
+    │   │   └── GuestLimitError  stopped at one of its limits (time, fuel, memory)
     │   └── GuestExitError   exited non-zero (raised only when asked: ``run(..., check=True)``)
     ├── GuestBuildError      a guest's source did not compile
     └── NNError              a wasi-nn failure; each ABI maps these to its own codes
@@ -24,6 +25,7 @@ __all__ = [
     "GuestError",
     "GuestLoadError",
     "GuestTrap",
+    "GuestLimitError",
     "GuestExitError",
     "GuestBuildError",
     "NNError",
@@ -73,6 +75,16 @@ class GuestTrap(GuestError):
     def __init__(self, trap: str, *, stderr: str = "") -> None:
         super().__init__(f"guest trapped: {trap}", stderr=stderr)
         self.trap = trap
+
+
+class GuestLimitError(GuestTrap):
+    """The guest was stopped at one of its limits; ``limit`` names it, ``value`` says it."""
+
+    def __init__(self, limit: str, value: object, detail: str, *, stderr: str = "") -> None:
+        super().__init__(detail, stderr=stderr)
+        self.args = (f"guest stopped: {detail}",)
+        self.limit = limit
+        self.value = value
 
 
 class GuestExitError(GuestError):

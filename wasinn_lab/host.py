@@ -10,15 +10,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import wasmtime
-
 from .backends.echo import EchoBackend
 from .backends.llama import LlamaBackend
 from .errors import GuestExitError
 from .guests import resolve
-from .models import DEFAULT_CONFIG, DEFAULT_MODEL, default_model_path
+from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
 from .registry import ModelRegistry, ModelSpec
-from .runtime import GuestInstance, GuestOptions, GuestRuntime, RunResult
+from .limits import Limits
+from .runtime import CompiledGuest, GuestInstance, GuestOptions, GuestRuntime, RunResult
 from .tasks import GuestTask
 from .sessions import Session, SessionManager
 from .types import ExecutionTarget, GraphEncoding
@@ -43,10 +42,13 @@ class Host:
         default_model: bool = True,
         max_sessions: int = 100,
         idle_timeout: float = 300.0,
+        compiled_cache: bool = True,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()  # for every run that names none of its own
         self.registry = ModelRegistry([LlamaBackend(), EchoBackend()])
         self.sessions = SessionManager(max_sessions=max_sessions, idle_timeout=idle_timeout)
-        self.runtime = GuestRuntime()
+        self.runtime = GuestRuntime(cache_dir() / "compiled" if compiled_cache else None)
         self.registry.register("echo", encoding=GraphEncoding.ECHO)
         if default_model:
             self.registry.register(DEFAULT_MODEL, default_model_path(), config=DEFAULT_CONFIG)
@@ -81,17 +83,18 @@ class Host:
 
     # -- guests ---------------------------------------------------------------------------
 
-    def _module(self, guest: Guest) -> tuple[str, wasmtime.Module]:
+    def _compile(self, guest: Guest, limits: Limits) -> tuple[str, CompiledGuest]:
+        fuel = limits.fuel is not None
         if isinstance(guest, (bytes, bytearray)):
-            return "guest.wasm", self.runtime.compile(bytes(guest))
+            return "guest.wasm", self.runtime.compile(bytes(guest), fuel=fuel)
         path = resolve(guest)
-        return path.name, self.runtime.compile(path.read_bytes())
+        return path.name, self.runtime.compile(path.read_bytes(), fuel=fuel)
 
-    def _runner(self, guest: Guest) -> Callable[[GuestOptions], RunResult]:
-        name, module = self._module(guest)
+    def _runner(self, guest: Guest, limits: Limits) -> Callable[[GuestOptions], RunResult]:
+        name, compiled = self._compile(guest, limits)
 
         def run(options: GuestOptions) -> RunResult:
-            return self.runtime.run(module, name=name, registry=self.registry, sessions=self.sessions, options=options)
+            return self.runtime.run(compiled, name=name, registry=self.registry, sessions=self.sessions, options=options)
 
         return run
 
@@ -106,6 +109,7 @@ class Host:
         on_stderr: Callable[[bytes], None] | None = None,
         session: str | None = None,
         params: Mapping[str, Any] | None = None,
+        limits: Limits | None = None,
         check: bool = False,
     ) -> RunResult:
         """Run a guest to completion: a ``.wasm`` path, a ``.c``/``.wat`` source, the name of
@@ -115,8 +119,9 @@ class Host:
         text or bytes to read, or a file (``Path``) to read from. ``session`` names the
         guest's execution context: an open session of that name is continued (its KV cache
         too), else the guest's first context becomes it, and it stays open afterwards.
-        ``params`` override the config of every context the guest opens. ``check=True``
-        raises GuestExitError on a non-zero exit."""
+        ``params`` override the config of every context the guest opens. ``limits``
+        (default: ``host.limits``) bound what it may use; GuestLimitError says which one it hit.
+        ``check=True`` raises GuestExitError on a non-zero exit."""
         options = GuestOptions(
             args=args,
             env=dict(env or {}),
@@ -126,8 +131,9 @@ class Host:
             on_stderr=on_stderr,
             session_id=session,
             params=dict(params or {}),
+            limits=limits or self.limits,
         )
-        result = self._runner(guest)(options)
+        result = self._runner(guest, options.limits)(options)
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
@@ -141,25 +147,28 @@ class Host:
         interactive: bool = False,
         session: str | None = None,
         params: Mapping[str, Any] | None = None,
+        limits: Limits | None = None,
     ) -> GuestTask:
         """Start a guest on a worker thread; read what it does from ``task.events()``.
-        ``interactive=True`` feeds its stdin turn by turn with ``task.send(text)``."""
+        ``interactive=True`` feeds its stdin turn by turn with ``task.send(text)``; the time
+        limit then applies to each turn."""
         options = GuestOptions(
-            args=args, env=dict(env or {}), stdin=stdin, session_id=session, params=dict(params or {})
+            args=args, env=dict(env or {}), stdin=stdin, session_id=session, params=dict(params or {}),
+            limits=limits or self.limits,
         )
-        return GuestTask(self._runner(guest), options, interactive=interactive)
+        return GuestTask(self._runner(guest, options.limits), options, interactive=interactive)
 
     def instantiate(self, guest: Guest, *args: str, env: Mapping[str, str] | None = None) -> GuestInstance:
         """Instantiate a guest without running it, to call its exports one by one
         (``instance.call("nn_load_by_name", ...)``); close it when done."""
-        name, module = self._module(guest)
-        options = GuestOptions(args=args, env=dict(env or {}))
-        return self.runtime.instantiate(module, name=name, registry=self.registry, sessions=self.sessions, options=options)
+        options = GuestOptions(args=args, env=dict(env or {}), limits=self.limits)
+        name, compiled = self._compile(guest, options.limits)
+        return self.runtime.instantiate(compiled, name=name, registry=self.registry, sessions=self.sessions, options=options)
 
     def reads_stdin_turns(self, guest: Guest) -> bool:
         """Whether the guest declares that it reads turns from stdin (it exports
         ``wasinn-lab.input.stdin``) rather than taking a prompt argument."""
-        return any(export.name == STDIN_TURNS_EXPORT for export in self._module(guest)[1].exports)
+        return STDIN_TURNS_EXPORT in self._compile(guest, self.limits)[1].exports
 
     # -- sessions -------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ fresh store per guest instance with WASI preview1 and ``wasi_ephemeral_nn`` link
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import tempfile
@@ -18,7 +19,8 @@ from typing import Any
 import wasmtime
 
 from .abi.preview1 import Preview1
-from .errors import GuestLoadError, GuestTrap, InvalidArgument
+from .errors import GuestLimitError, GuestLoadError, GuestTrap, InvalidArgument
+from .limits import MiB, Limits
 from .registry import ModelRegistry
 from .sessions import Session, SessionManager
 
@@ -54,6 +56,8 @@ class GuestOptions:
     session_id: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)  # overrides for every context it opens
     on_session: Callable[[Session], None] | None = None
+    limits: Limits = field(default_factory=Limits)
+    on_instance: Callable[[GuestInstance], None] | None = None  # e.g. to stop it from elsewhere
 
 
 class _Capture:
@@ -89,6 +93,7 @@ class _Forwarder:
 
 
 _RELEASE_TIMEOUT = 5.0
+_WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
 class GuestInstance:
@@ -99,8 +104,7 @@ class GuestInstance:
 
     def __init__(
         self,
-        engine: wasmtime.Engine,
-        module: wasmtime.Module,
+        compiled: CompiledGuest,
         *,
         name: str,
         registry: ModelRegistry,
@@ -108,6 +112,9 @@ class GuestInstance:
         options: GuestOptions,
     ) -> None:
         self.name = name
+        self.limits = options.limits
+        self._stopped: GuestLimitError | None = None
+        self.deadline: float | None = None  # time.monotonic() past which the watchdog stops it
         self.stdout, self.stderr = _Capture(options.on_stdout), _Capture(options.on_stderr)
         self._scratch = Path(tempfile.mkdtemp(prefix="wasinn-lab-"))
         self.nn = Preview1(
@@ -118,6 +125,7 @@ class GuestInstance:
             session_id=options.session_id,
             params=options.params,
             on_session=options.on_session,
+            max_load_bytes=options.limits.load_bytes,
         )
         try:
             wasi = wasmtime.WasiConfig()
@@ -135,16 +143,30 @@ class GuestInstance:
                 stdin = stdin_file
             if stdin is not None:
                 wasi.stdin_file = str(stdin)
-            self.store = wasmtime.Store(engine)
+            # An engine of its own: its epoch counter then stops this guest and no other.
+            self.engine = wasmtime.Engine(_engine_config(fuel=self.limits.fuel is not None))
+            module = wasmtime.Module.deserialize(self.engine, compiled.serialized)
+            self.store = wasmtime.Store(self.engine)
             self.store.set_wasi(wasi)
-            linker = wasmtime.Linker(engine)
+            limits = self.limits
+            self.store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
+                                  instances=limits.instances, tables=limits.tables, memories=limits.instances)
+            self.store.set_epoch_deadline(1)  # the watchdog's first tick on this engine stops it
+            if limits.fuel is not None:
+                self.store.set_fuel(limits.fuel)
+            linker = wasmtime.Linker(self.engine)
             linker.define_wasi()
             self.nn.define(linker)
             try:
                 self._instance = linker.instantiate(self.store, module)
-            except wasmtime.WasmtimeError as exc:
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+                if "memory" in str(exc) and "limit" in str(exc):
+                    raise GuestLimitError("memory", limits.memory_bytes,
+                                          f"it needs more memory than its limit of {limits.memory_bytes // MiB} MiB") from exc
                 raise GuestLoadError(f"cannot instantiate {name}: {exc}") from exc
             self._exports = self._instance.exports(self.store)
+            if options.on_instance is not None:
+                options.on_instance(self)
         except BaseException:
             self.close()
             raise
@@ -155,12 +177,50 @@ class GuestInstance:
         function = self._exports.get(export)
         if not isinstance(function, wasmtime.Func):
             raise GuestLoadError(f"{self.name} exports no function {export!r}")
+        self.restart_clock()
+        _watchdog.watch(self)
         try:
             return function(self.store, *args)
         except wasmtime.ExitTrap:
             raise
         except (wasmtime.Trap, wasmtime.WasmtimeError) as trap:
-            raise GuestTrap(str(trap).strip(), stderr=self.stderr.text()) from trap
+            raise self._explain(trap) from trap
+        finally:
+            _watchdog.forget(self)
+
+    def _explain(self, trap: Exception) -> GuestTrap:
+        stderr = self.stderr.text()
+        code = getattr(trap, "trap_code", None)
+        if self._stopped is not None:
+            self._stopped.stderr = stderr
+            return self._stopped
+        if code is wasmtime.TrapCode.OUT_OF_FUEL:
+            return GuestLimitError("fuel", self.limits.fuel, f"it used all its fuel ({self.limits.fuel:,})", stderr=stderr)
+        message = str(trap).strip()
+        memory = self._exports.get("memory") if self._exports else None
+        # wasmtime-py reports no denied growth, so say what is known: how close it was.
+        used, cap = (memory.data_len(self.store) if isinstance(memory, wasmtime.Memory) else 0), self.limits.memory_bytes
+        if used >= 0.75 * cap:
+            message += (f"\n(it was using {used / MiB:.1f} MiB of its {cap // MiB} MiB memory limit: "
+                        "a failed allocation may be the cause)")
+        return GuestTrap(message, stderr=stderr)
+
+    def restart_clock(self) -> None:
+        """Start the time limit afresh (each call, and each turn of an interactive guest)."""
+        timeout = self.limits.timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def stop(self, error: GuestLimitError) -> None:
+        """Stop the guest from any thread: its generations end within a token, and its
+        wasm traps at the next check even if it never calls the host."""
+        if self._stopped is None:
+            self._stopped = error
+        for session in self.nn.sessions:
+            session.stop()
+        self.engine.increment_epoch()
+
+    def interrupt(self) -> None:
+        self.stop(GuestLimitError("interrupt", None, "it was interrupted"))
 
     def _memory(self) -> wasmtime.Memory:
         memory = self._exports.get("memory")
@@ -197,54 +257,129 @@ class GuestInstance:
         self.close()
 
 
+def _engine_config(*, fuel: bool) -> wasmtime.Config:
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    config.consume_fuel = fuel
+    return config
+
+
+@dataclass(frozen=True)
+class CompiledGuest:
+    """A guest compiled once, loaded into each run's own engine in under a millisecond."""
+
+    serialized: bytes
+    exports: tuple[str, ...]
+
+
 class GuestRuntime:
-    def __init__(self) -> None:
-        self.engine = wasmtime.Engine()
-        self._modules: dict[str, wasmtime.Module] = {}
+    """Compiles guests once: in memory for this process, and on disk (``compiled_dir``)
+    for the next, since compiling takes 100 ms or more and loading a compiled module
+    under a millisecond. The disk cache holds only what this runtime compiled itself
+    (wasmtime trusts what it deserializes); ``compiled_dir=None`` turns it off."""
+
+    def __init__(self, compiled_dir: Path | None = None) -> None:
+        self.compiled_dir = compiled_dir
+        self._engines = {fuel: wasmtime.Engine(_engine_config(fuel=fuel)) for fuel in (False, True)}
+        self._compiled: dict[tuple[str, bool], CompiledGuest] = {}
         self._lock = threading.Lock()
 
-    def compile(self, wasm: bytes) -> wasmtime.Module:
-        """A compiled module; the same bytes compile once per process."""
-        digest = hashlib.sha256(wasm).hexdigest()
+    def compile(self, wasm: bytes, *, fuel: bool = False) -> CompiledGuest:
+        """Metering fuel changes the machine code, so each flavour compiles separately."""
+        key = (hashlib.sha256(wasm).hexdigest(), fuel)
         with self._lock:
-            module = self._modules.get(digest)
-        if module is None:
-            try:
-                module = wasmtime.Module(self.engine, wasm)
-            except wasmtime.WasmtimeError as exc:
-                raise GuestLoadError(f"not a valid WebAssembly module: {exc}") from exc
+            compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._from_disk(key) or self._compile(wasm, key)
             with self._lock:
-                self._modules[digest] = module
-        return module
+                self._compiled[key] = compiled
+        return compiled
+
+    def _cached_path(self, key: tuple[str, bool]) -> Path | None:
+        if self.compiled_dir is None:
+            return None
+        digest, fuel = key
+        flavour = "-fuel" if fuel else ""
+        return self.compiled_dir / f"{digest}{flavour}-wasmtime-{_WASMTIME_VERSION}.cwasm"
+
+    def _from_disk(self, key: tuple[str, bool]) -> CompiledGuest | None:
+        path = self._cached_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            module = wasmtime.Module.deserialize_file(self._engines[key[1]], str(path))
+        except wasmtime.WasmtimeError:
+            path.unlink(missing_ok=True)  # stale or damaged: compile afresh
+            return None
+        return CompiledGuest(path.read_bytes(), tuple(e.name for e in module.exports))
+
+    def _compile(self, wasm: bytes, key: tuple[str, bool]) -> CompiledGuest:
+        try:
+            module = wasmtime.Module(self._engines[key[1]], wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise GuestLoadError(f"not a valid WebAssembly module: {exc}") from exc
+        compiled = CompiledGuest(bytes(module.serialize()), tuple(e.name for e in module.exports))
+        path = self._cached_path(key)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            partial.write_bytes(compiled.serialized)
+            partial.replace(path)
+        return compiled
 
     def instantiate(
-        self,
-        module: wasmtime.Module,
-        *,
-        name: str,
-        registry: ModelRegistry,
-        sessions: SessionManager,
+        self, compiled: CompiledGuest, *, name: str, registry: ModelRegistry, sessions: SessionManager,
         options: GuestOptions,
     ) -> GuestInstance:
-        return GuestInstance(self.engine, module, name=name, registry=registry, sessions=sessions, options=options)
+        return GuestInstance(compiled, name=name, registry=registry, sessions=sessions, options=options)
 
     def run(
-        self,
-        module: wasmtime.Module,
-        *,
-        name: str,
-        registry: ModelRegistry,
-        sessions: SessionManager,
+        self, compiled: CompiledGuest, *, name: str, registry: ModelRegistry, sessions: SessionManager,
         options: GuestOptions,
     ) -> RunResult:
-        """Run the module's ``_start`` to completion. Traps raise GuestTrap; an exit status,
-        zero or not, is returned. A KeyboardInterrupt raised in a host call propagates once
-        the guest has unwound, after the instance's contexts are freed."""
+        """Run the guest's ``_start`` to completion. Traps raise GuestTrap (GuestLimitError
+        at a limit); an exit status, zero or not, is returned. A KeyboardInterrupt raised in
+        a host call propagates once the guest has unwound, after its contexts are freed."""
         started = time.perf_counter()
-        with self.instantiate(module, name=name, registry=registry, sessions=sessions, options=options) as instance:
+        with self.instantiate(compiled, name=name, registry=registry, sessions=sessions, options=options) as instance:
             exit_code = 0
             try:
                 instance.call("_start")
             except wasmtime.ExitTrap as exit_trap:
                 exit_code = exit_trap.code
             return RunResult(exit_code, instance.stdout.text(), instance.stderr.text(), time.perf_counter() - started)
+
+
+class _Watchdog:
+    """One thread for the process: stops guests that run past their deadline."""
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._running: set[GuestInstance] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, instance: GuestInstance) -> None:
+        with self._lock:
+            self._running.add(instance)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="wasinn-lab-watchdog", daemon=True)
+                self._thread.start()
+
+    def forget(self, instance: GuestInstance) -> None:
+        with self._lock:
+            self._running.discard(instance)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                late = [i for i in self._running if i.deadline is not None and now > i.deadline]
+            for instance in late:
+                timeout = instance.limits.timeout
+                instance.stop(GuestLimitError("time", timeout, f"it ran past its time limit of {timeout:g} s"))
+
+
+_watchdog = _Watchdog()

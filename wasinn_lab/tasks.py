@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime import GuestOptions, RunResult
+from .runtime import GuestInstance, GuestOptions, RunResult
 from .sessions import Session
 
 __all__ = ["GuestTask", "Event", "EventKind"]
@@ -62,10 +62,15 @@ class GuestTask:
         options.on_stdout = lambda data: self._events.put(Event(EventKind.STDOUT, data))
         options.on_stderr = lambda data: self._events.put(Event(EventKind.STDERR, data))
         options.on_session = self._adopt
+        options.on_instance = self._started
+        self._instance: GuestInstance | None = None
         self._thread = threading.Thread(target=self._work, args=(runner, options), name="wasinn-lab-guest", daemon=True)
         self._thread.start()
 
     # -- the worker ---------------------------------------------------------------------------
+
+    def _started(self, instance: GuestInstance) -> None:
+        self._instance = instance
 
     def _adopt(self, session: Session) -> None:
         self.sessions.append(session)
@@ -96,12 +101,19 @@ class GuestTask:
         if self._pipe is None:
             raise RuntimeError("send() needs a task started with interactive=True")
         data = text.encode() if isinstance(text, str) else text
+        if self._instance is not None:
+            self._instance.restart_clock()  # the time limit is per turn
         os.write(self._pipe[1], data)
 
     def stop(self) -> None:
         """End the generation under way within one token; the guest carries on."""
         for session in self.sessions:
             session.stop()
+
+    def interrupt(self) -> None:
+        """Stop the guest itself, even one spinning without host calls (it traps)."""
+        if self._instance is not None:
+            self._instance.interrupt()
 
     def close(self, timeout: float = 10.0) -> None:
         """End an interactive guest's input (EOF) and wait for it to finish."""

@@ -113,6 +113,7 @@ class Preview1:
         session_id: str | None = None,
         params: Mapping[str, Any] | None = None,
         on_session: Callable[[Session], None] | None = None,
+        max_load_bytes: int = 1 << 30,
     ) -> None:
         self._registry = registry
         self._sessions = sessions
@@ -123,6 +124,7 @@ class Preview1:
         self._session_id = session_id
         self._params = dict(params or {})
         self._on_session = on_session
+        self._max_load_bytes = max_load_bytes
         self._kept: set[str] = set()
         self._detach: list[Callable[[], None]] = []  # removes this run's listeners from kept sessions
         self._graphs: dict[int, LoadedGraph] = {}
@@ -197,7 +199,11 @@ class Preview1:
         if target not in _TARGETS:
             raise InvalidArgument(f"unknown execution target {target}")
         raw = memory.read(builders_ptr, _BUILDER.size * (builders_len & 0xFFFFFFFF))
-        builders = [memory.read(ptr, length) for ptr, length in _BUILDER.iter_unpack(raw)]
+        spans = list(_BUILDER.iter_unpack(raw))
+        total = sum(length for _, length in spans)
+        if total > self._max_load_bytes:
+            raise TooLarge(f"{total:,} bytes of model; guests may send at most {self._max_load_bytes:,}")
+        builders = [memory.read(ptr, length) for ptr, length in spans]
         kind = _ENCODINGS[encoding]
         if kind in (GraphEncoding.AUTODETECT, GraphEncoding.GGML):
             if not (builders and builders[0].startswith(b"GGUF")):

@@ -358,7 +358,7 @@ class _LlamaContext:
         if len(prompt) >= n_ctx:
             raise PromptTooLong(f"the prompt has {len(prompt)} tokens; the context holds {n_ctx}")
         keep = 0
-        for cached, wanted in zip(self._cached, prompt):
+        for cached, wanted in zip(self._cached if self._config["cache-prompt"] else [], prompt):
             if cached != wanted:
                 break
             keep += 1

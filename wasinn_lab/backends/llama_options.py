@@ -52,6 +52,10 @@ OPTIONS: dict[str, Option] = {
     "grammar": Option(str, "", Scope.GENERATION),
     "json-schema": Option(str, "", Scope.GENERATION),
     "stream-stdout": Option(bool, False, Scope.GENERATION),
+    # Ours, after llama.cpp server's option: keep the KV cache between prompts so a prompt
+    # that extends the last one evaluates only its new tokens. false: re-evaluate it all,
+    # every time, as WasmEdge does (the chat benchmark's baseline).
+    "cache-prompt": Option(bool, True, Scope.GENERATION),
     "enable-log": Option(bool, False, Scope.GENERATION),
     "enable-debug-log": Option(bool, False, Scope.GENERATION),
 }

@@ -6,6 +6,7 @@ It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GuestExitError
+from ..errors import ConfigError, GuestExitError, WasiNNLabError
 from ..guests import build
 from ..host import Host
+from ..limits import Limits
 from ..models import cache_dir
 from ..runtime import RunResult
 from ..sessions import Session
@@ -23,7 +25,8 @@ from ..tasks import Event, EventKind, GuestTask
 
 __all__ = ["Lab", "Generation", "lab", "parse_assignment"]
 
-_STOP_DRAIN_TIMEOUT = 60.0  # seconds a stopped guest gets to finish its turn
+_GRACE = 2.0  # seconds a stopped generation's guest gets to finish its turn before it is stopped too
+_DRAIN = 30.0  # seconds to wait for an interrupted guest to unwind
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -109,6 +112,7 @@ class Lab:
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
         stdin_turns: bool | None = None,
+        limits: Limits | None = None,
         on_event: Callable[[Event], None] = lambda event: None,
         on_task: Callable[[GuestTask], None] = lambda task: None,
     ) -> Generation:
@@ -119,20 +123,21 @@ class Lab:
         with a session, the prompt is the session's text so far plus ``text``, and the
         session's KV cache means only the new part is evaluated.
 
-        On KeyboardInterrupt the generation is stopped within one token, the guest is let
-        finish its turn, and the interrupt is raised again. A trap or a non-zero exit
-        raises (GuestTrap, GuestExitError)."""
+        On KeyboardInterrupt the generation is stopped within one token and the guest is
+        let finish its turn; a guest that does not (it spins) is stopped itself. Then the
+        interrupt is raised again. A trap or a non-zero exit raises (GuestTrap,
+        GuestExitError); a limit, GuestLimitError."""
         resolved = self.resolve(guest)
         if stdin_turns is None:
             stdin_turns = self.host.reads_stdin_turns(resolved)
         result = Generation(guest=guest, session=session)
-        task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args), stdin_turns)
+        task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
+                          stdin_turns, limits)
         on_task(task)
         try:
             self._pump(task, result, on_event)
         except KeyboardInterrupt:
-            task.stop()
-            self._pump(task, result, on_event, timeout=_STOP_DRAIN_TIMEOUT)
+            self._wind_down(task, result, on_event)
             raise
         finally:
             if session is not None and not stdin_turns and text is not None:
@@ -151,13 +156,15 @@ class Lab:
         env: dict[str, str],
         args: list[str],
         stdin_turns: bool,
+        limits: Limits | None,
     ) -> GuestTask:
         if not stdin_turns:
             prompt = [] if text is None else [self._transcripts.get(session or "", "") + text]
-            return self.host.start(guest, model, *prompt, *args, env=env, session=session, params=params)
+            return self.host.start(guest, model, *prompt, *args, env=env, session=session, params=params, limits=limits)
         task = self._chats.get(session) if session else None
         if task is None or not task.running:
-            task = self.host.start(guest, model, *args, env=env, interactive=True, session=session, params=params)
+            task = self.host.start(guest, model, *args, env=env, interactive=True, session=session, params=params,
+                                   limits=limits)
             if session is not None:
                 self._chats[session] = task
         elif params:
@@ -167,6 +174,17 @@ class Lab:
         if session is None:
             task.close(timeout=0)  # a one-off turn: end of input after it
         return task
+
+    def _wind_down(self, task: GuestTask, result: Generation, on_event: Callable[[Event], None]) -> None:
+        """After an interrupt: end the generation, then, if need be, the guest. Its errors
+        are the interrupt's consequences; the interrupt itself is what the caller re-raises."""
+        task.stop()
+        with contextlib.suppress(WasiNNLabError):
+            try:
+                self._pump(task, result, on_event, timeout=_GRACE)
+            except TimeoutError:
+                task.interrupt()
+                self._pump(task, result, on_event, timeout=_DRAIN)
 
     @staticmethod
     def _pump(task: GuestTask, result: Generation, on_event: Callable[[Event], None], timeout: float | None = None) -> None:

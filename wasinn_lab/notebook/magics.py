@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import re
 import time
@@ -15,6 +16,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..errors import GuestBuildError, WasiNNLabError
+from ..limits import MiB, Limits
 from .display import CellStream, LivePlot
 from ..tasks import Event
 from .lab import Generation, Lab, parse_assignment
@@ -63,6 +65,9 @@ class WasiNNMagics(Magics):
     @argument("--input", choices=("argv", "stdin"), help="how the cell reaches the guest (default: what it declares)")
     @argument("-q", "--quiet", action="store_true", help="show nothing; the result is in the variable _wasi_nn")
     @argument("--live-plot", action="store_true", help="plot per-token latency while tokens stream")
+    @argument("--timeout", type=float, help="seconds this run (or chat turn) may take (default 600)")
+    @argument("--max-memory", type=int, metavar="MIB", help="linear memory limit in MiB (default 2048)")
+    @argument("--fuel", type=int, help="instruction budget (metered; default: none)")
     @argument("--build", choices=("c", "wat"), help="the cell is guest source in this language: build it")
     @argument("--name", help="with --build: the name to use the guest by")
     @argument("--run", action="store_true", help="with --build: run the guest once built")
@@ -92,6 +97,7 @@ class WasiNNMagics(Magics):
         params = _assignments(args.param, "--param")
         env = {key: str(value) for key, value in _assignments(args.env, "--env").items()}
         stdin_turns = None if args.input is None else args.input == "stdin"
+        limits = self._limits(args)
         stream = None if args.quiet else CellStream(f"{args.guest} · {args.model}", in_kernel=self._in_kernel)
         if stream is not None and args.session:
             stream.sessions.append(args.session)
@@ -113,6 +119,7 @@ class WasiNNMagics(Magics):
                 env=env,
                 args=args.args,
                 stdin_turns=stdin_turns,
+                limits=limits,
                 on_event=on_event,
             )
             status = "done" if result.exit_code is not None else "waiting for the next turn"
@@ -123,6 +130,20 @@ class WasiNNMagics(Magics):
             for sink in sinks:
                 sink.finish(status)
             self.shell.user_ns["_wasi_nn"] = result
+
+    def _limits(self, args: argparse.Namespace) -> Limits | None:
+        overrides = {
+            key: value
+            for key, value in (("timeout", args.timeout), ("fuel", args.fuel),
+                               ("memory_bytes", args.max_memory and args.max_memory * MiB))
+            if value is not None
+        }
+        if not overrides:
+            return None
+        try:
+            return dataclasses.replace(self.lab.host.limits, **overrides)
+        except WasiNNLabError as exc:
+            raise UsageError(str(exc)) from None
 
     def _build(self, name: str, source: str, language: str) -> None:
         started = time.perf_counter()

@@ -1,0 +1,84 @@
+"""Limits: a guest that spins, allocates or sends too much is stopped with an error that
+names the limit, and the host carries on."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import pytest
+import wasmtime
+
+from wasinn_lab import ConfigError, GuestLimitError, GuestTrap, Host
+from wasinn_lab.limits import MiB, Limits
+
+SPIN = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))')
+GROW = wasmtime.wat2wasm(
+    '(module (memory (export "memory") 1)'
+    ' (func (export "_start") (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))'
+)
+BIG_MEMORY = wasmtime.wat2wasm('(module (memory (export "memory") 2048) (func (export "_start")))')  # 128 MiB
+
+
+def test_a_spinning_guest_is_stopped_at_its_time_limit() -> None:
+    host = Host(default_model=False)
+    started = time.monotonic()
+    with pytest.raises(GuestLimitError, match=r"ran past its time limit of 0.3 s") as raised:
+        host.run(SPIN, limits=Limits(timeout=0.3))
+    assert raised.value.limit == "time" and raised.value.value == 0.3
+    assert time.monotonic() - started < 5
+    assert host.run("echo", "echo").exit_code == 0  # the host carries on
+
+
+def test_fuel_limits_instructions() -> None:
+    with pytest.raises(GuestLimitError, match=r"used all its fuel \(100,000\)") as raised:
+        Host(default_model=False).run(SPIN, limits=Limits(fuel=100_000))
+    assert raised.value.limit == "fuel"
+
+
+def test_memory_limits() -> None:
+    host = Host(default_model=False)
+    with pytest.raises(GuestLimitError, match=r"more memory than its limit of 64 MiB"):
+        host.run(BIG_MEMORY, limits=Limits(memory_bytes=64 * MiB))
+    # Growth past the limit fails inside the guest (memory.grow gives -1); this one traps then.
+    with pytest.raises(GuestTrap, match=r"using 7.1 MiB of its 8 MiB memory limit"):
+        host.run(GROW, limits=Limits(memory_bytes=8 * MiB))
+
+
+def test_an_interrupt_stops_that_guest_and_no_other() -> None:
+    host = Host(default_model=False)
+    spinning = host.start(SPIN, limits=Limits(timeout=None))
+    other = host.start(SPIN, limits=Limits(timeout=2.0))
+    time.sleep(0.3)
+    spinning.interrupt()
+    outcome = list(spinning.events(timeout=10))[-1].data
+    assert isinstance(outcome, GuestLimitError) and outcome.limit == "interrupt"
+    assert other.running  # its own engine: the interrupt did not touch it
+    outcome = list(other.events(timeout=10))[-1].data
+    assert isinstance(outcome, GuestLimitError) and outcome.limit == "time"
+
+
+def test_model_bytes_from_a_guest_are_capped(host: Host) -> None:
+    from conftest import ENCODING_GGML_WASMEDGE, TARGET_CPU, TOO_LARGE, Probe
+
+    capped = Host(default_model=False, limits=Limits(load_bytes=1024))
+    with capped.instantiate("probe") as instance:
+        probe = Probe(instance)
+        data_ptr, _ = probe.put(b"GGUF" + bytes(2000))
+        builders, _ = probe.put(struct.pack("<II", data_ptr, 2004))
+        assert probe.call_out("load", builders, 1, ENCODING_GGML_WASMEDGE, TARGET_CPU)[0] == TOO_LARGE
+
+
+@pytest.mark.parametrize("bad", [{"timeout": 0}, {"fuel": -1}, {"memory_bytes": 0}, {"load_bytes": -5}])
+def test_limits_are_checked(bad: dict) -> None:
+    with pytest.raises(ConfigError, match="must be positive"):
+        Limits(**bad)
+
+
+def test_a_time_limit_stops_a_long_generation_too(host: Host) -> None:
+    started = time.monotonic()
+    with pytest.raises(GuestLimitError, match="time limit of 2 s"):
+        host.run("stream", "default", "Once upon a time", env={"n_predict": "100000"}, limits=Limits(timeout=2))
+    assert time.monotonic() - started < 10
+    assert not [s for s in host.sessions if s.guest == "stream.wasm"]  # its context was freed

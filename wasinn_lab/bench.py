@@ -1,0 +1,347 @@
+"""Benchmarks: what a wasm guest costs next to llama-cpp-python called directly.
+
+The same generation (model, prompt, seed, n-predict, threads, batch size; greedy, so
+every path makes the same tokens) runs through (a) llama-cpp-python's ``Llama.generate``,
+(b) the ``complete`` guest (``compute``) and (c) the ``stream`` guest (``compute_single``),
+interleaved run by run in one process, the order rotated each run. Guest runs use a
+fresh context each (no prefix reuse between runs) and are read from their session
+metrics afterwards, so the harness adds nothing per token.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .backends.base import TokenEvent
+from .host import Host
+from .runtime import GuestOptions
+from .sessions import Generation
+
+__all__ = ["Workload", "Bench", "PATHS"]
+
+PATHS = ("direct", "guest-compute", "guest-stream")
+_GUESTS = {"guest-compute": "complete", "guest-stream": "stream"}
+_TEXT = (
+    "The history of computing is a story of abstraction. Each generation of engineers built "
+    "tools that hid the details of the machine below, so that the next could think in larger "
+    "pieces. Portable bytecode, sandboxes and virtual machines are part of that story. "
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompt_tokens: int = 32
+    n_predict: int = 64
+    threads: int = os.cpu_count() or 1
+    batch_size: int = 512
+    n_gpu_layers: int = 0
+    ctx_size: int = 2048
+    seed: int = 42
+
+
+def _median(values: Iterable[float | None]) -> float:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else float("nan")
+
+
+class Bench:
+    def __init__(self, host: Host | None = None, *, model: str = "default", progress: bool = True) -> None:
+        self.host = host or Host()
+        self.model = model
+        self.progress = progress
+        path = self.host.registry.get(model).path
+        assert path is not None, "benchmarks need a GGUF model"
+        self.model_path = path
+        self._llamas: dict[tuple[int, ...], Any] = {}
+        self._ids = itertools.count()
+
+    # -- the three paths --------------------------------------------------------------------------
+
+    def _llama(self, w: Workload) -> Any:
+        from llama_cpp import Llama
+
+        key = (w.threads, w.batch_size, w.n_gpu_layers, w.ctx_size)
+        if key not in self._llamas:
+            self._llamas[key] = Llama(
+                str(self.model_path),
+                n_ctx=w.ctx_size,
+                n_batch=w.batch_size,
+                n_ubatch=w.batch_size,
+                n_threads=w.threads,
+                n_threads_batch=w.threads,
+                n_gpu_layers=w.n_gpu_layers,
+                seed=w.seed,
+                verbose=False,
+            )
+        return self._llamas[key]
+
+    def prompt(self, n_tokens: int, w: Workload | None = None) -> str:
+        """A text of about ``n_tokens`` tokens (the guest's tokenizer may differ by one)."""
+        llm = self._llama(w or Workload())
+        tokens: list[int] = []
+        while len(tokens) < n_tokens:
+            tokens += llm.tokenize(_TEXT.encode(), add_bos=False)
+        return llm.detokenize(tokens[:n_tokens]).decode("utf-8", "ignore")
+
+    def _direct(self, w: Workload, prompt: str) -> dict[str, Any]:
+        llm = self._llama(w)
+        llm.reset()
+        started = time.perf_counter()
+        tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        stamps: list[float] = []
+        for _ in llm.generate(tokens, temp=0.0, repeat_penalty=1.0, reset=True):
+            stamps.append(time.perf_counter())
+            if len(stamps) >= w.n_predict:
+                break
+        return {
+            "prompt_tokens": len(tokens),
+            "output_tokens": len(stamps),
+            "ttft_s": stamps[0] - started,
+            "decode_tok_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
+            "boundary_us_per_token": None,
+            "guest_us_per_token": None,
+        }
+
+    def guest_env(self, w: Workload) -> dict[str, str]:
+        return {
+            "n_predict": str(w.n_predict),
+            "temp": "0",
+            "repeat_penalty": "1.0",
+            "threads": str(w.threads),
+            "batch_size": str(w.batch_size),
+            "ubatch_size": str(w.batch_size),
+            "ctx_size": str(w.ctx_size),
+            "n_gpu_layers": str(w.n_gpu_layers),
+            "seed": str(w.seed),
+        }
+
+    def _guest(self, w: Workload, prompt: str, guest: str) -> dict[str, Any]:
+        session_id = f"bench-{next(self._ids)}"
+        result = self.host.run(guest, self.model, prompt, env=self.guest_env(w), session=session_id)
+        if result.exit_code != 0:
+            raise RuntimeError(f"{guest} failed: {result.stderr}")
+        g: Generation = self.host.session(session_id).generations[-1]
+        self.host.sessions.close(session_id)
+        return {
+            "prompt_tokens": g.prompt_tokens,
+            "output_tokens": g.output_tokens,
+            "ttft_s": g.time_to_first_token,
+            "decode_tok_per_s": g.decode_tokens_per_second,
+            "boundary_us_per_token": g.boundary_seconds / g.output_tokens * 1e6,
+            "guest_us_per_token": g.guest_seconds / g.output_tokens * 1e6,
+        }
+
+    def _run(self, path: str, w: Workload, prompt: str) -> dict[str, Any]:
+        return self._direct(w, prompt) if path == "direct" else self._guest(w, prompt, _GUESTS[path])
+
+    # -- comparisons ------------------------------------------------------------------------------
+
+    def _bar(self, total: int, description: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=description, disable=not self.progress, leave=False)
+
+    def compare(self, w: Workload = Workload(), runs: int = 5, paths: Sequence[str] = PATHS) -> pd.DataFrame:
+        """One row per run and path; one warm-up run per path first, not recorded."""
+        prompt = self.prompt(w.prompt_tokens, w)
+        rows = []
+        with self._bar((runs + 1) * len(paths), f"prompt {w.prompt_tokens}, n-predict {w.n_predict}") as bar:
+            for path in paths:
+                self._run(path, w, prompt)
+                bar.update()
+            for run in range(runs):
+                shift = run % len(paths)
+                for path in [*paths[shift:], *paths[:shift]]:
+                    rows.append({"path": path, "run": run, **asdict(w), **self._run(path, w, prompt)})
+                    bar.update()
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def summary(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+        """Medians per path (and ``by``), each path's ratio to the direct path, and the
+        per-token overhead against it."""
+        keys = [*by, "path"]
+        medians = frame.groupby(keys, sort=False)[
+            ["ttft_s", "decode_tok_per_s", "boundary_us_per_token", "guest_us_per_token", "output_tokens"]
+        ].median()
+        direct = medians.xs("direct", level="path") if by else medians.loc["direct"]
+
+        def against_direct(row: pd.Series) -> pd.Series:
+            base = direct.loc[row.name[:-1]] if by else direct
+            return pd.Series(
+                {
+                    "decode_ratio": row["decode_tok_per_s"] / base["decode_tok_per_s"],
+                    "ttft_ratio": row["ttft_s"] / base["ttft_s"],
+                    "overhead_us_per_token": (1 / row["decode_tok_per_s"] - 1 / base["decode_tok_per_s"]) * 1e6,
+                }
+            )
+
+        return medians.join(medians.apply(against_direct, axis=1))
+
+    def sweep(self, parameter: str, values: Sequence[int], base: Workload = Workload(), runs: int = 5) -> pd.DataFrame:
+        field = parameter.replace("-", "_")
+        frames = [self.compare(replace(base, **{field: value}), runs) for value in values]
+        return pd.concat(frames, ignore_index=True)
+
+    # -- the rest of the host -----------------------------------------------------------------------
+
+    def load_by_name(self, repeats: int = 5) -> pd.DataFrame:
+        """A ``load_by_name`` through the ABI when the weights are not cached (cold) and
+        when they are (cached), timed around the guest's call."""
+        rows = []
+        with self.host.instantiate("probe") as instance:
+            name = self.model.encode()
+            instance.write(1024, name)
+            for repeat in range(repeats):
+                for kind in ("cold", "cached"):
+                    if kind == "cold":
+                        self.host.registry.forget(self.model)
+                    started = time.perf_counter()
+                    errno = instance.call("nn_load_by_name", 1024, len(name), 2048)
+                    rows.append({"kind": kind, "repeat": repeat, "ms": (time.perf_counter() - started) * 1e3, "errno": errno})
+        return pd.DataFrame(rows)
+
+    def guest_start(self, repeats: int = 5, guest: str = "complete") -> pd.DataFrame:
+        """Start a guest (it exits at once: no arguments) after compiling it afresh, from
+        this process's compiled-module cache, and from the on-disk cache a new process uses."""
+        from .guests import resolve
+        from .runtime import GuestRuntime
+
+        wasm = resolve(guest).read_bytes()
+        disk = self.host.runtime.compiled_dir
+        rows = []
+        for repeat in range(repeats):
+            for kind in ("compile", "memory cache", "disk cache"):
+                runtime = self.host.runtime if kind == "memory cache" else GuestRuntime(disk if kind == "disk cache" else None)
+                if kind == "memory cache":
+                    runtime.compile(wasm)
+                started = time.perf_counter()
+                module = runtime.compile(wasm)
+                result = runtime.run(module, name=guest, registry=self.host.registry, sessions=self.host.sessions,
+                                     options=GuestOptions())
+                rows.append({"kind": kind, "repeat": repeat, "ms": (time.perf_counter() - started) * 1e3,
+                             "exit_code": result.exit_code})
+        return pd.DataFrame(rows)
+
+    def chat_turns(self, turns: int = 10, n_predict: int = 16, w: Workload = Workload()) -> pd.DataFrame:
+        """Time to first token at each turn of a chat, keeping the KV cache between turns
+        (ours) and re-evaluating the whole conversation every turn (WasmEdge's way)."""
+        questions = [f"Tell me one fact about the number {n}." for n in range(1, turns + 1)]
+        rows = []
+        for mode, cache in (("prefix reuse", True), ("re-evaluate all", False)):
+            session_id = f"bench-chat-{next(self._ids)}"
+            env = {**self.guest_env(replace(w, n_predict=n_predict))}
+            result = self.host.run("chat", self.model, stdin="\n".join(questions) + "\n", env=env,
+                                   session=session_id, params={"cache-prompt": cache})
+            if result.exit_code != 0:
+                raise RuntimeError(f"chat failed: {result.stderr}")
+            for turn, g in enumerate(self.host.session(session_id).generations, start=1):
+                rows.append({"mode": mode, "turn": turn, "prompt_tokens": g.prompt_tokens,
+                             "evaluated_tokens": g.evaluated_tokens, "ttft_s": g.time_to_first_token})
+            self.host.sessions.close(session_id)
+        return pd.DataFrame(rows)
+
+    def recording_cost(self, tokens: int = 100_000) -> float:
+        """Microseconds per token that recording metrics adds to the token path: the
+        session's token callback with a generation being recorded, minus without."""
+        session_id = f"bench-rec-{next(self._ids)}"
+        self.host.run("complete", self.model, "Hi", env={"n_predict": "1"}, session=session_id)
+        session = self.host.session(session_id)
+        event = TokenEvent(b" word", 1, True, time.perf_counter())
+        timings: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(5):  # alternate, and keep each side's best: the machine is noisy
+            for recording in (False, True):
+                session._current = Generation() if recording else None  # measuring the real path
+                started = time.perf_counter()
+                for _ in range(tokens // 5):
+                    session._on_token(event)
+                timings[recording].append((time.perf_counter() - started) / (tokens // 5))
+        session._current = None
+        self.host.sessions.close(session_id)
+        return (min(timings[True]) - min(timings[False])) * 1e6
+
+
+def write(frames: dict[str, pd.DataFrame], out: Path, plots: dict[str, Callable[[], Any]] | None = None) -> list[Path]:
+    """Each frame as CSV and JSON, each plot as PNG, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in frames.items():
+        for suffix, save in ((".csv", frame.to_csv), (".json", lambda p: frame.to_json(p, orient="records", indent=1))):
+            path = out / f"{name}{suffix}"
+            save(path)
+            written.append(path)
+    for name, draw in (plots or {}).items():
+        import matplotlib.pyplot as plt
+
+        figure = draw()
+        path = out / f"{name}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+# -- the command line: wasinn-lab bench ------------------------------------------------------------
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per path (default 5; at least 5 for medians)")
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--n-predict", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--n-gpu-layers", type=int, default=0)
+    parser.add_argument("--sweep", action="append", default=[], metavar="PARAM=V1,V2,...",
+                        help="sweep a workload parameter (prompt-tokens, n-predict, threads, batch-size, n-gpu-layers)")
+    parser.add_argument("--chat-turns", type=int, default=0, help="also time the first token at turns 1..N of a chat")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="where CSV, JSON and PNG go")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _sweep_spec(text: str) -> tuple[str, list[int]]:
+    from .errors import ConfigError
+
+    name, sep, values = text.partition("=")
+    fields = {f.replace("_", "-") for f in Workload.__dataclass_fields__} - {"seed", "ctx-size"}
+    if not sep or name not in fields:
+        raise ConfigError(f"--sweep {text!r}: expected PARAM=V1,V2,... with PARAM one of {', '.join(sorted(fields))}")
+    try:
+        return name, [int(v) for v in values.split(",")]
+    except ValueError:
+        raise ConfigError(f"--sweep {text!r}: values must be integers") from None
+
+
+def command(options: Any) -> int:
+    from . import plots
+    from .errors import ConfigError
+
+    if options.runs < 1:
+        raise ConfigError("--runs must be at least 1")
+    sweeps = [_sweep_spec(text) for text in options.sweep]
+    bench = Bench(progress=not options.no_progress)
+    base = Workload(options.prompt_tokens, options.n_predict, options.threads, options.batch_size, options.n_gpu_layers)
+    frames = {"compare": bench.compare(base, options.runs)}
+    print(Bench.summary(frames["compare"]).round(3).to_string(), end="\n\n")
+    charts: dict[str, Callable[[], Any]] = {}
+    for name, values in sweeps:
+        key = f"sweep-{name}"
+        frames[key] = bench.sweep(name, values, base, options.runs)
+        column = name.replace("-", "_")
+        print(Bench.summary(frames[key], by=[column]).round(3).to_string(), end="\n\n")
+        medians = frames[key].groupby([column, "path"], as_index=False)["decode_tok_per_s"].median()
+        charts[key] = lambda medians=medians, column=column: plots.sweep(medians, column, hue="path")
+    if options.chat_turns:
+        frames["chat"] = bench.chat_turns(options.chat_turns, w=base)
+        print(frames["chat"].pivot(index="turn", columns="mode", values="ttft_s").round(3).to_string(), end="\n\n")
+    for path in write(frames, options.out, charts):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,40 @@
+"""What a guest run may use. Every run has limits; these defaults keep a kernel safe from
+a guest that spins, allocates without end, or sends an absurd model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+__all__ = ["Limits"]
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    # Wall-clock seconds for a run, or for each turn of an interactive guest. A guest
+    # spinning without host calls is stopped too (wasmtime epoch interruption).
+    timeout: float | None = 600.0
+    memory_bytes: int = 2048 * MiB  # linear memory, all of the guest's memories together
+    fuel: int | None = None  # wasm instructions, roughly; None: not metered (metering costs speed)
+    instances: int = 16
+    tables: int = 16
+    table_elements: int = 1_000_000
+    load_bytes: int = 1024 * MiB  # model bytes a guest may send to `load`
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"timeout must be positive (seconds) or None, got {self.timeout}")
+        if self.fuel is not None and self.fuel <= 0:
+            raise ConfigError(f"fuel must be positive or None, got {self.fuel}")
+        for name in ("memory_bytes", "instances", "tables", "table_elements", "load_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def describe(self) -> str:
+        timeout = "none" if self.timeout is None else f"{self.timeout:g} s"
+        fuel = "not metered" if self.fuel is None else f"{self.fuel:,}"
+        return (f"time {timeout}, memory {self.memory_bytes // MiB} MiB, fuel {fuel}, "
+                f"model bytes from a guest {self.load_bytes // MiB} MiB")
