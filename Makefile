@@ -1,10 +1,13 @@
 # make demo   stream text from the `stream` guest on the default model
 # make test   run the whole test suite
 # make demo CUDA=1 [CUDA_ARCH=90]   the same with llama.cpp built for CUDA
+# make lab    JupyterLab on notebooks/01-quickstart.ipynb, with the wasinn-lab kernel
+#             installed into .venv (LAB_ARGS="--no-browser --port=8888" to pass options)
 #
-# Both create .venv when missing, install the project into it, assemble the default
-# model once and build the guests. llama-cpp-python is compiled once per set of build
-# flags into $(WHEELS) (pip's own cache ignores CMAKE_ARGS, so it cannot be trusted).
+# Each creates .venv when missing, installs the project into it, assembles the default
+# model once and builds the guests; lab also installs JupyterLab (the `lab` extra).
+# llama-cpp-python is compiled once per set of build flags into $(WHEELS) (pip's own
+# cache ignores CMAKE_ARGS, so it cannot be trusted).
 
 PYTHON ?= python3
 VENV := .venv
@@ -24,14 +27,23 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=O
 endif
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(FLAVOUR)
 INSTALLED := $(VENV)/.installed-$(FLAVOUR)
+LAB_INSTALLED := $(VENV)/.installed-lab
+LAB_ARGS ?=
+# Jupyter refuses to run as root unless told: containers often run as root.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test install guests model clean
+.PHONY: demo test lab install guests model clean
 
 demo: install model guests
 	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
 
 test: install model guests
 	$(PY) -m pytest
+
+# Only this target needs JupyterLab (the `lab` extra); demo and test do not.
+lab: install model guests $(LAB_INSTALLED)
+	$(PY) -m wasinn_lab kernel install --sys-prefix
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/01-quickstart.ipynb
 
 install: $(INSTALLED)
 
@@ -49,6 +61,11 @@ $(INSTALLED): pyproject.toml $(WHEELS)/.built | $(PY)
 	rm -f $(VENV)/.installed-*
 	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# $(INSTALLED)'s recipe removes this stamp too, so the extras follow a reinstall.
+$(LAB_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".[test,lab]"
 	touch $@
 
 model: install

@@ -112,3 +112,21 @@ def test_guests_build_builds_every_guest() -> None:
     assert result.returncode == 0, result.stderr
     built = {Path(line).name for line in result.stdout.split()}
     assert {"complete.wasm", "stream.wasm", "chat.wasm", "echo.wasm", "embed.wasm", "probe.wasm"} <= built
+
+
+def test_limits_from_the_command_line(tmp_path: Path) -> None:
+    guest = tmp_path / "spin.wat"
+    guest.write_text('(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))')
+    result = wasinn_lab("run", "--timeout", "0.5", str(guest))
+    assert result.returncode == 128 and "ran past its time limit of 0.5 s" in result.stderr
+    result = wasinn_lab("run", "--fuel", "5000", str(guest))
+    assert result.returncode == 128 and "used all its fuel (5,000)" in result.stderr
+    result = wasinn_lab("run", "--timeout", "-3", str(guest))
+    assert result.returncode == 2 and "timeout must be positive" in result.stderr
+
+
+def test_bench_rejects_bad_sweeps() -> None:
+    result = wasinn_lab("bench", "--sweep", "colour=1,2")
+    assert result.returncode == 2 and "expected PARAM=V1,V2,..." in result.stderr
+    result = wasinn_lab("bench", "--sweep", "threads=one")
+    assert result.returncode == 2 and "values must be integers" in result.stderr

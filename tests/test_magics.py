@@ -176,3 +176,33 @@ def test_limits_from_the_magic(shell: InteractiveShell) -> None:
     result = run(shell, "%%wasi_nn spinner -q --fuel 1000\nignored")
     assert "fuel (1,000)" in str(result.error_in_exec)
     assert not run(shell, "%%wasi_nn spinner --timeout -1\nx").success  # a UsageError
+
+
+def test_cell_guests_include_the_shared_header(shell: InteractiveShell) -> None:
+    source = (
+        '#include "wasi_nn.h"\n'
+        "int main(int argc, char **argv) {\n"
+        "    graph g; nn_load(nn_model_arg(argc, argv, 1, \"usage\"), &g);\n"
+        '    printf("loaded\\n"); return 0;\n}'
+    )
+    assert run(shell, f"%%wasi_nn --build c --name includer --run\n{source}").success, "wasi_nn.h not found?"
+    assert shell.user_ns["_wasi_nn"].stdout == "loaded\n"
+
+
+def test_an_expired_chat_session_ends_its_guest_and_starts_afresh(shell: InteractiveShell) -> None:
+    sessions = lab().host.sessions
+    assert run(shell, "%%wasi_nn chat -q --session fleeting -p n-predict=4\nHi").success
+    task = lab()._chats["fleeting"]
+    saved, sessions.idle_timeout = sessions.idle_timeout, 0.01
+    try:
+        import time
+
+        time.sleep(0.05)
+        assert "fleeting" in sessions.sweep()
+    finally:
+        sessions.idle_timeout = saved
+    task.close(timeout=10)
+    assert not task.running  # the guest got end of input and left
+    assert run(shell, "%%wasi_nn chat -q --session fleeting -p n-predict=4\nHello again").success
+    assert len(lab().session("fleeting").generations) == 1  # a new session, a new guest
+    run(shell, "%wasi_nn close fleeting")

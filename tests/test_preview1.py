@@ -420,3 +420,18 @@ def test_a_guest_without_memory_gets_missing_memory(host: Host) -> None:
 
     with host.instantiate(wasmtime.wat2wasm(wat)) as instance:
         assert instance.call("try") == 3
+
+
+@pytest.mark.parametrize("config", [{"ctx-size": 10**9}, {"batch-size": 10**8}, {"threads": 100_000}])
+def test_absurd_sizes_are_refused_before_llama_cpp_allocates(probe: Probe, config: dict) -> None:
+    context = probe.context("default", config)
+    assert probe.set_text(context, "Hello") == SUCCESS
+    assert probe.call("compute", context) == INVALID_ARGUMENT
+
+
+def test_a_guests_config_tensor_reaches_parameter_watchers(probe: Probe) -> None:
+    context = probe.context("default")
+    seen: list[dict] = []
+    probe.instance.nn.sessions[-1].watch(seen.append)
+    assert probe.set_text(context, json.dumps({"temp": 0.3, "top-k": 40}), index=1) == SUCCESS
+    assert seen == [{"temp": 0.3}]  # top-k was 40 already: only what changed

@@ -1,17 +1,20 @@
-"""``wasinn-lab``: run guests as ``wasmedge`` would, list models, build guests."""
+"""``wasinn-lab``: run guests as ``wasmedge`` would, list models, build guests, install
+the Jupyter kernel spec."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from . import guests
+from . import bench, guests, kernelspec
 from .errors import GuestTrap, WasiNNLabError
 from .host import Host
+from .limits import MiB, Limits
 
 __all__ = ["main"]
 
@@ -51,8 +54,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="give the guest a directory (none by default)")
     run.add_argument("--env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                      help="set an environment variable for the guest")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="stop the guest after this long (default: no limit on the command line)")
+    run.add_argument("--max-memory", type=int, default=None, metavar="MIB", help="linear memory limit (default 2048)")
+    run.add_argument("--fuel", type=int, default=None, help="instruction budget (metered; default: none)")
     run.add_argument("guest", metavar="GUEST", help="a .wasm file, a .c/.wat source, or a guest name (stream, chat...)")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the guest's own arguments")
+
+    bench_command = commands.add_parser("bench", help="measure guests against llama-cpp-python called directly")
+    bench.add_arguments(bench_command)
 
     models = commands.add_parser("models", help="list registered models")
     with_preloads(models)
@@ -60,7 +70,28 @@ def _parser() -> argparse.ArgumentParser:
     guest_commands = commands.add_parser("guests", help="guest sources").add_subparsers(dest="action", required=True)
     build = guest_commands.add_parser("build", help="build every guest in guests/")
     build.add_argument("--out", type=Path, default=None, help="output directory (default: guests/build)")
+
+    kernel_commands = commands.add_parser("kernel", help="the Jupyter kernel spec").add_subparsers(dest="action", required=True)
+    install = kernel_commands.add_parser(
+        "install",
+        help="install the 'Python 3 (wasinn-lab)' kernel spec",
+        description="Install kernels/wasinn-lab: ipykernel with the %%wasi_nn magics loaded (--ext=wasinn_lab).",
+    )
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for this user (Jupyter's user data directory)")
+    where.add_argument("--sys-prefix", action="store_true",
+                       help="into this Python environment (sys.prefix), for a Jupyter run from it")
+    install.add_argument("--name", default=kernelspec.KERNEL_NAME,
+                         help=f"the kernel's name (default: {kernelspec.KERNEL_NAME})")
     return parser
+
+
+def _limits(options: argparse.Namespace) -> Limits:
+    # On the command line, as with wasmedge, a run has no time limit unless asked: Ctrl-C works.
+    overrides: dict[str, Any] = {"timeout": options.timeout, "fuel": options.fuel}
+    if options.max_memory is not None:
+        overrides["memory_bytes"] = options.max_memory * MiB
+    return dataclasses.replace(Limits(), **overrides)
 
 
 def _host(preloads: Sequence[str]) -> Host:
@@ -92,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in guests.build_all(output_dir=options.out):
                 print(path)
             return 0
+        if options.command == "bench":
+            return bench.command(options)
+        if options.command == "kernel":
+            destination = kernelspec.install(options.name, user=options.user, sys_prefix=options.sys_prefix)
+            print(f"installed kernel spec {destination.name} in {destination}")
+            return 0
         host = _host(options.nn_preload)
         if options.command == "models":
             for spec in host.models():
@@ -108,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dirs=options.dir,
             on_stdout=_write(sys.stdout),
             on_stderr=_write(sys.stderr),
+            limits=_limits(options),
         )
         return result.exit_code
     except GuestTrap as trap:

@@ -24,9 +24,14 @@ BUILD_DIR = SOURCE_DIR / "build"
 CFLAGS = ("--target=wasm32-wasi", "-O2", "-s", "-Wall", "-Wextra")
 
 
+def _headers(source: Path) -> list[Path]:
+    """Headers a C guest may include: beside it, and guests/ (wasi_nn.h) for any guest."""
+    return sorted({*source.parent.glob("*.h"), *SOURCE_DIR.glob("*.h")})
+
+
 def _digest(source: Path) -> str:
     digest = hashlib.sha256(" ".join(CFLAGS).encode())
-    inputs = [source, *sorted(source.parent.glob("*.h"))] if source.suffix == ".c" else [source]
+    inputs = [source, *_headers(source)] if source.suffix == ".c" else [source]
     for path in inputs:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -52,7 +57,7 @@ def build(source: Path, output: Path | None = None) -> Path:
         except wasmtime.WasmtimeError as exc:
             raise GuestBuildError(f"{source}: WAT does not assemble", log=str(exc)) from exc
     else:
-        command = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, "-o", str(output), str(source)]
+        command = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, f"-I{SOURCE_DIR}", "-o", str(output), str(source)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise GuestBuildError(f"{source}: compilation failed", log=result.stderr)

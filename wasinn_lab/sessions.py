@@ -227,10 +227,13 @@ class Session:
         ``compute`` then returns the text so far; ``compute_single`` reports end of sequence."""
         self._stop_requested = True
 
-    def on_close(self, callback: Callable[[Session], None]) -> None:
+    def on_close(self, callback: Callable[[Session], None]) -> Callable[[], None]:
+        """Call ``callback(session)`` once it closes; returns the remover."""
         self._close_callbacks.append(callback)
+        return _remover(self._close_callbacks, callback)
 
     def close(self) -> None:
+        self.stop()  # a generation under way ends after its next token, not at its end
         with self._lock:
             if self._closed:
                 return
@@ -258,7 +261,14 @@ class Session:
 
     def set_input(self, index: int, tensor: Tensor) -> None:
         def operation() -> None:
+            before = self._context.parameters if index == 1 else None
             self._context.set_input(index, tensor)
+            if before is not None:  # a config tensor (WasmEdge's index 1): tell the watchers
+                after = self._context.parameters
+                changed = {key: value for key, value in after.items() if before.get(key) != value}
+                if changed:
+                    for watcher in list(self._watchers):
+                        watcher(changed)
             if index != 1:
                 self._text = []
                 self._decoder.reset()

@@ -53,6 +53,7 @@ class GuestTask:
         self._events: queue.Queue[Event] = queue.Queue()
         self.sessions: list[Session] = []
         self._detach: list[Callable[[], None]] = []
+        self._stopping = False
         self.result: RunResult | None = None
         self._pipe: tuple[int, int] | None = None
         if interactive:
@@ -74,7 +75,13 @@ class GuestTask:
 
     def _adopt(self, session: Session) -> None:
         self.sessions.append(session)
-        self._detach.append(session.add_listener(lambda text, event: self._events.put(Event(EventKind.TOKEN, text))))
+
+        def on_token(text: str, event: object) -> None:
+            self._events.put(Event(EventKind.TOKEN, text))
+            if self._stopping:  # a stop asked for before this session or generation began
+                session.stop()
+
+        self._detach.append(session.add_listener(on_token))
         self._events.put(Event(EventKind.SESSION, session))
 
     def _work(self, runner: Callable[[GuestOptions], RunResult], options: GuestOptions) -> None:
@@ -101,12 +108,15 @@ class GuestTask:
         if self._pipe is None:
             raise RuntimeError("send() needs a task started with interactive=True")
         data = text.encode() if isinstance(text, str) else text
+        self._stopping = False  # a new turn: an earlier stop was for the earlier one
         if self._instance is not None:
             self._instance.restart_clock()  # the time limit is per turn
         os.write(self._pipe[1], data)
 
     def stop(self) -> None:
-        """End the generation under way within one token; the guest carries on."""
+        """End the generation under way within one token (or the next one, if none has
+        begun yet); the guest carries on. A stopped task stays stopped."""
+        self._stopping = True
         for session in self.sessions:
             session.stop()
 

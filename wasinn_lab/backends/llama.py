@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
 import sys
 import tempfile
 import threading
@@ -67,6 +68,19 @@ llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
 
 def _translate(exc: Exception, action: str) -> BackendError:
     return BackendError(f"llama.cpp failed to {action}: {exc}")
+
+
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
+def _check_sizes(config: Mapping[str, Any], n_ctx_train: int) -> None:
+    """Guest-chosen sizes reach llama.cpp's allocators: bound them by the model and machine."""
+    if config["ctx-size"] > n_ctx_train:
+        raise InvalidArgument(f"ctx-size {config['ctx-size']} is over the model's context length {n_ctx_train}")
+    if config["batch-size"] > n_ctx_train or config["ubatch-size"] > n_ctx_train:
+        raise InvalidArgument(f"batch-size and ubatch-size can be at most the model's context length {n_ctx_train}")
+    if config["threads"] > MAX_THREADS:
+        raise InvalidArgument(f"threads {config['threads']} is over {MAX_THREADS} (4 per CPU core here)")
 
 
 class _Model:
@@ -227,6 +241,7 @@ class _LlamaContext:
         if self._model is None:
             self._model = self._graph.model_for(self._config)
         cfg = self._config
+        _check_sizes(cfg, self._model.native.n_ctx_train())
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = cfg["ctx-size"]  # 0: the model's own context length
         params.n_batch = cfg["batch-size"]

@@ -60,6 +60,7 @@ class Lab:
         self._built: dict[str, Path] = {}
         self._chats: dict[str, GuestTask] = {}  # session id -> a stdin guest kept alive
         self._transcripts: dict[str, str] = {}  # session id -> text so far (prompt guests)
+        self._watched: set[str] = set()  # sessions whose closing we follow
 
     @property
     def host(self) -> Host:
@@ -92,12 +93,12 @@ class Lab:
         return self.host.sessions.get(session_id)
 
     def close(self, session_id: str) -> None:
-        task = self._chats.pop(session_id, None)
-        self._transcripts.pop(session_id, None)
-        if task is not None:
-            task.close()
+        task = self._chats.get(session_id)
         if self.host.sessions.find(session_id) is not None:
-            self.host.sessions.close(session_id)
+            self.host.sessions.close(session_id)  # its on_close forgets the rest
+        self._forget(session_id)
+        if task is not None:
+            task.close()  # and wait for the guest to go
 
     # -- generating -----------------------------------------------------------------------------
 
@@ -140,11 +141,30 @@ class Lab:
             self._wind_down(task, result, on_event)
             raise
         finally:
-            if session is not None and not stdin_turns and text is not None:
-                self._transcripts[session] = self._transcripts.get(session, "") + text + result.text
-            if session is not None and stdin_turns and not task.running:
-                self._chats.pop(session, None)
+            if session is not None:
+                self._remember(session, task, text if not stdin_turns else None, result)
         return result
+
+    def _remember(self, session_id: str, task: GuestTask, text: str | None, result: Generation) -> None:
+        """Keep what the next cell of this session needs, for as long as the session lives."""
+        if text is not None:
+            self._transcripts[session_id] = self._transcripts.get(session_id, "") + text + result.text
+        if not task.running:
+            self._chats.pop(session_id, None)
+        session = self.host.sessions.find(session_id)
+        if session is None:  # it never opened, or it ended with the guest
+            self._forget(session_id)
+        elif session_id not in self._watched:
+            self._watched.add(session_id)
+            session.on_close(lambda closed: self._forget(closed.id))
+
+    def _forget(self, session_id: str) -> None:
+        """The session is gone (closed, or expired): end its chat guest, drop its text."""
+        self._watched.discard(session_id)
+        self._transcripts.pop(session_id, None)
+        task = self._chats.pop(session_id, None)
+        if task is not None:
+            task.close(timeout=0)
 
     def _task(
         self,

@@ -1,0 +1,141 @@
+"""The notebooks in notebooks/, executed headless in a real kernel on the default model,
+and the kernel spec in kernels/ started as Jupyter starts it."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+# The first line of a %%wasi_nn cell's output: "[GUEST · MODEL · session ID · STATUS]".
+CAPTION = re.compile(r"^\[(?P<guest>\S+) · (?P<model>\S+)(?: · session [^\]]+)? · (?P<status>[^\]·]+)\]$", re.M)
+SECTIONS = re.compile(r"^\[guest (?:stdout|stderr)\]$", re.M)
+
+
+def model_texts(cell: Any) -> list[str]:
+    """The model text in each output of a ``%%wasi_nn`` cell that finished: a kernel shows
+    one display (caption, then the text, then guest stdout/stderr sections); a terminal
+    prints the text, then the sections, then the caption."""
+    texts = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "display_data":
+            plain = output["data"].get("text/plain", "")
+            caption = CAPTION.match(plain)
+            if caption and caption["status"] in ("done", "waiting for the next turn"):
+                texts.append(SECTIONS.split(plain[caption.end() :])[0].strip())
+        elif output["output_type"] == "stream" and output["name"] == "stdout":
+            captions = list(CAPTION.finditer(output["text"]))
+            if captions and captions[-1]["status"] in ("done", "waiting for the next turn"):
+                texts.append(SECTIONS.split(output["text"][: captions[-1].start()])[0].strip())
+    return texts
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
+def test_notebooks_are_saved_clean(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.nbformat == 4
+    assert notebook.metadata.kernelspec.name == "python3"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"saved with outputs: {cell.source[:60]!r}"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
+def test_notebook_runs_headless_and_generates_text(path: Path, tmp_path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, on an error
+    finally:
+        nbformat.write(notebook, tmp_path / path.name)  # never back into notebooks/
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code)
+    errors = [output for cell in code for output in cell.outputs if output["output_type"] == "error"]
+    assert not errors, errors
+    magic_cells = [cell for cell in code if cell.source.startswith("%%wasi_nn")]
+    texts = [text for cell in magic_cells for text in model_texts(cell)]
+    assert any(texts), f"no %%wasi_nn cell shows model text: {[cell.outputs for cell in magic_cells]}"
+
+
+# -- the kernel spec ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wasinn_kernel() -> Iterator[tuple[KernelManager, Any]]:
+    """A kernel started from kernels/wasinn-lab, as Jupyter would start it."""
+    specs = KernelSpecManager(kernel_dirs=[str(ROOT / "kernels")])
+    manager = KernelManager(kernel_name="wasinn-lab", kernel_spec_manager=specs)
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        yield manager, client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def execute(client: Any, code: str, timeout: float = 300) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    outputs: list[dict[str, Any]] = []
+
+    def keep(message: dict[str, Any]) -> None:
+        if message["msg_type"] in ("stream", "display_data", "update_display_data", "execute_result", "error"):
+            outputs.append({"type": message["msg_type"], **message["content"]})
+
+    reply = client.execute_interactive(code, timeout=timeout, output_hook=keep)
+    return reply["content"], outputs
+
+
+def plain(outputs: list[dict[str, Any]], kind: str) -> str:
+    return "".join(o["data"]["text/plain"] if "data" in o else o.get("text", "") for o in outputs if o["type"] == kind)
+
+
+@pytest.mark.model
+def test_the_kernel_spec_starts_a_kernel_with_the_magics_loaded(wasinn_kernel: tuple[KernelManager, Any]) -> None:
+    manager, client = wasinn_kernel
+    assert manager.kernel_spec.display_name == "Python 3 (wasinn-lab)"
+    # Loaded by --ext, lazily: no host (so no model) until a magic needs it.
+    reply, outputs = execute(client, "import wasinn_lab.notebook.lab as L\nprint(L._lab is not None, L._lab._host is None)")
+    assert reply["status"] == "ok" and plain(outputs, "stream").split() == ["True", "True"]
+    reply, outputs = execute(client, "%wasi_nn models")
+    assert reply["status"] == "ok", reply
+    (result,) = [output for output in outputs if output["type"] == "execute_result"]
+    assert "<table" in result["data"]["text/html"] and "default" in result["data"]["text/plain"]
+    reply, outputs = execute(client, "models = %wasi_nn models\nprint(*models.index, models.loc['default', 'path'])")
+    assert reply["status"] == "ok", reply
+    echo, default, path = plain(outputs, "stream").split()
+    assert (echo, default) == ("echo", "default") and path.endswith(".gguf") and Path(path).is_file()
+
+
+@pytest.mark.model
+def test_the_kernel_spec_kernel_is_interrupted_by_a_signal(wasinn_kernel: tuple[KernelManager, Any]) -> None:
+    manager, client = wasinn_kernel
+    assert manager.kernel_spec.interrupt_mode == "signal"
+    reply, _ = execute(client, "%%wasi_nn stream -q -p n-predict=1 -p temp=0\nHi")  # the model is loaded now
+    assert reply["status"] == "ok", reply
+    message_id = client.execute("%%wasi_nn stream --session long -p n-predict=4000 -p temp=0\nOnce upon a time")
+    time.sleep(3)
+    started = time.monotonic()
+    manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=120)
+    assert reply["parent_header"]["msg_id"] == message_id
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - started < 30  # within a token or so, not after 4000 of them
+    reply, outputs = execute(client, "%wasi_nn get long n-predict\n")  # the kernel lives on, and so does the session
+    assert reply["status"] == "ok" and plain(outputs, "execute_result") == "4000"

@@ -1,0 +1,50 @@
+"""The "Python 3 (wasinn-lab)" Jupyter kernel spec: ipykernel with ``--ext=wasinn_lab``,
+so ``%%wasi_nn`` works without ``%load_ext``. The spec lives in ``kernels/`` at the
+repository root (found like ``guests/``: the project is installed editable).
+
+Its argv starts with ``python``, which jupyter_client replaces with the interpreter of
+the Jupyter server that starts the kernel: install it for a Jupyter running in the
+environment that has wasinn-lab (``--sys-prefix`` does that for this environment).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["KERNELS_DIR", "KERNEL_NAME", "kernel_dir", "install"]
+
+KERNELS_DIR = Path(os.environ.get("WASINN_LAB_KERNELS") or Path(__file__).resolve().parent.parent / "kernels")
+KERNEL_NAME = "wasinn-lab"
+
+
+def kernel_dir() -> Path:
+    """The directory holding the spec's ``kernel.json``."""
+    directory = KERNELS_DIR / KERNEL_NAME
+    if not (directory / "kernel.json").is_file():
+        raise ConfigError(f"no kernel spec at {directory}: is wasinn-lab installed from its repository (pip install -e .)?")
+    return directory
+
+
+def install(name: str = KERNEL_NAME, *, user: bool = False, sys_prefix: bool = False) -> Path:
+    """Install the spec under ``name``: for this user, into this environment
+    (``sys.prefix``), or system-wide when neither is asked for; returns where it went."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if user and sys_prefix:
+        raise ConfigError("choose one of --user and --sys-prefix")
+    source = kernel_dir()
+    try:
+        destination = KernelSpecManager().install_kernel_spec(
+            str(source), name, user=user, prefix=sys.prefix if sys_prefix else None
+        )
+    except ValueError as exc:  # an invalid kernel name
+        raise ConfigError(" ".join(str(exc).split())) from None
+    except OSError as exc:
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        hint = "" if user or sys_prefix else " (system-wide: try --user or --sys-prefix)"
+        raise ConfigError(f"cannot install the kernel spec: {reason}{hint}") from None
+    return Path(destination)
