@@ -278,9 +278,12 @@ class Session:
         self._operate(operation)
 
     def _record(self, step: Callable[[], None], *, single: bool) -> None:
-        """Run a generation step and keep the generation's counts up to date."""
-
-        def operation() -> None:
+        """Run a generation step and keep the generation's counts up to date. This runs for
+        every streamed token, right after llama.cpp has evicted the interpreter from the CPU
+        caches: it is kept to one frame and a handful of attribute writes."""
+        with self._lock:
+            self._check_open()
+            self._running = True
             if not (single and self._streaming) or self._current is None:
                 self._text = []
                 self._stop_requested = False
@@ -296,13 +299,11 @@ class Session:
                 step()
                 self._streaming = single
             finally:
-                stats = self._context.stats()
-                record.prompt_tokens, record.evaluated_tokens = stats.input_tokens, stats.evaluated_tokens
-                record.output_tokens, record.prompt_seconds = stats.output_tokens, stats.prompt_seconds
-                record.backend_seconds = stats.backend_seconds
+                (record.prompt_tokens, record.evaluated_tokens, record.output_tokens,
+                 record.prompt_seconds, record.backend_seconds) = self._context.stats()
+                self._running = False
                 record.ended = time.perf_counter()
-
-        self._operate(operation)
+                self.last_used = self._clock()
 
     def compute(self) -> None:
         self._record(self._context.compute, single=False)
@@ -311,10 +312,16 @@ class Session:
         self._record(self._context.compute_single, single=True)
 
     def get_output(self, index: int) -> bytes:
-        return self._operate(lambda: self._context.get_output(index))
+        with self._lock:
+            self._check_open()
+            self.last_used = self._clock()
+            return self._context.get_output(index)
 
     def get_output_single(self, index: int) -> bytes:
-        return self._operate(lambda: self._context.get_output_single(index))
+        with self._lock:
+            self._check_open()
+            self.last_used = self._clock()
+            return self._context.get_output_single(index)
 
     def fini_single(self) -> None:
         def operation() -> None:

@@ -2,32 +2,45 @@
 
 Every pointer and length a guest passes is untrusted: anything outside memory is an
 InvalidArgument (an errno for the guest), never a host exception or a crash.
+
+This sits on every per-token call, so it works on the raw memory: the export is looked
+up once per guest instance, and each call reads and writes with ``ctypes`` at the base
+address and length the memory has now (it may have grown, and moved, since the last call).
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 
 import wasmtime
 
 from ..errors import InvalidArgument, MissingMemory
 
-__all__ = ["GuestMemory"]
+__all__ = ["GuestMemory", "memory_of"]
 
 _U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
 
 
+def memory_of(caller: wasmtime.Caller) -> wasmtime.Memory:
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        raise MissingMemory("the guest exports no memory named 'memory'")
+    return memory
+
+
 class GuestMemory:
-    def __init__(self, caller: wasmtime.Caller) -> None:
-        memory = caller.get("memory")
-        if not isinstance(memory, wasmtime.Memory):
-            raise MissingMemory("the guest exports no memory named 'memory'")
+    def __init__(self, caller: wasmtime.Caller, memory: wasmtime.Memory) -> None:
         self._caller = caller
         self._memory = memory
-        self._size = memory.data_len(caller)
+        self._size = -1  # read on first use: most per-token calls never touch memory
+        self._base = 0
 
-    def _span(self, pointer: int, length: int) -> tuple[int, int]:
+    def _span(self, pointer: int, length: int) -> int:
+        if self._size < 0:
+            self._size = self._memory.data_len(self._caller)
+            self._base = ctypes.addressof(self._memory.data_ptr(self._caller).contents) if self._size else 0
         # wasmtime hands i32 arguments over as signed integers.
         pointer &= _MASK
         length &= _MASK
@@ -35,24 +48,25 @@ class GuestMemory:
             raise InvalidArgument(
                 f"guest range [{pointer:#x}, {pointer + length:#x}) is outside its {self._size}-byte memory"
             )
-        return pointer, length
+        return pointer
 
     def read(self, pointer: int, length: int) -> bytes:
-        pointer, length = self._span(pointer, length)
-        return bytes(self._memory.read(self._caller, pointer, pointer + length)) if length else b""
+        pointer = self._span(pointer, length)
+        return ctypes.string_at(self._base + pointer, length & _MASK) if length else b""
 
     def write(self, pointer: int, data: bytes) -> None:
-        pointer, _ = self._span(pointer, len(data))
+        pointer = self._span(pointer, len(data))
         if data:
-            self._memory.write(self._caller, data, pointer)
+            ctypes.memmove(self._base + pointer, data, len(data))
 
     def read_u32(self, pointer: int) -> int:
         return _U32.unpack(self.read(pointer, 4))[0]
 
     def read_u32s(self, pointer: int, count: int) -> tuple[int, ...]:
-        if count & _MASK > self._size // 4:
-            raise InvalidArgument(f"{count & _MASK} u32 values cannot fit in guest memory")
-        return struct.unpack(f"<{count & _MASK}I", self.read(pointer, 4 * (count & _MASK)))
+        count &= _MASK
+        if count > _MASK // 4:
+            raise InvalidArgument(f"{count} u32 values cannot fit in guest memory")
+        return struct.unpack(f"<{count}I", self.read(pointer, 4 * count))
 
     def write_u32(self, pointer: int, value: int) -> None:
         self.write(pointer, _U32.pack(value & _MASK))

@@ -37,7 +37,7 @@ from ..errors import (
 from ..registry import LoadedGraph, ModelRegistry
 from ..sessions import Session, SessionManager
 from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
-from .memory import GuestMemory
+from .memory import GuestMemory, memory_of
 
 __all__ = ["Preview1", "errno_for", "ERRNO", "MODULE"]
 
@@ -132,6 +132,7 @@ class Preview1:
         self._graph_ids = itertools.count()
         self._context_ids = itertools.count()
         self.last_error: NNError | None = None
+        self._memory: wasmtime.Memory | None = None  # the guest's export, looked up once
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -150,7 +151,9 @@ class Preview1:
         def entry(caller: wasmtime.Caller, *args: int) -> int:
             started = time.perf_counter()
             try:
-                method(GuestMemory(caller), *args)
+                if self._memory is None:
+                    self._memory = memory_of(caller)
+                method(GuestMemory(caller, self._memory), *args)
                 return 0
             except NNError as exc:
                 self.last_error = exc

@@ -8,17 +8,16 @@ backends know nothing about wasm, handles or guest memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..types import ExecutionTarget, GraphEncoding, Tensor
 
 __all__ = ["Backend", "Graph", "ExecutionContext", "GenerationStats", "TokenEvent", "TokenListener"]
 
 
-@dataclass(frozen=True)
-class TokenEvent:
+# NamedTuples: made on every token, and cheaper to make than frozen dataclasses.
+class TokenEvent(NamedTuple):
     """One generated token, as it is made."""
 
     piece: bytes
@@ -30,8 +29,7 @@ class TokenEvent:
 TokenListener = Callable[[TokenEvent], None]
 
 
-@dataclass(frozen=True)
-class GenerationStats:
+class GenerationStats(NamedTuple):
     input_tokens: int = 0
     evaluated_tokens: int = 0  # after prefix reuse: what the backend really evaluated
     output_tokens: int = 0

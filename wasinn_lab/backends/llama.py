@@ -38,7 +38,7 @@ from ..errors import (
 )
 from ..config import parse_config_json
 from ..types import ExecutionTarget, GraphEncoding, Tensor
-from . import llama_options
+from . import ggml_devices, llama_options
 from .base import GenerationStats, TokenEvent, TokenListener
 from .llama_options import Scope
 
@@ -520,5 +520,6 @@ class LlamaBackend:
             "llama_cpp_python_version": llama_cpp.__version__,
             "gpu_offload_supported": gpu_offload_supported(),
             "max_devices": int(llama_cpp.llama_max_devices()),
+            "devices": ggml_devices.devices(),
             "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         }
