@@ -103,7 +103,7 @@ class Bench:
             if len(stamps) >= w.n_predict:
                 break
         return {
-            "prompt_tokens": len(tokens),
+            "measured_prompt_tokens": len(tokens),
             "output_tokens": len(stamps),
             "ttft_s": stamps[0] - started,
             "decode_tok_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
@@ -132,7 +132,7 @@ class Bench:
         g: Generation = self.host.session(session_id).generations[-1]
         self.host.sessions.close(session_id)
         return {
-            "prompt_tokens": g.prompt_tokens,
+            "measured_prompt_tokens": g.prompt_tokens,
             "output_tokens": g.output_tokens,
             "ttft_s": g.time_to_first_token,
             "decode_tok_per_s": g.decode_tokens_per_second,
@@ -176,7 +176,8 @@ class Bench:
         direct = medians.xs("direct", level="path") if by else medians.loc["direct"]
 
         def against_direct(row: pd.Series) -> pd.Series:
-            base = direct.loc[row.name[:-1]] if by else direct
+            key = row.name[:-1] if by else None
+            base = direct.loc[key[0] if len(key) == 1 else key] if key is not None else direct
             return pd.Series(
                 {
                     "decode_ratio": row["decode_tok_per_s"] / base["decode_tok_per_s"],
@@ -236,6 +237,8 @@ class Bench:
         """Time to first token at each turn of a chat, keeping the KV cache between turns
         (ours) and re-evaluating the whole conversation every turn (WasmEdge's way)."""
         questions = [f"Tell me one fact about the number {n}." for n in range(1, turns + 1)]
+        # Warm up (guest compiled, weights cached, context sizes seen) so turn 1 is not a cold start.
+        self.host.run("chat", self.model, stdin="Hello\n", env=self.guest_env(replace(w, n_predict=2)))
         rows = []
         for mode, cache in (("prefix reuse", True), ("re-evaluate all", False)):
             session_id = f"bench-chat-{next(self._ids)}"
@@ -329,19 +332,19 @@ def command(options: Any) -> int:
     sweeps = [_sweep_spec(text) for text in options.sweep]
     bench = Bench(progress=not options.no_progress)
     base = Workload(options.prompt_tokens, options.n_predict, options.threads, options.batch_size, options.n_gpu_layers)
+    # Each measurement is written as soon as it is made: a long sweep is never lost.
     frames = {"compare": bench.compare(base, options.runs)}
+    write({"compare": frames["compare"]}, options.out)
     print(Bench.summary(frames["compare"]).round(3).to_string(), end="\n\n")
-    charts: dict[str, Callable[[], Any]] = {}
     for name, values in sweeps:
-        key = f"sweep-{name}"
+        key, column = f"sweep-{name}", name.replace("-", "_")
         frames[key] = bench.sweep(name, values, base, options.runs)
-        column = name.replace("-", "_")
-        print(Bench.summary(frames[key], by=[column]).round(3).to_string(), end="\n\n")
         medians = frames[key].groupby([column, "path"], as_index=False)["decode_tok_per_s"].median()
-        charts[key] = lambda medians=medians, column=column: plots.sweep(medians, column, hue="path")
+        write({key: frames[key]}, options.out, {key: lambda medians=medians, column=column: plots.sweep(medians, column, hue="path")})
+        print(Bench.summary(frames[key], by=[column]).round(3).to_string(), end="\n\n")
     if options.chat_turns:
         frames["chat"] = bench.chat_turns(options.chat_turns, w=base)
+        write({"chat": frames["chat"]}, options.out)
         print(frames["chat"].pivot(index="turn", columns="mode", values="ttft_s").round(3).to_string(), end="\n\n")
-    for path in write(frames, options.out, charts):
-        print(f"wrote {path}")
+    print(f"results in {options.out}/: {', '.join(sorted(frames))} (CSV, JSON; sweeps also PNG)")
     return 0

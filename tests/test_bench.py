@@ -1,0 +1,38 @@
+"""The benchmark harness on a tiny workload: real paths, real numbers, shapes checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wasinn_lab import Host
+from wasinn_lab.bench import PATHS, Bench, Workload, write
+
+
+def test_compare_sweep_and_summary(host: Host, tmp_path: Path) -> None:
+    bench = Bench(host, progress=False)
+    small = Workload(prompt_tokens=8, n_predict=4)
+    frame = bench.compare(small, runs=2)
+    assert sorted(frame["path"].unique()) == sorted(PATHS) and len(frame) == 6
+    assert (frame["output_tokens"] == 4).all()  # greedy, bounded: every path made the same count
+    summary = Bench.summary(frame)
+    assert summary.loc["direct", "decode_ratio"] == 1.0 and summary.loc["guest-stream", "decode_ratio"] > 0
+    sweep = bench.sweep("prompt-tokens", [8, 16], small, runs=1)
+    by = Bench.summary(sweep, by=["prompt_tokens"])
+    assert set(by.index.get_level_values("prompt_tokens")) == {8, 16}
+    assert (by.xs("direct", level="path")["decode_ratio"] == 1.0).all()
+    written = write({"sweep": sweep}, tmp_path)
+    assert {p.name for p in written} == {"sweep.csv", "sweep.json"}
+
+
+def test_chat_turns_and_load_timings(host: Host) -> None:
+    bench = Bench(host, progress=False)
+    chat = bench.chat_turns(3, n_predict=2)
+    assert list(chat.groupby("mode")["turn"].max()) == [3, 3]
+    reuse = chat[chat["mode"] == "prefix reuse"]
+    assert (reuse["evaluated_tokens"].iloc[1:] < reuse["prompt_tokens"].iloc[1:]).all()
+    full = chat[chat["mode"] == "re-evaluate all"]
+    assert (full["evaluated_tokens"] == full["prompt_tokens"]).all()
+    loads = bench.load_by_name(1)
+    assert set(loads["kind"]) == {"cold", "cached"} and (loads["errno"] == 0).all()
+    starts = bench.guest_start(1)
+    assert set(starts["kind"]) == {"compile", "memory cache", "disk cache"} and (starts["exit_code"] == 1).all()
