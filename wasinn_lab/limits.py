@@ -32,9 +32,3 @@ class Limits:
         for name in ("memory_bytes", "instances", "tables", "table_elements", "load_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-
-    def describe(self) -> str:
-        timeout = "none" if self.timeout is None else f"{self.timeout:g} s"
-        fuel = "not metered" if self.fuel is None else f"{self.fuel:,}"
-        return (f"time {timeout}, memory {self.memory_bytes // MiB} MiB, fuel {fuel}, "
-                f"model bytes from a guest {self.load_bytes // MiB} MiB")

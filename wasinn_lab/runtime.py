@@ -36,10 +36,6 @@ class RunResult:
     stderr: str
     seconds: float
 
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
 
 @dataclass
 class GuestOptions:

@@ -131,7 +131,6 @@ class Preview1:
         self._contexts: dict[int, Session] = {}
         self._graph_ids = itertools.count()
         self._context_ids = itertools.count()
-        self.last_error: NNError | None = None
         self._memory: wasmtime.Memory | None = None  # the guest's export, looked up once
 
     # -- wiring ---------------------------------------------------------------------------
@@ -156,7 +155,6 @@ class Preview1:
                 method(GuestMemory(caller, self._memory), *args)
                 return 0
             except NNError as exc:
-                self.last_error = exc
                 return errno_for(exc)
             except Exception:  # a host bug must not become a guest trap with a traceback
                 log.exception("wasi_ephemeral_nn.%s failed unexpectedly", method.__name__)
