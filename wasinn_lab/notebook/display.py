@@ -19,89 +19,135 @@ from IPython.display import display
 
 from ..tasks import Event, EventKind
 
-__all__ = ["CellStream", "LivePlot"]
+__all__ = ["CellStream", "LivePlot", "Transcript"]
 
 UPDATES_PER_SECOND = 15
 
+_STYLE_CAPTION = "color:#888;font-size:80%"
 _STYLE_TEXT = "white-space:pre-wrap;margin:0;padding:4px 8px;border-left:3px solid #4a7fd6;font-size:95%"
 _STYLE_GUEST = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#666;font-size:85%"
 _STYLE_STDERR = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#a33;background:#fff4f4;font-size:85%"
 
 
-class CellStream:
-    """An ``on_event`` callback that shows a generation in the current cell."""
+class Transcript:
+    """One generation as it arrives (model text, the guest's stdout and stderr, its
+    sessions) and as it is shown: HTML for a notebook, plain text for the rest. Shared by
+    the cell display and the prompt box."""
 
-    def __init__(self, header: str, *, in_kernel: bool) -> None:
+    def __init__(self, header: str) -> None:
         self.header = header
-        self._in_kernel = in_kernel
+        self.status = "running"
+        self.sessions: list[str] = []
+        self.error: BaseException | None = None
         self._text: list[str] = []
         self._stdout = bytearray()
         self._stderr = bytearray()
-        self.sessions: list[str] = []
-        self._status = "running"
-        self._last_update = 0.0
-        self._handle: Any = None
-        if in_kernel:
-            self._handle = display(self._bundle(), raw=True, display_id=True)
+        self._last_shown = 0.0
 
-    def __call__(self, event: Event) -> None:
+    def add(self, event: Event) -> None:
         if event.kind is EventKind.TOKEN:
             self._text.append(event.data)
-            if not self._in_kernel:
-                sys.stdout.write(event.data)
-                sys.stdout.flush()
         elif event.kind is EventKind.STDOUT:
             self._stdout += event.data
         elif event.kind is EventKind.STDERR:
             self._stderr += event.data
         elif event.kind is EventKind.SESSION and event.data.id not in self.sessions:
             self.sessions.append(event.data.id)
-        self._refresh()
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.decode("utf-8", "replace")
+
+    def due(self) -> bool:
+        """Whether an update may be shown now (and if so, it counts as shown): every update
+        resends the whole text and the server rate-limits output, so at most
+        ``UPDATES_PER_SECOND``."""
+        if time.monotonic() - self._last_shown < 1 / UPDATES_PER_SECOND:
+            return False
+        self.shown()
+        return True
+
+    def shown(self) -> None:
+        """An update was shown regardless of ``due`` (the first, the last)."""
+        self._last_shown = time.monotonic()
+
+    def caption(self) -> str:
+        sessions = f" · session {', '.join(self.sessions)}" if self.sessions else ""
+        return f"{self.header}{sessions} · {self.status}"
+
+    def distinct_stdout(self) -> str:
+        # A guest that prints its tokens would otherwise show everything twice.
+        stdout = self.stdout
+        return stdout if stdout.strip() and stdout.strip() != self.text.strip() else ""
+
+    def html(self) -> str:
+        parts = [f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption())}</div>',
+                 f'<pre style="{_STYLE_TEXT}">{html.escape(self.text)}</pre>']
+        if self.distinct_stdout():
+            parts.append(f'<details><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
+                         f'<pre style="{_STYLE_GUEST}">{html.escape(self.stdout)}</pre></details>')
+        if self._stderr:
+            parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(self.stderr)}</pre>')
+        if self.error is not None:
+            parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(f"{type(self.error).__name__}: {self.error}")}</pre>')
+        return "".join(parts)
+
+    def plain(self) -> str:
+        lines = [f"[{self.caption()}]", self.text]
+        if self.distinct_stdout():
+            lines += ["[guest stdout]", self.stdout]
+        if self._stderr:
+            lines += ["[guest stderr]", self.stderr]
+        return "\n".join(lines)
+
+
+class CellStream:
+    """An ``on_event`` callback that shows a generation in the current cell."""
+
+    def __init__(self, header: str, *, in_kernel: bool) -> None:
+        self.transcript = Transcript(header)
+        self._in_kernel = in_kernel
+        self._handle: Any = display(self._bundle(), raw=True, display_id=True) if in_kernel else None
+        self.transcript.shown()
+
+    @property
+    def sessions(self) -> list[str]:
+        return self.transcript.sessions
+
+    def __call__(self, event: Event) -> None:
+        self.transcript.add(event)
+        if self._in_kernel:
+            if self.transcript.due():
+                self._handle.update(self._bundle(), raw=True)
+        elif event.kind is EventKind.TOKEN:
+            sys.stdout.write(event.data)
+            sys.stdout.flush()
 
     def finish(self, status: str) -> None:
         """Show the final state, whatever the throttle says."""
-        self._status = status
+        self.transcript.status = status
         if self._in_kernel:
             self._handle.update(self._bundle(), raw=True)
-        else:
-            if self._text:
-                sys.stdout.write("\n")
-            guest_stdout = self._stdout.decode("utf-8", "replace")
-            if guest_stdout.strip() and guest_stdout.strip() != "".join(self._text).strip():
-                sys.stdout.write(f"[guest stdout]\n{guest_stdout}")
-            if self._stderr:
-                sys.stderr.write(f"[guest stderr]\n{self._stderr.decode('utf-8', 'replace')}")
-            print(f"[{self._caption()}]")
-
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if self._in_kernel and now - self._last_update >= 1 / UPDATES_PER_SECOND:
-            self._last_update = now
-            self._handle.update(self._bundle(), raw=True)
-
-    def _caption(self) -> str:
-        sessions = f" · session {', '.join(self.sessions)}" if self.sessions else ""
-        return f"{self.header}{sessions} · {self._status}"
+            return
+        transcript = self.transcript
+        if transcript.text:
+            sys.stdout.write("\n")
+        if transcript.distinct_stdout():
+            sys.stdout.write(f"[guest stdout]\n{transcript.stdout}")
+        if transcript.stderr:
+            sys.stderr.write(f"[guest stderr]\n{transcript.stderr}")
+        print(f"[{transcript.caption()}]")
 
     def _bundle(self) -> dict[str, str]:
-        text = "".join(self._text)
-        stdout = self._stdout.decode("utf-8", "replace")
-        stderr = self._stderr.decode("utf-8", "replace")
-        parts = [f'<div style="color:#888;font-size:80%">{html.escape(self._caption())}</div>']
-        parts.append(f'<pre style="{_STYLE_TEXT}">{html.escape(text)}</pre>')
-        if stdout:
-            parts.append(
-                f'<details><summary style="color:#888;font-size:80%">guest stdout ({len(self._stdout)} bytes)</summary>'
-                f'<pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>'
-            )
-        if stderr:
-            parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(stderr)}</pre>')
-        plain = [f"[{self._caption()}]", text]
-        if stdout.strip() and stdout.strip() != text.strip():
-            plain += ["[guest stdout]", stdout]
-        if stderr:
-            plain += ["[guest stderr]", stderr]
-        return {"text/html": "".join(parts), "text/plain": "\n".join(plain)}
+        return {"text/html": self.transcript.html(), "text/plain": self.transcript.plain()}
 
 
 class LivePlot:

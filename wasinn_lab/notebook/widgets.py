@@ -54,16 +54,13 @@ from ..backends.llama_options import OPTIONS, Scope
 from ..errors import WasiNNLabError
 from ..sessions import Session
 from ..tasks import Event, EventKind, GuestTask
-from .display import UPDATES_PER_SECOND
+from .display import Transcript
 from .lab import Generation, lab
 
 __all__ = ["ParameterPanel", "PromptBox", "SessionBrowser", "parameter_panel", "prompt_box", "session_browser"]
 
 _STYLE = {"description_width": "120px"}
 _ERROR = "color:#a33"
-_STYLE_TEXT = "white-space:pre-wrap;margin:0;padding:4px 8px;border-left:3px solid #4a7fd6;font-size:95%"
-_STYLE_ERROR = "white-space:pre-wrap;margin:0;padding:4px 8px;color:#a33;background:#fff4f4;font-size:90%"
-_STYLE_GUEST = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#666;font-size:85%"
 
 # The panel's knobs: widget, largest value offered, step. Types, minima and scopes come
 # from the backend's catalogue of options.
@@ -264,7 +261,7 @@ class PromptBox(widgets.VBox):
             self._task, self._stopping = None, False
             self._reset("running")
             self.generate_button.disabled, self.stop_button.disabled = True, False
-            self._render(final=True)
+            self._render()
             job = (self.guest, self.prompt.value, self.model, self.session, dict(self.params))
             self._thread = threading.Thread(target=self._work, args=job, name="wasinn-lab-prompt", daemon=True)
             self._thread.start()
@@ -276,8 +273,8 @@ class PromptBox(widgets.VBox):
         if task is not None:
             task.stop()
         if self.running:
-            self._status = "stopping"
-            self._render(final=True)
+            self._transcript.status = "stopping"
+            self._render()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the worker; False if it is still running after ``timeout``."""
@@ -298,9 +295,9 @@ class PromptBox(widgets.VBox):
         except BaseException as exc:  # shown in the box: a worker thread has nobody to raise to
             self.error = exc
         finally:
-            self._status = status
+            self._transcript.status = status
             self._task = None
-            self._render(final=True)
+            self._render()
             self.generate_button.disabled, self.stop_button.disabled = False, True
 
     def _on_task(self, task: GuestTask) -> None:
@@ -309,47 +306,21 @@ class PromptBox(widgets.VBox):
             task.stop()
 
     def _on_event(self, event: Event) -> None:
-        if event.kind is EventKind.TOKEN:
-            self._text.append(event.data)
-        elif event.kind is EventKind.STDOUT:
-            self._stdout += event.data
-        elif event.kind is EventKind.STDERR:
-            self._stderr += event.data
-        self._render()
+        self._transcript.add(event)
+        if self._transcript.due():
+            self._render()
 
     # -- showing it -------------------------------------------------------------------------
 
     def _reset(self, status: str) -> None:
-        self._text: list[str] = []
-        self._stdout = bytearray()
-        self._stderr = bytearray()
-        self._status = status
-        self._last_update = 0.0
-
-    def _render(self, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._last_update < 1 / UPDATES_PER_SECOND:
-            return
-        self._last_update = now
-        text = "".join(self._text)
         session = f" · session {self.session}" if self.session else ""
-        parts = [f'<div style="color:#888;font-size:80%">{html.escape(f"{self.guest} · {self.model}{session} · {self._status}")}</div>']
-        if text or self._status != "idle":
-            parts.append(f'<pre style="{_STYLE_TEXT}">{html.escape(text)}</pre>')
-        stdout = self._stdout.decode("utf-8", "replace")
-        if stdout.strip() and stdout.strip() != text.strip():
-            parts.append(
-                f'<details><summary style="color:#888;font-size:80%">guest stdout</summary>'
-                f'<pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>'
-            )
-        if self.error is not None:
-            parts.append(f'<pre style="{_STYLE_ERROR}">{html.escape(f"{type(self.error).__name__}: {self.error}")}</pre>')
-        elif self._stderr:
-            parts.append(
-                f'<details><summary style="color:#888;font-size:80%">guest stderr</summary>'
-                f'<pre style="{_STYLE_GUEST}">{html.escape(self._stderr.decode("utf-8", "replace"))}</pre></details>'
-            )
-        self.output.value = "".join(parts)
+        self._transcript = Transcript(f"{self.guest} · {self.model}{session}")
+        self._transcript.status = status
+
+    def _render(self) -> None:
+        self._transcript.error = self.error
+        self._transcript.shown()
+        self.output.value = self._transcript.html()
 
     def close(self) -> None:
         if getattr(self, "_thread", None) is not None:
