@@ -108,7 +108,6 @@ class Session:
         self._lock = threading.RLock()
         self._listeners: list[TextListener] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._text: list[str] = []
         self._running = False
         self._closed = False
         self._streaming = False  # a compute_single sequence is under way
@@ -163,8 +162,8 @@ class Session:
 
     @property
     def text(self) -> str:
-        """Text of the latest generation, as far as it has got."""
-        return "".join(self._text)
+        """Text of the latest generation, as far as it has got ("" once a new prompt is set)."""
+        return "".join(self._current.token_texts) if self._current is not None else ""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -270,7 +269,6 @@ class Session:
                     for watcher in list(self._watchers):
                         watcher(changed)
             if index != 1:
-                self._text = []
                 self._decoder.reset()
                 self._streaming = False
                 self._current = None
@@ -285,7 +283,6 @@ class Session:
             self._check_open()
             self._running = True
             if not (single and self._streaming) or self._current is None:
-                self._text = []
                 self._stop_requested = False
                 # A generation starts where its prompt was given, if a front-end timed that.
                 started = self._pending_since if self._pending_host else time.perf_counter()
@@ -332,7 +329,6 @@ class Session:
 
     def _on_token(self, event: TokenEvent) -> None:
         text = self._decoder.decode(event.piece)
-        self._text.append(text)
         if self._current is not None:
             self._current.token_times.append(event.time)
             self._current.token_texts.append(text)

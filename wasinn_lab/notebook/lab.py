@@ -23,7 +23,7 @@ from ..runtime import RunResult
 from ..sessions import Session
 from ..tasks import Event, EventKind, GuestTask
 
-__all__ = ["Lab", "Generation", "lab", "parse_assignment"]
+__all__ = ["Lab", "CellResult", "lab", "parse_assignment"]
 
 _GRACE = 2.0  # seconds a stopped generation's guest gets to finish its turn before it is stopped too
 _DRAIN = 30.0  # seconds to wait for an interrupted guest to unwind
@@ -41,7 +41,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 @dataclass
-class Generation:
+class CellResult:
     """What one cell (or one Generate click) produced."""
 
     guest: str
@@ -116,7 +116,7 @@ class Lab:
         limits: Limits | None = None,
         on_event: Callable[[Event], None] = lambda event: None,
         on_task: Callable[[GuestTask], None] = lambda task: None,
-    ) -> Generation:
+    ) -> CellResult:
         """Run ``guest`` on ``text`` (None: no input) and hand every event to ``on_event``.
 
         A guest that reads turns from stdin gets ``text`` as one turn; with a session it
@@ -131,7 +131,7 @@ class Lab:
         resolved = self.resolve(guest)
         if stdin_turns is None:
             stdin_turns = self.host.reads_stdin_turns(resolved)
-        result = Generation(guest=guest, session=session)
+        result = CellResult(guest=guest, session=session)
         task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
                           stdin_turns, limits)
         on_task(task)
@@ -145,7 +145,7 @@ class Lab:
                 self._remember(session, task, text if not stdin_turns else None, result)
         return result
 
-    def _remember(self, session_id: str, task: GuestTask, text: str | None, result: Generation) -> None:
+    def _remember(self, session_id: str, task: GuestTask, text: str | None, result: CellResult) -> None:
         """Keep what the next cell of this session needs, for as long as the session lives."""
         if text is not None:
             self._transcripts[session_id] = self._transcripts.get(session_id, "") + text + result.text
@@ -195,7 +195,7 @@ class Lab:
             task.close(timeout=0)  # a one-off turn: end of input after it
         return task
 
-    def _wind_down(self, task: GuestTask, result: Generation, on_event: Callable[[Event], None]) -> None:
+    def _wind_down(self, task: GuestTask, result: CellResult, on_event: Callable[[Event], None]) -> None:
         """After an interrupt: end the generation, then, if need be, the guest. Its errors
         are the interrupt's consequences; the interrupt itself is what the caller re-raises."""
         task.stop()
@@ -207,7 +207,7 @@ class Lab:
                 self._pump(task, result, on_event, timeout=_DRAIN)
 
     @staticmethod
-    def _pump(task: GuestTask, result: Generation, on_event: Callable[[Event], None], timeout: float | None = None) -> None:
+    def _pump(task: GuestTask, result: CellResult, on_event: Callable[[Event], None], timeout: float | None = None) -> None:
         for event in task.events(timeout=timeout):
             if event.kind is EventKind.TOKEN:
                 result.text += event.data

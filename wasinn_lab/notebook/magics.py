@@ -19,7 +19,7 @@ from ..errors import GuestBuildError, WasiNNLabError
 from ..limits import MiB, Limits
 from .display import CellStream, LivePlot
 from ..tasks import Event
-from .lab import Generation, Lab, parse_assignment
+from .lab import CellResult, Lab, parse_assignment
 
 __all__ = ["WasiNNMagics"]
 
@@ -108,7 +108,7 @@ class WasiNNMagics(Magics):
                 sink(event)
 
         status = "failed"
-        result: Generation | None = None
+        result: CellResult | None = None
         try:
             result = self.lab.generate(
                 args.guest,

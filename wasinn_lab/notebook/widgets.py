@@ -25,7 +25,7 @@ other way round::
     Generate runs the guest on a worker thread, so the notebook stays responsive, and
     streams the model's text into the box (about 15 updates a second, then the final
     state). Stop ends the generation within one token; the session stays usable.
-    Errors are shown in the box, in red. ``box.result`` holds the latest ``Generation``
+    Errors are shown in the box, in red. ``box.result`` holds the latest ``CellResult``
     (``box.error`` the latest error) and ``box.wait(timeout)`` waits for the worker, which
     makes the box scriptable: ``box.generate("Once upon a time"); box.wait(60)``.
 
@@ -55,7 +55,7 @@ from ..errors import WasiNNLabError
 from ..sessions import Session
 from ..tasks import Event, EventKind, GuestTask
 from .display import Transcript
-from .lab import Generation, lab
+from .lab import CellResult, lab
 
 __all__ = ["ParameterPanel", "PromptBox", "SessionBrowser", "parameter_panel", "prompt_box", "session_browser"]
 
@@ -231,7 +231,7 @@ class PromptBox(widgets.VBox):
         self.session = session
         self.model = model
         self.params = dict(params or {})
-        self.result: Generation | None = None  # the latest generation's
+        self.result: CellResult | None = None  # the latest generation's
         self.error: BaseException | None = None  # the latest generation's
         self.prompt = widgets.Textarea(placeholder="Prompt…", layout=widgets.Layout(width="100%", height="5em"))
         self.generate_button = widgets.Button(description="Generate", icon="play", button_style="primary")
