@@ -16,7 +16,7 @@ def wasinn_lab(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 
 
 def test_run_streams_a_guest_and_exits_with_its_status() -> None:
-    result = wasinn_lab("run", "--env", "n_predict=5", "stream", "default", "Hello")
+    result = wasinn_lab("run", "--env", "n_predict=5", "--env", "temp=0", "stream", "default", "Hello")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert '"output_tokens": 5' in result.stderr

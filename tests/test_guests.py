@@ -18,14 +18,16 @@ def usage_lines(stderr: str) -> list[dict]:
 
 
 def test_complete_generates_bounded_text(host: Host) -> None:
-    result = host.run("complete", "default", "The capital of France is", env={"n_predict": "8"})
+    # Greedy, so the count cannot fall short by the model ending the text by chance.
+    result = host.run("complete", "default", "The capital of France is", env={"n_predict": "8", "temp": "0"})
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip()
     assert usage_lines(result.stderr)[-1]["output_tokens"] == 8
 
 
-def test_default_registration_bounds_guests_that_set_nothing(host: Host) -> None:
-    result = host.run("stream", "default", "Once upon a time")
+def test_default_registration_bounds_guests_that_set_no_length(host: Host) -> None:
+    # Greedy (temp only: no length is set), so the model cannot end the text by chance first.
+    result = host.run("stream", "default", "Once upon a time", env={"temp": "0"})
     assert result.exit_code == 0, result.stderr
     assert usage_lines(result.stderr)[-1]["output_tokens"] == 128
 

@@ -13,6 +13,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
+from wasinn_lab import NotFound
 from wasinn_lab.notebook.lab import lab
 
 
@@ -86,22 +87,31 @@ def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: igno
 
 
 @pytest.mark.parametrize(
-    ("cell", "message"),
+    ("cell", "message", "usage"),
     [
-        ("%%wasi_nn\nhi", "which guest?"),
-        ("%%wasi_nn stream --bogus\nhi", "unrecognized arguments: --bogus"),
-        ("%%wasi_nn stream --name x\nhi", "--name and --run go with --build"),
-        ("%%wasi_nn --build c\nint main(){}", "--build needs --name"),
-        ("%%wasi_nn stream -p temp\nhi", "expected KEY=VALUE"),
-        ("%wasi_nn set s1", "usage: %wasi_nn set SESSION KEY=VALUE..."),
-        ("%wasi_nn frobnicate", "invalid choice: 'frobnicate'"),
+        ("%%wasi_nn\nhi", "which guest?", "usage: %%wasi_nn [-m MODEL]"),
+        ("%%wasi_nn stream --bogus\nhi", "unrecognized arguments: --bogus", "usage: %%wasi_nn [-m MODEL]"),
+        ("%%wasi_nn stream --name x\nhi", "--name and --run go with --build", "usage: %%wasi_nn [-m MODEL]"),
+        ("%%wasi_nn --build c\nint main(){}", "--build needs --name", "usage: %%wasi_nn [-m MODEL]"),
+        ("%%wasi_nn stream -p temp\nhi", "expected KEY=VALUE", ""),
+        ("%wasi_nn set s1", "usage: %wasi_nn set SESSION KEY=VALUE...", ""),
+        ("%wasi_nn frobnicate", "invalid choice: 'frobnicate'", "usage: %wasi_nn {models,"),
     ],
 )
-def test_bad_arguments_are_usage_errors(shell: InteractiveShell, capsys: pytest.CaptureFixture[str], cell: str, message: str) -> None:
+def test_bad_arguments_are_usage_errors(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str], cell: str, message: str, usage: str
+) -> None:
     result = run(shell, cell)
     assert not result.success
     captured = capsys.readouterr()
-    assert "UsageError" in captured.err + captured.out and message in captured.err + captured.out
+    shown = captured.err + captured.out
+    assert "UsageError" in shown and message in shown and usage in shown
+
+
+def test_closing_an_unknown_session_fails_the_cell(shell: InteractiveShell) -> None:
+    result = run(shell, "%wasi_nn close no-such-session")
+    assert isinstance(result.error_in_exec, NotFound)
+    assert "no open session 'no-such-session'" in str(result.error_in_exec)
 
 
 def test_failures_fail_the_cell_with_the_guests_stderr(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@ driven by guests/probe.wat through real wasmtime on the real host."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -12,6 +13,7 @@ import tempfile
 import pytest
 
 from wasinn_lab import Host
+from wasinn_lab.backends.llama import MAX_WEIGHT_COPIES, gpu_offload_supported
 
 from conftest import (
     BUSY,
@@ -85,7 +87,7 @@ def test_load_by_name_invalid_utf8_name(probe: Probe) -> None:
 
 
 def test_load_by_name_with_config_applies_and_accepts_snake_case(host: Host, probe: Probe) -> None:
-    context = probe.context("default", {"n_predict": 3, "ctx-size": 256, "unknown-key": [1, 2]})
+    context = probe.context("default", {"n_predict": 3, "ctx-size": 256, "unknown-key": [1, 2], **GREEDY})
     session = probe.instance.nn.sessions[-1]
     assert session.get("n-predict") == 3 and session.get("ctx-size") == 256
     assert "unknown-key" not in session.parameters
@@ -100,6 +102,19 @@ def test_registration_default_config_is_overridden_by_the_guest(host: Host, prob
     assert probe.instance.nn.sessions[-1].get("n-predict") == 128  # the default model's bound
     probe.context("default", {"n-predict": 5})
     assert probe.instance.nn.sessions[-1].get("n-predict") == 5
+
+
+def test_model_level_settings_cannot_multiply_the_weights(host: Host, probe: Probe) -> None:
+    def copies() -> int:
+        return host.properties("default")["model"]["weight_copies"]
+
+    before = copies()
+    # The weights for a context's settings are found (or loaded) when it gets its prompt.
+    errnos = [probe.set_text(probe.context("default", {"n-gpu-layers": layers}), "Hi") for layers in range(1, 9)]
+    if gpu_offload_supported():  # each setting is a copy, up to the cap
+        assert BUSY in errnos and copies() == MAX_WEIGHT_COPIES
+    else:  # GPU settings change nothing on a CPU build, so they make no copy at all
+        assert set(errnos) == {SUCCESS} and copies() == before
 
 
 @pytest.mark.parametrize("config", [b"{not json", b"[1, 2]", b"\xff"])
@@ -123,7 +138,7 @@ def test_load_by_name_with_config_outside_memory(probe: Probe) -> None:
 
 
 def _staged_files() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "wasinn-lab-*.gguf")))
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "wasinn-lab-*", "*.gguf")))
 
 
 @pytest.mark.parametrize("encoding", [ENCODING_GGML_WASMEDGE, ENCODING_GGML_WIT])
@@ -143,8 +158,26 @@ def test_load_gguf_bytes_under_either_ggml_number(host: Host, encoding: int) -> 
         assert probe.set_text(context, "The capital of France is") == SUCCESS
         assert probe.call("compute", context) == SUCCESS
         assert probe.output(context)[1].strip()
-        assert _staged_files() - before  # staged privately while the graph lives
+        staged = _staged_files() - before
+        assert len(staged) == 1  # staged while the graph lives, in a directory of the guest's own
+        assert os.stat(os.path.dirname(staged.pop())).st_mode & 0o777 == 0o700
+        # Unloaded, the graph's contexts can still be drained; it is freed with the guest.
+        assert probe.call("unload", graph) == SUCCESS
+        assert probe.set_text(context, "The capital of Italy is") == SUCCESS
+        assert probe.call("compute", context) == SUCCESS
     assert _staged_files() == before  # and always removed
+
+
+def test_load_caps_the_model_bytes_of_all_a_guests_loads_together(host: Host) -> None:
+    model = host.registry.get("default").path.read_bytes()
+    capped = Host(default_model=False, limits=dataclasses.replace(host.limits, load_bytes=len(model) * 3 // 2))
+    with capped.instantiate("probe") as instance:
+        probe = Probe(instance)
+        assert instance.call("grow", len(model) // 65536 + 2) >= 0
+        data_ptr, data_len = probe.put(model)
+        builders, _ = probe.put(struct.pack("<II", data_ptr, data_len))
+        assert probe.call_out("load", builders, 1, ENCODING_GGML_WASMEDGE, TARGET_AUTO)[0] == SUCCESS
+        assert probe.call_out("load", builders, 1, ENCODING_GGML_WASMEDGE, TARGET_AUTO)[0] == TOO_LARGE
 
 
 def test_load_rejects_bytes_that_are_not_gguf(probe: Probe) -> None:

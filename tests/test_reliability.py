@@ -14,6 +14,7 @@ import pytest
 import wasmtime
 
 from wasinn_lab import GuestTrap, Host, Tensor, TensorType
+from wasinn_lab.models import default_model_path
 from wasinn_lab.notebook.lab import Lab
 
 PROMPTS = [
@@ -22,21 +23,25 @@ PROMPTS = [
     for topic in ("the ocean", "volcanoes", "bread", "chess", "the moon", "trains", "jazz", "tea")
 ]
 
-# Loads `echo`, opens a context, computes, and exits without finalizing: the host must free it.
-SHORT_GUEST = wasmtime.wat2wasm("""(module
+def short_guest(model: str) -> bytes:
+    """Loads ``model``, opens a context, computes, and exits without finalizing: the host
+    must free it. Any call that fails traps, so a run that exits 0 did all of it."""
+    return wasmtime.wat2wasm(f"""(module
   (import "wasi_ephemeral_nn" "load_by_name" (func $load (param i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "set_input" (func $set (param i32 i32 i32) (result i32)))
   (import "wasi_ephemeral_nn" "compute" (func $compute (param i32) (result i32)))
   (memory (export "memory") 1)
-  (data (i32.const 0) "echo")
-  (data (i32.const 32) "\\01\\00\\00\\00")                                  ;; dims [1]
-  (data (i32.const 64) "\\20\\00\\00\\00\\01\\00\\00\\00\\03\\00\\00\\00\\60\\00\\00\\00\\01\\00\\00\\00")  ;; tensor
+  (data (i32.const 0) "{model}")
+  (data (i32.const 32) "\\02\\00\\00\\00")                                  ;; dims [2]
+  (data (i32.const 64) "\\20\\00\\00\\00\\01\\00\\00\\00\\03\\00\\00\\00\\60\\00\\00\\00\\02\\00\\00\\00")  ;; tensor
+  (data (i32.const 96) "Hi")
   (func (export "_start")
-    (drop (call $load (i32.const 0) (i32.const 4) (i32.const 16)))
-    (drop (call $init (i32.load (i32.const 16)) (i32.const 20)))
-    (drop (call $set (i32.load (i32.const 20)) (i32.const 0) (i32.const 64)))
-    (drop (call $compute (i32.load (i32.const 20))))))""")
+    (if (call $load (i32.const 0) (i32.const {len(model)}) (i32.const 16)) (then unreachable))
+    (if (call $init (i32.load (i32.const 16)) (i32.const 20)) (then unreachable))
+    (if (call $set (i32.load (i32.const 20)) (i32.const 0) (i32.const 64)) (then unreachable))
+    (if (call $compute (i32.load (i32.const 20))) (then unreachable))))""")
+
 
 # Streams two tokens, then traps mid-generation.
 TRAPPING_GUEST = wasmtime.wat2wasm("""(module
@@ -91,23 +96,28 @@ def _rss_kib() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def test_a_thousand_runs_keep_memory_flat_and_leave_nothing_behind() -> None:
+@pytest.mark.parametrize("backend", ["echo", "llama.cpp"])
+def test_a_thousand_runs_keep_memory_flat_and_leave_nothing_behind(backend: str) -> None:
     host = Host(default_model=False)
+    if backend == "llama.cpp":  # a llama.cpp context (KV cache, sampler) made and freed each run
+        host.register("small", default_model_path(), config={"ctx-size": 256, "n-predict": 1})
+    guest = short_guest("echo" if backend == "echo" else "small")
     scratch = set(glob.glob(os.path.join(tempfile.gettempdir(), "wasinn-lab-*")))
     for _ in range(100):  # warm up: caches, allocator arenas
-        host.run(SHORT_GUEST)
+        host.run(guest)
     samples = []
     for run in range(1000):
-        assert host.run(SHORT_GUEST).exit_code == 0
+        assert host.run(guest).exit_code == 0
         if run % 50 == 49:
             samples.append((run, _rss_kib()))
     runs, rss = zip(*samples)
     mean_run, mean_rss = sum(runs) / len(runs), sum(rss) / len(rss)
     slope = sum((r - mean_run) * (m - mean_rss) for r, m in samples) / sum((r - mean_run) ** 2 for r in runs)
-    print(f"resident memory slope over 1000 runs: {slope:.3f} KiB per run")
+    print(f"{backend}: resident memory slope over 1000 runs: {slope:.3f} KiB per run")
     assert slope < 2.0  # under 2 MiB per thousand runs
     assert len(host.sessions) == 0
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "wasinn-lab-*"))) <= scratch
+    host.close()
 
 
 def test_a_guest_that_traps_mid_generation_frees_its_context(host: Host) -> None:

@@ -120,3 +120,27 @@ def test_watchers_see_every_change_and_reload_rebuilds_now(host: Host) -> None:
         assert len(seen) == 2
     finally:
         host.sessions.discard(session)
+
+
+def test_one_guest_drives_a_session_at_a_time(host: Host) -> None:
+    first = host.start("stream", "default", "Once upon a time", session="held", params={"n-predict": 2000, "temp": 0.0})
+    try:
+        deadline = time.monotonic() + 60
+        while host.sessions.find("held") is None or not host.session("held").generations:
+            assert time.monotonic() < deadline, "the first guest never started generating"
+            time.sleep(0.05)
+        with pytest.raises(Busy, match="session 'held' is in use by another guest"):
+            host.run("stream", "default", "Hello", session="held")
+        # What guards it underneath: the first guest's claim, which any other holder meets.
+        with pytest.raises(Busy):
+            host.session("held").claim(object())
+        first.stop()
+        outcome = [event for event in first.events(timeout=60)][-1].data
+        assert outcome.exit_code == 0, outcome.stderr
+        # Released with the guest: the session takes the next guest.
+        result = host.run("stream", "default", " And then", session="held", params={"n-predict": 3})
+        assert result.exit_code == 0, result.stderr
+        assert host.session("held").generations[-1].output_tokens == 3
+    finally:
+        first.close()
+        host.sessions.close("held")

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from wasinn_lab import ConfigError, GuestExitError, PromptTooLong, Session, Tensor, TensorType
+from wasinn_lab import Busy, ConfigError, GuestExitError, PromptTooLong, Session, Tensor, TensorType
 from wasinn_lab.notebook import widgets as widgets_module
 from wasinn_lab.notebook.display import UPDATES_PER_SECOND
 from wasinn_lab.notebook.lab import lab
 from wasinn_lab.notebook.magics import WasiNNMagics
-from wasinn_lab.notebook.widgets import ParameterPanel, PromptBox, SessionBrowser, parameter_panel, prompt_box, session_browser
+from wasinn_lab.widgets import ParameterPanel, PromptBox, SessionBrowser, parameter_panel, prompt_box, session_browser
 
 
 @pytest.fixture(autouse=True)
@@ -292,3 +292,22 @@ def test_the_session_browser_lists_shows_and_closes_sessions() -> None:
         assert "w-b3" in listed(browser)
     finally:
         browser.close()
+
+
+def test_a_session_generating_in_a_box_refuses_a_second_generation_until_done() -> None:
+    box = prompt_box("stream", session="w-busy", params={"n-predict": 2000, "temp": 0.0})
+    other = prompt_box("stream", session="w-busy", params={"n-predict": 3})
+    try:
+        box.generate("Once upon a time")
+        wait_until(lambda: len(shown_text(box.output.value)) > 10)
+        other.generate("Meanwhile")
+        assert other.wait(60)
+        assert isinstance(other.error, Busy) and "generating in another cell or prompt box" in other.output.value
+        box.stop_button.click()
+        assert box.wait(60) and box.error is None
+        other.generate(" And then")
+        assert other.wait(60)
+        assert other.error is None and lab().session("w-busy").generations[-1].output_tokens == 3
+    finally:
+        box.close()
+        other.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 from .backends.echo import EchoBackend
 from .backends.llama import LlamaBackend
-from .errors import GuestExitError
+from .errors import Busy, GuestExitError
 from .guests import resolve
 from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
 from .registry import ModelRegistry, ModelSpec
@@ -90,8 +90,13 @@ class Host:
         path = resolve(guest)
         return path.name, self.runtime.compile(path.read_bytes(), fuel=fuel)
 
-    def _runner(self, guest: Guest, limits: Limits) -> Callable[[GuestOptions], RunResult]:
-        name, compiled = self._compile(guest, limits)
+    def _runner(self, guest: Guest, options: GuestOptions) -> Callable[[GuestOptions], RunResult]:
+        name, compiled = self._compile(guest, options.limits)
+        # Said here, before the guest starts, rather than as errno 4 inside it; the claim
+        # when the guest opens the session is what really guards it.
+        named = self.sessions.find(options.session_id) if options.session_id is not None else None
+        if named is not None and named.in_use:
+            raise Busy(f"session {named.id!r} is in use by another guest: wait for it to end, or stop it")
 
         def run(options: GuestOptions) -> RunResult:
             return self.runtime.run(compiled, name=name, registry=self.registry, sessions=self.sessions, options=options)
@@ -133,7 +138,7 @@ class Host:
             params=dict(params or {}),
             limits=limits or self.limits,
         )
-        result = self._runner(guest, options.limits)(options)
+        result = self._runner(guest, options)(options)
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
@@ -156,7 +161,7 @@ class Host:
             args=args, env=dict(env or {}), stdin=stdin, session_id=session, params=dict(params or {}),
             limits=limits or self.limits,
         )
-        return GuestTask(self._runner(guest, options.limits), options, interactive=interactive)
+        return GuestTask(self._runner(guest, options), options, interactive=interactive)
 
     def instantiate(self, guest: Guest, *args: str, env: Mapping[str, str] | None = None) -> GuestInstance:
         """Instantiate a guest without running it, to call its exports one by one

@@ -17,12 +17,12 @@ class Limits:
     # Wall-clock seconds for a run, or for each turn of an interactive guest. A guest
     # spinning without host calls is stopped too (wasmtime epoch interruption).
     timeout: float | None = 600.0
-    memory_bytes: int = 2048 * MiB  # linear memory, all of the guest's memories together
+    memory_bytes: int = 2048 * MiB  # linear memory (a guest may have one: preview1 guests do)
     fuel: int | None = None  # wasm instructions, roughly; None: not metered (metering costs speed)
     instances: int = 16
     tables: int = 16
     table_elements: int = 1_000_000
-    load_bytes: int = 1024 * MiB  # model bytes a guest may send to `load`
+    load_bytes: int = 1024 * MiB  # model bytes a guest may send to `load`, all its loads together
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:

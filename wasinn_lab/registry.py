@@ -161,9 +161,13 @@ class ModelRegistry:
                 self._graphs[name] = graph
         return LoadedGraph(graph, backend, merged, name)
 
-    def load_bytes(self, builders: Sequence[bytes], encoding: GraphEncoding, target: ExecutionTarget) -> LoadedGraph:
+    def load_bytes(
+        self, builders: Sequence[bytes], encoding: GraphEncoding, target: ExecutionTarget, staging_dir: Path
+    ) -> LoadedGraph:
+        """A graph from a guest's bytes, not cached: it is the guest's alone. Staged files go
+        in ``staging_dir``, which must be private to the guest."""
         backend = self._backend(encoding)
-        graph = backend.load(builders, target)
+        graph = backend.load(builders, target, staging_dir)
         return LoadedGraph(graph, backend, backend.normalize_config({}), None, owned=True)
 
     def forget(self, name: str) -> None:

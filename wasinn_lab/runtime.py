@@ -121,6 +121,7 @@ class GuestInstance:
             session_id=options.session_id,
             params=options.params,
             on_session=options.on_session,
+            staging_dir=self._scratch,
             max_load_bytes=options.limits.load_bytes,
         )
         try:
@@ -145,8 +146,9 @@ class GuestInstance:
             self.store = wasmtime.Store(self.engine)
             self.store.set_wasi(wasi)
             limits = self.limits
+            # wasmtime caps each memory, not their sum: one memory makes the cap a total.
             self.store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
-                                  instances=limits.instances, tables=limits.tables, memories=limits.instances)
+                                  instances=limits.instances, tables=limits.tables, memories=1)
             self.store.set_epoch_deadline(1)  # the watchdog's first tick on this engine stops it
             if limits.fuel is not None:
                 self.store.set_fuel(limits.fuel)

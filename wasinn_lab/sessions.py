@@ -115,6 +115,7 @@ class Session:
         self._pending_host = 0.0  # host-call time before a generation starts (set_input)
         self._pending_since = 0.0
         self._stop_requested = False
+        self._holder: object | None = None  # the guest that drives this session now
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._watchers: list[Callable[[dict[str, Any]], None]] = []
         self.generations: list[Generation] = []
@@ -220,6 +221,26 @@ class Session:
         """Call ``listener(text, event)`` for every generated token; returns its remover."""
         self._listeners.append(listener)
         return _remover(self._listeners, listener)
+
+    @property
+    def in_use(self) -> bool:
+        """Whether a guest holds the session (it may generate at any moment)."""
+        return self._holder is not None
+
+    def claim(self, holder: object) -> Callable[[], None]:
+        """Let one guest at a time drive the session: two interleaving prompts would
+        corrupt each other's KV cache. Returns the release; raises Busy if another holds it."""
+        with self._lock:
+            if self._holder is not None and self._holder is not holder:
+                raise Busy(f"session {self.id!r} is in use by another guest: wait for it to end, or stop it")
+            self._holder = holder
+
+        def release() -> None:
+            with self._lock:
+                if self._holder is holder:
+                    self._holder = None
+
+        return release
 
     def stop(self) -> None:
         """End the generation under way after its next token (safe from any thread).

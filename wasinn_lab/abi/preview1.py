@@ -14,6 +14,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import wasmtime
@@ -113,6 +114,7 @@ class Preview1:
         session_id: str | None = None,
         params: Mapping[str, Any] | None = None,
         on_session: Callable[[Session], None] | None = None,
+        staging_dir: Path,
         max_load_bytes: int = 1 << 30,
     ) -> None:
         self._registry = registry
@@ -124,10 +126,13 @@ class Preview1:
         self._session_id = session_id
         self._params = dict(params or {})
         self._on_session = on_session
+        self._staging_dir = staging_dir
         self._max_load_bytes = max_load_bytes
+        self._loaded_bytes = 0  # model bytes this guest has sent to `load`, in all
         self._kept: set[str] = set()
-        self._detach: list[Callable[[], None]] = []  # removes this run's listeners from kept sessions
+        self._detach: list[Callable[[], None]] = []  # this run's listeners and claims on its sessions
         self._graphs: dict[int, LoadedGraph] = {}
+        self._unloaded: list[LoadedGraph] = []  # guest-built graphs whose contexts may still drain
         self._contexts: dict[int, Session] = {}
         self._graph_ids = itertools.count()
         self._context_ids = itertools.count()
@@ -180,9 +185,10 @@ class Preview1:
             if session.id not in self._kept:
                 self._sessions.discard(session)
         self._contexts.clear()
-        for loaded in self._graphs.values():
+        for loaded in [*self._graphs.values(), *self._unloaded]:
             loaded.close()
         self._graphs.clear()
+        self._unloaded.clear()
 
     # -- loading --------------------------------------------------------------------------
 
@@ -201,16 +207,17 @@ class Preview1:
             raise InvalidArgument(f"unknown execution target {target}")
         raw = memory.read(builders_ptr, _BUILDER.size * (builders_len & 0xFFFFFFFF))
         spans = list(_BUILDER.iter_unpack(raw))
-        total = sum(length for _, length in spans)
+        total = self._loaded_bytes + sum(length for _, length in spans)
         if total > self._max_load_bytes:
-            raise TooLarge(f"{total:,} bytes of model; guests may send at most {self._max_load_bytes:,}")
+            raise TooLarge(f"{total:,} bytes of model in all; a guest may send at most {self._max_load_bytes:,}")
         builders = [memory.read(ptr, length) for ptr, length in spans]
         kind = _ENCODINGS[encoding]
         if kind in (GraphEncoding.AUTODETECT, GraphEncoding.GGML):
             if not (builders and builders[0].startswith(b"GGUF")):
                 raise InvalidEncoding("autodetect/ggml: the builder is not a GGUF file")
             kind = GraphEncoding.GGML
-        loaded = self._registry.load_bytes(builders, kind, _TARGETS[target])
+        loaded = self._registry.load_bytes(builders, kind, _TARGETS[target], self._staging_dir)
+        self._loaded_bytes = total
         self._new_graph(memory, loaded, out_graph)
 
     def load_by_name(self, memory: GuestMemory, name_ptr: int, name_len: int, out_graph: int) -> None:
@@ -237,6 +244,8 @@ class Preview1:
         del self._graphs[graph & 0xFFFFFFFF]
         if loaded.model is not None:
             self._registry.forget(loaded.model)
+        else:
+            self._unloaded.append(loaded)
 
     # -- execution contexts ---------------------------------------------------------------
 
@@ -256,8 +265,11 @@ class Preview1:
         if session is None:
             context = loaded.graph.init_execution_context(loaded.config)
             session = self._sessions.open(context, loaded.backend, model=loaded.model, guest=self._guest, session_id=name)
-        if name is not None:
+        if name is not None and not loaded.owned:
+            # A model the guest sent as bytes is freed when the guest ends, and so must be
+            # every context made from it: only a registered model's session outlives it.
             self._kept.add(session.id)
+        self._detach.append(session.claim(self))
         if self._stdout is not None:
             self._detach.append(session.add_listener(self._stream_stdout(session)))
         if self._on_session is not None:

@@ -83,8 +83,10 @@ class Backend(Protocol):
     def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Canonical keys and checked value types; raises InvalidArgument."""
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> Graph:
-        """A graph from bytes a guest sent."""
+    def load(self, builders: Sequence[bytes], target: ExecutionTarget, staging_dir: Path) -> Graph:
+        """A graph from bytes a guest sent. Files the backend needs for it go in
+        ``staging_dir`` (private to the caller, who removes it); the graph's ``close``
+        removes them sooner."""
 
     def load_file(self, path: Path, target: ExecutionTarget, config: Mapping[str, Any]) -> Graph:
         """A graph from a registered model file."""

@@ -87,7 +87,7 @@ class EchoBackend:
     def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return dict(config)
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> _EchoGraph:
+    def load(self, builders: Sequence[bytes], target: ExecutionTarget, staging_dir: Path) -> _EchoGraph:
         return _EchoGraph()
 
     def load_file(self, path: Path, target: ExecutionTarget, config: Mapping[str, Any]) -> _EchoGraph:

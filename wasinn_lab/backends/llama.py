@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
 from ..errors import (
     BackendError,
+    Busy,
     ContextFull,
     EndOfSequence,
     InvalidArgument,
@@ -66,11 +68,9 @@ def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
 
 
-def _translate(exc: Exception, action: str) -> BackendError:
-    return BackendError(f"llama.cpp failed to {action}: {exc}")
-
-
 MAX_THREADS = 4 * (os.cpu_count() or 1)
+MAX_WEIGHT_COPIES = 4  # per graph: one per distinct set of model-level settings
+_GPU_SETTINGS = frozenset({"n-gpu-layers", "main-gpu"})
 
 
 def _check_sizes(config: Mapping[str, Any], n_ctx_train: int) -> None:
@@ -81,6 +81,49 @@ def _check_sizes(config: Mapping[str, Any], n_ctx_train: int) -> None:
         raise InvalidArgument(f"batch-size and ubatch-size can be at most the model's context length {n_ctx_train}")
     if config["threads"] > MAX_THREADS:
         raise InvalidArgument(f"threads {config['threads']} is over {MAX_THREADS} (4 per CPU core here)")
+
+
+class _NativeContext:
+    """A llama context (KV cache and compute buffers) on one model's weights.
+
+    llama-cpp-python's own ``LlamaContext`` puts its ``close`` on the model's exit stack
+    for good, so the model keeps every context object it ever had alive: a kernel that
+    runs many guests would grow without end. This one is forgotten once closed."""
+
+    def __init__(self, model: _Model, params: llama_cpp.llama_context_params) -> None:
+        ctx = llama_cpp.llama_init_from_model(model.native.model, params)
+        if ctx is None:
+            raise BackendError("llama.cpp could not create a context (out of memory for this ctx-size?)")
+        self.ctx = ctx  # the name llama-cpp-python's samplers read
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        model.contexts.add(self)
+
+    def n_ctx(self) -> int:
+        return int(llama_cpp.llama_n_ctx(self.ctx))
+
+    def n_batch(self) -> int:
+        return int(llama_cpp.llama_n_batch(self.ctx))
+
+    def decode(self, batch: _internals.LlamaBatch) -> None:
+        code = llama_cpp.llama_decode(self.ctx, batch.batch)
+        if code != 0:
+            raise BackendError(f"llama.cpp failed to decode (llama_decode returned {code})")
+
+    def keep_prefix(self, n_tokens: int) -> bool:
+        """Drop the KV cache past its first ``n_tokens``; False if it cannot be cut there."""
+        return bool(llama_cpp.llama_memory_seq_rm(self._memory, 0, n_tokens, -1))
+
+    def clear(self) -> None:
+        if self._memory is not None:  # non-causal embedding models may have no KV cache
+            llama_cpp.llama_memory_clear(self._memory, True)
+
+    def pooled_embedding(self) -> Any:
+        return llama_cpp.llama_get_embeddings_seq(self.ctx, 0)
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = self._memory = None
 
 
 class _Model:
@@ -94,8 +137,9 @@ class _Model:
         try:
             self.native = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
         except ValueError as exc:
-            raise _translate(exc, f"load {path}") from exc
+            raise BackendError(f"llama.cpp failed to load {path}: {exc}") from exc
         self.requested_gpu_layers = settings["n-gpu-layers"]
+        self.contexts: weakref.WeakSet[_NativeContext] = weakref.WeakSet()  # freed before the weights
         self.n_vocab = self.native.n_vocab()
         self.metadata = self.native.metadata()
 
@@ -126,6 +170,8 @@ class _Model:
         return any(key.endswith(".pooling_type") for key in self.metadata)
 
     def close(self) -> None:
+        for context in list(self.contexts):
+            context.close()
         self.native.close()
 
 
@@ -138,11 +184,18 @@ class _LlamaGraph:
         self.model_for({**llama_options.DEFAULTS, **config})
 
     def model_for(self, config: Mapping[str, Any]) -> _Model:
-        key = llama_options.scoped(config, Scope.MODEL)
+        settings = llama_options.scoped(config, Scope.MODEL)
+        # Without GPU offload, the GPU settings change nothing: no copy of the weights for them.
+        key = settings if gpu_offload_supported() else tuple(kv for kv in settings if kv[0] not in _GPU_SETTINGS)
         with self._lock:
             model = self._models.get(key)
             if model is None:
-                model = self._models[key] = _Model(self.path, dict(key))
+                # Each set of model-level settings is a whole copy of the weights: a guest
+                # trying values one after another must not fill the machine's memory.
+                if len(self._models) >= MAX_WEIGHT_COPIES:
+                    raise Busy(f"{self.path.name} is loaded with {MAX_WEIGHT_COPIES} different model-level settings "
+                               "(n-gpu-layers, main-gpu, use-mmap) already; reuse one of them")
+                model = self._models[key] = _Model(self.path, dict(settings))
             return model
 
     def init_execution_context(self, config: Mapping[str, Any]) -> _LlamaContext:
@@ -151,6 +204,7 @@ class _LlamaGraph:
     def properties(self) -> dict[str, Any]:
         with self._lock:
             model = next(iter(self._models.values()))
+            copies = len(self._models)
         native = model.native
         return {
             "backend": "llama.cpp",
@@ -162,6 +216,7 @@ class _LlamaGraph:
             "n_layers": model.n_layers,
             "n_gpu_layers_requested": model.requested_gpu_layers,
             "n_gpu_layers_offloaded": model.offloaded_layers,
+            "weight_copies": copies,  # one per distinct set of model-level settings in use
             "metadata": dict(model.metadata),
         }
 
@@ -181,7 +236,7 @@ class _LlamaContext:
         self._graph = graph
         self._config = config
         self._model: _Model | None = None
-        self._native: _internals.LlamaContext | None = None
+        self._native: _NativeContext | None = None
         self._batch: _internals.LlamaBatch | None = None
         self._n_batch = 0
         self._n_ctx = 0
@@ -235,7 +290,7 @@ class _LlamaContext:
     def prepare(self) -> None:
         self._ensure_native()
 
-    def _ensure_native(self) -> _internals.LlamaContext:
+    def _ensure_native(self) -> _NativeContext:
         if self._native is not None:
             return self._native
         if self._model is None:
@@ -254,16 +309,12 @@ class _LlamaContext:
                 params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
             # Pooled embeddings need the whole prompt in one micro-batch.
             params.n_batch = params.n_ubatch = cfg["ctx-size"] or self._model.native.n_ctx_train()
-        try:
-            self._native = _internals.LlamaContext(model=self._model.native, params=params, verbose=False)
-        except ValueError as exc:
-            raise _translate(exc, "create a context") from exc
-        native = self._native.ctx
+        self._native = native = _NativeContext(self._model, params)
         # llama.cpp pads n_ctx up (to 256) but clamps n_batch to the size asked for:
         # chunk by the batch it really has (a larger chunk aborts the process), and hold
         # the context to the size the user asked for.
-        self._n_batch = int(llama_cpp.llama_n_batch(native))
-        self._n_ctx = min(cfg["ctx-size"] or self._native.n_ctx(), self._native.n_ctx())
+        self._n_batch = native.n_batch()
+        self._n_ctx = min(cfg["ctx-size"] or native.n_ctx(), native.n_ctx())
         self._batch = _internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=1, verbose=False)
         return self._native
 
@@ -363,6 +414,8 @@ class _LlamaContext:
         self._last_piece = b""
         started = time.perf_counter()
         self._evaluate_prompt()
+        if self._sampler is not None:
+            self._sampler.close()
         self._sampler = self._make_sampler()
         self._prompt_seconds = self._backend_seconds = time.perf_counter() - started
 
@@ -378,8 +431,8 @@ class _LlamaContext:
                 break
             keep += 1
         keep = min(keep, len(prompt) - 1)  # the last prompt token is evaluated again for its logits
-        if not native.kv_cache_seq_rm(0, keep, -1):
-            native.kv_cache_clear()
+        if not native.keep_prefix(keep):
+            native.clear()
             keep = 0
         self._cached = prompt[:keep]
         self._pending = None
@@ -392,10 +445,7 @@ class _LlamaContext:
         for start in range(0, len(tokens), step):
             chunk = tokens[start : start + step]
             self._batch.set_batch(chunk, n_past=len(self._cached), logits_all=False)
-            try:
-                self._native.decode(self._batch)
-            except RuntimeError as exc:
-                raise _translate(exc, "decode") from exc
+            self._native.decode(self._batch)
             self._cached.extend(chunk)
 
     def _make_sampler(self) -> _internals.LlamaSampler:
@@ -465,15 +515,15 @@ class _LlamaContext:
         if len(self._prompt) > self._n_ctx:
             raise PromptTooLong(f"the prompt has {len(self._prompt)} tokens; the context holds {self._n_ctx}")
         started = time.perf_counter()
-        native.kv_cache_clear()
+        native.clear()
         self._cached = []
         self._decode(self._prompt)
         self._cached = []  # embeddings are not continued: the next prompt starts afresh
-        native.kv_cache_clear()
+        native.clear()
         self._evaluated = len(self._prompt)
         assert self._model is not None
         n_embd = self._model.native.n_embd()
-        pointer = native.get_embeddings_seq(0)
+        pointer = native.pooled_embedding()
         if not pointer:
             raise BackendError("llama.cpp returned no pooled embedding")
         values = pointer[:n_embd]
@@ -495,13 +545,13 @@ class LlamaBackend:
     def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return llama_options.normalize(config)
 
-    def load(self, builders: Sequence[bytes], target: ExecutionTarget) -> _LlamaGraph:
+    def load(self, builders: Sequence[bytes], target: ExecutionTarget, staging_dir: Path) -> _LlamaGraph:
         if len(builders) != 1:
             raise InvalidArgument(f"a GGML graph is built from exactly one GGUF buffer, got {len(builders)}")
         if not builders[0].startswith(b"GGUF"):
             raise InvalidEncoding("the buffer is not a GGUF file (no GGUF magic)")
-        # llama.cpp loads from a path: stage the bytes privately; the graph removes the file.
-        with tempfile.NamedTemporaryFile(prefix="wasinn-lab-", suffix=".gguf", delete=False) as staged:
+        # llama.cpp loads from a path: stage the bytes; the graph removes the file.
+        with tempfile.NamedTemporaryFile(dir=staging_dir, prefix="model-", suffix=".gguf", delete=False) as staged:
             staged.write(builders[0])
         try:
             return _LlamaGraph(Path(staged.name), {}, owned_file=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, GuestExitError, WasiNNLabError
+from ..errors import Busy, ConfigError, GuestExitError, NotFound, WasiNNLabError
 from ..guests import build
 from ..host import Host
 from ..limits import Limits
@@ -61,6 +61,8 @@ class Lab:
         self._chats: dict[str, GuestTask] = {}  # session id -> a stdin guest kept alive
         self._transcripts: dict[str, str] = {}  # session id -> text so far (prompt guests)
         self._watched: set[str] = set()  # sessions whose closing we follow
+        self._generating: set[str] = set()  # sessions a generate() is running on
+        self._generating_lock = threading.Lock()
 
     @property
     def host(self) -> Host:
@@ -96,6 +98,8 @@ class Lab:
         task = self._chats.get(session_id)
         if self.host.sessions.find(session_id) is not None:
             self.host.sessions.close(session_id)  # its on_close forgets the rest
+        elif task is None and session_id not in self._transcripts:
+            raise NotFound(f"no open session {session_id!r}")
         self._forget(session_id)
         if task is not None:
             task.close()  # and wait for the guest to go
@@ -132,18 +136,36 @@ class Lab:
         if stdin_turns is None:
             stdin_turns = self.host.reads_stdin_turns(resolved)
         result = CellResult(guest=guest, session=session)
-        task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
-                          stdin_turns, limits)
-        on_task(task)
-        try:
-            self._pump(task, result, on_event)
-        except KeyboardInterrupt:
-            self._wind_down(task, result, on_event)
-            raise
-        finally:
-            if session is not None:
-                self._remember(session, task, text if not stdin_turns else None, result)
+        with self._exclusive(session):
+            task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
+                              stdin_turns, limits)
+            on_task(task)
+            try:
+                self._pump(task, result, on_event)
+            except KeyboardInterrupt:
+                self._wind_down(task, result, on_event)
+                raise
+            finally:
+                if session is not None:
+                    self._remember(session, task, text if not stdin_turns else None, result)
         return result
+
+    @contextlib.contextmanager
+    def _exclusive(self, session_id: str | None) -> Iterator[None]:
+        """One generation per session at a time: a second cell or prompt box would
+        interleave its turn with the first one's (a chat guest reads them in any order)."""
+        if session_id is None:
+            yield
+            return
+        with self._generating_lock:
+            if session_id in self._generating:
+                raise Busy(f"session {session_id!r} is generating in another cell or prompt box: "
+                           "wait for it, or stop it")
+            self._generating.add(session_id)
+        try:
+            yield
+        finally:
+            self._generating.discard(session_id)
 
     def _remember(self, session_id: str, task: GuestTask, text: str | None, result: CellResult) -> None:
         """Keep what the next cell of this session needs, for as long as the session lives."""
@@ -199,7 +221,9 @@ class Lab:
         """After an interrupt: end the generation, then, if need be, the guest. Its errors
         are the interrupt's consequences; the interrupt itself is what the caller re-raises."""
         task.stop()
-        with contextlib.suppress(WasiNNLabError):
+        # A guest still not unwound after the drain (blocked outside wasm) must not turn
+        # the interrupt into a TimeoutError: the caller re-raises the interrupt regardless.
+        with contextlib.suppress(WasiNNLabError, TimeoutError):
             try:
                 self._pump(task, result, on_event, timeout=_GRACE)
             except TimeoutError:

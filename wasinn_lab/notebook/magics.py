@@ -33,6 +33,19 @@ def _assignments(items: list[str], what: str) -> dict[str, Any]:
         raise UsageError(f"{what}: {exc}") from None
 
 
+def _parse(magic: Any, line: str) -> argparse.Namespace:
+    """``parse_argstring``, with the usage line under the message of every bad argument."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        raise _usage_error(magic, str(exc)) from None
+
+
+def _usage_error(magic: Any, message: str) -> UsageError:
+    usage = magic.parser.format_usage().removeprefix("::").strip()  # IPython formats it as reST
+    return UsageError(f"{message}\nusage: {usage}")
+
+
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for key, value in mapping.items():
@@ -56,7 +69,7 @@ class WasiNNMagics(Magics):
     # -- %%wasi_nn --------------------------------------------------------------------------
 
     @cell_magic("wasi_nn")
-    @magic_arguments()
+    @magic_arguments("%wasi_nn")  # help and usage then name it %%wasi_nn
     @argument("guest", nargs="?", help="a .wasm path, a guest from guests/ (stream, chat...) or one built with --build")
     @argument("-m", "--model", default="default", help="registered model name (default: default)")
     @argument("-s", "--session", help="keep the guest's context (and a chat guest itself) under this id across cells")
@@ -71,7 +84,8 @@ class WasiNNMagics(Magics):
     @argument("--build", choices=("c", "wat"), help="the cell is guest source in this language: build it")
     @argument("--name", help="with --build: the name to use the guest by")
     @argument("--run", action="store_true", help="with --build: run the guest once built")
-    @argument("--args", nargs=argparse.REMAINDER, default=[], help="more guest arguments (after MODEL and the prompt)")
+    @argument("--args", nargs=argparse.REMAINDER, default=[],
+              help="more guest arguments (after MODEL and the prompt); everything after --args goes to the guest")
     def wasi_nn_cell(self, line: str, cell: str) -> None:
         """Run a wasi-nn guest on the cell.
 
@@ -80,19 +94,19 @@ class WasiNNMagics(Magics):
         gets the cell as one turn. With --build, the cell is C or WAT source instead.
         The result (text, stdout, stderr, sessions) is stored in `_wasi_nn`.
         """
-        args = parse_argstring(self.wasi_nn_cell, line)
+        args = _parse(self.wasi_nn_cell, line)
         if args.build:
             if not args.name:
-                raise UsageError("--build needs --name NAME to use the guest by")
+                raise _usage_error(self.wasi_nn_cell, "--build needs --name NAME to use the guest by")
             self._build(args.name, cell, args.build)
             if not args.run:
                 return
             args.guest, text = args.name, None
         else:
             if args.name or args.run:
-                raise UsageError("--name and --run go with --build")
+                raise _usage_error(self.wasi_nn_cell, "--name and --run go with --build")
             if not args.guest:
-                raise UsageError("which guest? e.g. %%wasi_nn stream  (or --build c --name NAME)")
+                raise _usage_error(self.wasi_nn_cell, "which guest? e.g. %%wasi_nn stream  (or --build c --name NAME)")
             text = cell.rstrip("\n")
         params = _assignments(args.param, "--param")
         env = {key: str(value) for key, value in _assignments(args.env, "--env").items()}
@@ -158,7 +172,7 @@ class WasiNNMagics(Magics):
     # -- %wasi_nn ---------------------------------------------------------------------------
 
     @line_magic("wasi_nn")
-    @magic_arguments()
+    @magic_arguments("wasi_nn")
     @argument("command", choices=LINE_COMMANDS, help="what to do")
     @argument("rest", nargs="*", help="the command's arguments")
     def wasi_nn_line(self, line: str) -> Any:
@@ -174,7 +188,7 @@ class WasiNNMagics(Magics):
         %wasi_nn stats [SESSION]             metrics per generation (all sessions without one)
         %wasi_nn plot [SESSION]              per-token latency, time to first token, decode rate
         """
-        args = parse_argstring(self.wasi_nn_line, line)
+        args = _parse(self.wasi_nn_line, line)
         handler = getattr(self, f"_{args.command}")
         try:
             inspect.signature(handler).bind(*args.rest)

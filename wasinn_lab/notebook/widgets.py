@@ -6,7 +6,7 @@ They talk to the same lab as the magics (``lab()``), so a session made in a
 ``%%wasi_nn ... --session NAME`` cell can be tuned, prompted and closed here, and the
 other way round::
 
-    from wasinn_lab.notebook.widgets import parameter_panel, prompt_box, session_browser
+    from wasinn_lab.widgets import parameter_panel, prompt_box, session_browser
 
     parameter_panel("knobs")              # sliders for temp, top-p, top-k, min-p, ...
     prompt_box("stream", session="knobs") # a prompt, Generate and Stop, streamed output
