@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,18 @@ def test_bench_rejects_bad_sweeps() -> None:
     assert result.returncode == 2 and "expected PARAM=V1,V2,..." in result.stderr
     result = wasinn_lab("bench", "--sweep", "threads=one")
     assert result.returncode == 2 and "values must be integers" in result.stderr
+
+
+def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "stream", "default", "Once upon a time"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.read(40)  # it is generating
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert b"wasinn-lab: interrupted" in stderr and b"Traceback" not in stderr

@@ -150,6 +150,22 @@ def test_an_interrupt_mid_generation_leaves_everything_consistent(host: Host, gu
     assert lab.generate(guest, "Hello", params={"n-predict": 3}).exit_code == 0
 
 
+def test_an_interrupt_in_host_run_stops_the_guest_and_keeps_the_process(host: Host) -> None:
+    """host.run on the main thread, where Ctrl-C lands (a script, a cell calling the API).
+    Raised inside a wasmtime host call, the interrupt used to crash the process."""
+    tokens: list[bytes] = []
+    timer = _interrupt_after(1.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            host.run("stream", "default", "Once upon a time", env={"n_predict": "5000"}, on_stdout=tokens.append)
+    finally:
+        timer.cancel()
+    assert tokens and time.monotonic() - started < 10  # it was generating, and stopped soon after
+    assert not [s for s in host.sessions if s.guest == "stream.wasm"]
+    assert host.run("stream", "default", "Hello", env={"n_predict": "3"}).exit_code == 0
+
+
 def test_an_interrupt_during_a_model_load(host: Host) -> None:
     lab = Lab(host)
     host.register("reloaded", host.registry.get("default").path)

@@ -19,6 +19,7 @@ from .limits import MiB, Limits
 __all__ = ["main"]
 
 TRAP_EXIT_CODE = 128  # distinct from any status a guest passes to proc_exit in practice
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -151,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GuestTrap as trap:
         print(f"wasinn-lab: {trap.args[0]}", file=sys.stderr)
         return TRAP_EXIT_CODE
+    except KeyboardInterrupt:  # raised at the guest's next host call, once it has unwound
+        print("wasinn-lab: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except WasiNNLabError as exc:
         parser.exit(2, f"wasinn-lab: error: {exc}\n")
 

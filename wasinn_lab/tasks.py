@@ -13,6 +13,7 @@ or while a session runs, so they do not end a turn early.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import queue
@@ -29,6 +30,8 @@ __all__ = ["GuestTask", "Event", "EventKind"]
 
 _POLL = 0.02  # seconds between checks while no output arrives
 QUIET = 0.25  # seconds of silence, after an answer, that end an interactive turn
+GRACE = 2.0  # seconds a stopped generation's guest gets to finish its turn before it is stopped too
+DRAIN = 30.0  # seconds to wait for an interrupted guest to unwind
 
 
 class EventKind(enum.Enum):
@@ -124,6 +127,23 @@ class GuestTask:
         """Stop the guest itself, even one spinning without host calls (it traps)."""
         if self._instance is not None:
             self._instance.interrupt()
+
+    def wind_down(self, on_event: Callable[[Event], None] = lambda event: None) -> None:
+        """After an interrupt: end the generation under way within a token, and stop the
+        guest itself if it has not ended (or finished its turn) ``GRACE`` seconds later;
+        hands on its events meanwhile. What the guest raises then is the interrupt's
+        consequence, not raised here: the caller re-raises the interrupt."""
+        self.stop()
+        try:
+            for event in self.events(timeout=GRACE):
+                on_event(event)
+        except TimeoutError:
+            self.interrupt()
+            # A guest still not unwound after the drain is blocked outside wasm (in a WASI
+            # call): it ends at its deadline, and the interrupt is not held up for it.
+            with contextlib.suppress(TimeoutError):
+                for event in self.events(timeout=DRAIN):
+                    on_event(event)
 
     def close(self, timeout: float = 10.0) -> None:
         """End an interactive guest's input (EOF) and wait for it to finish."""

@@ -11,10 +11,11 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import Busy, ConfigError, GuestExitError, NotFound, WasiNNLabError
+from ..errors import Busy, ConfigError, GuestExitError, NotFound
 from ..guests import build
 from ..host import Host
 from ..limits import Limits
@@ -24,9 +25,6 @@ from ..sessions import Session
 from ..tasks import Event, EventKind, GuestTask
 
 __all__ = ["Lab", "CellResult", "lab", "parse_assignment"]
-
-_GRACE = 2.0  # seconds a stopped generation's guest gets to finish its turn before it is stopped too
-_DRAIN = 30.0  # seconds to wait for an interrupted guest to unwind
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -143,7 +141,7 @@ class Lab:
             try:
                 self._pump(task, result, on_event)
             except KeyboardInterrupt:
-                self._wind_down(task, result, on_event)
+                task.wind_down(partial(self._absorb, result, on_event))
                 raise
             finally:
                 if session is not None:
@@ -217,31 +215,10 @@ class Lab:
             task.close(timeout=0)  # a one-off turn: end of input after it
         return task
 
-    def _wind_down(self, task: GuestTask, result: CellResult, on_event: Callable[[Event], None]) -> None:
-        """After an interrupt: end the generation, then, if need be, the guest. Its errors
-        are the interrupt's consequences; the interrupt itself is what the caller re-raises."""
-        task.stop()
-        # A guest still not unwound after the drain (blocked outside wasm) must not turn
-        # the interrupt into a TimeoutError: the caller re-raises the interrupt regardless.
-        with contextlib.suppress(WasiNNLabError, TimeoutError):
-            try:
-                self._pump(task, result, on_event, timeout=_GRACE)
-            except TimeoutError:
-                task.interrupt()
-                self._pump(task, result, on_event, timeout=_DRAIN)
-
-    @staticmethod
-    def _pump(task: GuestTask, result: CellResult, on_event: Callable[[Event], None], timeout: float | None = None) -> None:
-        for event in task.events(timeout=timeout):
-            if event.kind is EventKind.TOKEN:
-                result.text += event.data
-            elif event.kind is EventKind.STDOUT:
-                result.stdout += event.data.decode("utf-8", "replace")
-            elif event.kind is EventKind.STDERR:
-                result.stderr += event.data.decode("utf-8", "replace")
-            elif event.kind is EventKind.SESSION:
-                result.sessions.append(event.data.id)
-            on_event(event)
+    @classmethod
+    def _pump(cls, task: GuestTask, result: CellResult, on_event: Callable[[Event], None]) -> None:
+        for event in task.events():
+            cls._absorb(result, on_event, event)
             if event.kind is EventKind.DONE:
                 if isinstance(event.data, BaseException):
                     raise event.data
@@ -249,6 +226,18 @@ class Lab:
                 result.exit_code = outcome.exit_code
                 if outcome.exit_code != 0:
                     raise GuestExitError(outcome.exit_code, stderr=outcome.stderr)
+
+    @staticmethod
+    def _absorb(result: CellResult, on_event: Callable[[Event], None], event: Event) -> None:
+        if event.kind is EventKind.TOKEN:
+            result.text += event.data
+        elif event.kind is EventKind.STDOUT:
+            result.stdout += event.data.decode("utf-8", "replace")
+        elif event.kind is EventKind.STDERR:
+            result.stderr += event.data.decode("utf-8", "replace")
+        elif event.kind is EventKind.SESSION:
+            result.sessions.append(event.data.id)
+        on_event(event)
 
     def shutdown(self) -> None:
         for session_id in list(self._chats):
