@@ -17,8 +17,8 @@ from .guests import resolve
 from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
 from .registry import ModelRegistry, ModelSpec
 from .limits import Limits
-from .runtime import CompiledGuest, GuestInstance, GuestOptions, GuestRuntime, OutputSink, RunResult
-from .tasks import Event, EventKind, GuestTask
+from .runtime import CompiledGuest, GuestInstance, GuestOptions, GuestRuntime, RunResult
+from .tasks import EventKind, GuestTask
 from .sessions import Session, SessionManager
 from .types import ExecutionTarget, GraphEncoding
 
@@ -120,9 +120,9 @@ class Host:
         """Run a guest to completion: a ``.wasm`` path, a ``.c``/``.wat`` source, the name of
         a guest in ``guests/``, or module bytes.
 
-        Output is captured and also handed to the callbacks, on this thread, as it is
-        written. The guest runs on a worker thread; a KeyboardInterrupt here ends its
-        generation (and, 2 s later, the guest) and is raised once it has unwound. ``stdin`` is
+        Output is captured and also handed to the callbacks as it is written (on the
+        guest's worker thread: this one waits, so that a KeyboardInterrupt here ends the
+        guest's generation, and 2 s later the guest, and is raised once it has unwound). ``stdin`` is
         text or bytes to read, or a file (``Path``) to read from. ``session`` names the
         guest's execution context: an open session of that name is continued (its KV cache
         too), else the guest's first context becomes it, and it stays open afterwards.
@@ -134,42 +134,32 @@ class Host:
             env=dict(env or {}),
             stdin=stdin,
             dirs=list(dirs),
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
             session_id=session,
             params=dict(params or {}),
             limits=limits or self.limits,
         )
-        result = self._wait(GuestTask(self._runner(guest, options), options, interactive=False), on_stdout, on_stderr)
+        result = self._wait(GuestTask(self._runner(guest, options), options, interactive=False, output_events=False))
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
 
     @staticmethod
-    def _wait(task: GuestTask, on_stdout: OutputSink | None, on_stderr: OutputSink | None) -> RunResult:
-        """Wait for a task's guest on this thread, handing its output to the callbacks.
+    def _wait(task: GuestTask) -> RunResult:
+        """Wait on this thread for a task's guest to end.
 
         The guest runs on the task's worker because a KeyboardInterrupt raised as a
         wasmtime host call begins escapes wasmtime-py's trampoline and the process
         crashes; signals land only on the main thread. Here an interrupt stops the guest
         (its generation first) and is raised once the guest has unwound."""
-        sinks = {EventKind.STDOUT: on_stdout, EventKind.STDERR: on_stderr}
-
-        def forward(event: Event) -> None:
-            sink = sinks.get(event.kind)
-            if sink is not None:
-                sink(event.data)
-
-        outcome: RunResult | BaseException | None = None
         try:
-            for event in task.events():
-                forward(event)
-                if event.kind is EventKind.DONE:
-                    outcome = event.data
+            outcome = next(event.data for event in task.events() if event.kind is EventKind.DONE)
         except KeyboardInterrupt:
-            task.wind_down(forward)
+            task.wind_down()
             raise
         if isinstance(outcome, BaseException):
             raise outcome
-        assert outcome is not None  # events() ends with DONE
         return outcome
 
     def start(

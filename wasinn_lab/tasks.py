@@ -50,9 +50,20 @@ class Event:
 
 
 class GuestTask:
-    """Run ``runner(options)`` on a worker thread (see ``Host.start``)."""
+    """Run ``runner(options)`` on a worker thread (see ``Host.start``).
 
-    def __init__(self, runner: Callable[[GuestOptions], RunResult], options: GuestOptions, *, interactive: bool) -> None:
+    ``output_events=False`` leaves the guest's output to ``options``' own callbacks, on
+    the worker, and makes no TOKEN events: ``events()`` then gives SESSION and DONE alone,
+    and a waiting thread pays nothing per token (``Host.run``)."""
+
+    def __init__(
+        self,
+        runner: Callable[[GuestOptions], RunResult],
+        options: GuestOptions,
+        *,
+        interactive: bool,
+        output_events: bool = True,
+    ) -> None:
         self._events: queue.Queue[Event] = queue.Queue()
         self.sessions: list[Session] = []
         self._detach: list[Callable[[], None]] = []
@@ -63,8 +74,10 @@ class GuestTask:
             read_end, write_end = os.pipe()
             self._pipe = (read_end, write_end)
             options.stdin = Path(f"/proc/self/fd/{read_end}")
-        options.on_stdout = lambda data: self._events.put(Event(EventKind.STDOUT, data))
-        options.on_stderr = lambda data: self._events.put(Event(EventKind.STDERR, data))
+        self._output_events = output_events
+        if output_events:
+            options.on_stdout = lambda data: self._events.put(Event(EventKind.STDOUT, data))
+            options.on_stderr = lambda data: self._events.put(Event(EventKind.STDERR, data))
         options.on_session = self._adopt
         options.on_instance = self._started
         self._instance: GuestInstance | None = None
@@ -80,7 +93,8 @@ class GuestTask:
         self.sessions.append(session)
 
         def on_token(text: str, event: object) -> None:
-            self._events.put(Event(EventKind.TOKEN, text))
+            if self._output_events:
+                self._events.put(Event(EventKind.TOKEN, text))
             if self._stopping:  # a stop asked for before this session or generation began
                 session.stop()
 
