@@ -46,6 +46,23 @@ def test_memory_limits() -> None:
         host.run(GROW, limits=Limits(memory_bytes=8 * MiB))
 
 
+@pytest.mark.parametrize(
+    ("wat", "limits", "limit", "message"),
+    [
+        ("(memory 1) (memory (export \"memory\") 1)", Limits(), "memories", "more than one linear memory"),
+        ("(table 10 funcref) (table 10 funcref) (memory (export \"memory\") 1)", Limits(tables=1), "tables",
+         "more than its limit of 1 tables"),
+        ("(table 2000 funcref) (memory (export \"memory\") 1)", Limits(table_elements=1000), "table_elements",
+         "more than its limit of 1,000 elements"),
+    ],
+)
+def test_instantiation_limits_are_named(wat: str, limits: Limits, limit: str, message: str) -> None:
+    guest = wasmtime.wat2wasm(f'(module {wat} (func (export "_start")))')
+    with pytest.raises(GuestLimitError, match=message) as raised:
+        Host(default_model=False).run(guest, limits=limits)
+    assert raised.value.limit == limit
+
+
 def test_an_interrupt_stops_that_guest_and_no_other() -> None:
     host = Host(default_model=False)
     spinning = host.start(SPIN, limits=Limits(timeout=None))

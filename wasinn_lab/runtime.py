@@ -158,10 +158,8 @@ class GuestInstance:
             try:
                 self._instance = linker.instantiate(self.store, module)
             except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-                if "memory" in str(exc) and "limit" in str(exc):
-                    raise GuestLimitError("memory", limits.memory_bytes,
-                                          f"it needs more memory than its limit of {limits.memory_bytes // MiB} MiB") from exc
-                raise GuestLoadError(f"cannot instantiate {name}: {exc}") from exc
+                raise (_limit_at_instantiation(str(exc), limits)
+                       or GuestLoadError(f"cannot instantiate {name}: {exc}")) from exc
             self._exports = self._instance.exports(self.store)
             if options.on_instance is not None:
                 options.on_instance(self)
@@ -253,6 +251,21 @@ class GuestInstance:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _limit_at_instantiation(message: str, limits: Limits) -> GuestLimitError | None:
+    """Which store limit wasmtime's instantiation error is about, if any, said plainly."""
+    if "memory count too high" in message:
+        return GuestLimitError("memories", 1, "it has more than one linear memory; guests may have one")
+    if "memory minimum size" in message:
+        return GuestLimitError("memory", limits.memory_bytes,
+                               f"it needs more memory than its limit of {limits.memory_bytes // MiB} MiB")
+    if "table count too high" in message:
+        return GuestLimitError("tables", limits.tables, f"it needs more than its limit of {limits.tables} tables")
+    if "table minimum size" in message:
+        return GuestLimitError("table_elements", limits.table_elements,
+                               f"a table needs more than its limit of {limits.table_elements:,} elements")
+    return None
 
 
 def _engine_config(*, fuel: bool) -> wasmtime.Config:
