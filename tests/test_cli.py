@@ -135,7 +135,7 @@ def test_bench_rejects_bad_sweeps() -> None:
 
 def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "stream", "default", "Once upon a time"],
+        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "--env", "temp=0", "stream", "default", "Once upon a time"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:

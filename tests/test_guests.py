@@ -34,7 +34,7 @@ def test_default_registration_bounds_guests_that_set_no_length(host: Host) -> No
 
 def test_stream_delivers_tokens_as_they_are_written(host: Host) -> None:
     chunks: list[bytes] = []
-    result = host.run("stream", "default", "List three colours:", env={"n_predict": "10"}, on_stdout=chunks.append)
+    result = host.run("stream", "default", "List three colours:", env={"n_predict": "10", "temp": "0"}, on_stdout=chunks.append)
     assert result.exit_code == 0, result.stderr
     assert len(chunks) >= 10  # one write per token (then a newline), not one at the end
     assert b"".join(chunks).decode() == result.stdout

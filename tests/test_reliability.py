@@ -143,7 +143,7 @@ def test_an_interrupt_mid_generation_leaves_everything_consistent(host: Host, gu
     timer = _interrupt_after(1.5)
     try:
         with pytest.raises(KeyboardInterrupt):
-            lab.generate(guest, "Once upon a time", params={"n-predict": 5000})
+            lab.generate(guest, "Once upon a time", params={"n-predict": 5000, "temp": 0})
     finally:
         timer.cancel()
     assert not [s for s in host.sessions if s.guest == f"{guest}.wasm"], moment  # the context was freed
@@ -158,7 +158,7 @@ def test_an_interrupt_in_host_run_stops_the_guest_and_keeps_the_process(host: Ho
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
-            host.run("stream", "default", "Once upon a time", env={"n_predict": "5000"}, on_stdout=tokens.append)
+            host.run("stream", "default", "Once upon a time", env={"n_predict": "5000", "temp": "0"}, on_stdout=tokens.append)
     finally:
         timer.cancel()
     assert tokens and time.monotonic() - started < 10  # it was generating, and stopped soon after
@@ -174,7 +174,7 @@ def test_an_interrupt_during_a_model_load(host: Host) -> None:
         started = time.monotonic()
         try:
             with pytest.raises(KeyboardInterrupt):
-                lab.generate("complete", "Hi", model="reloaded", params={"n-predict": 2000})
+                lab.generate("complete", "Hi", model="reloaded", params={"n-predict": 2000, "temp": 0})
         finally:
             timer.cancel()
         assert time.monotonic() - started < 30

@@ -95,6 +95,7 @@ def test_the_panel_starts_from_the_session_and_its_changes_reach_the_next_genera
         assert sets == [{"temp": 0.25}, {"top-k": 7}]  # one set each: no echo from the watcher
         assert "top-k = 7: applies to the next generation" in panel.status.value
         panel.controls["n-predict"].value = 3
+        panel.controls["seed"].value = 7  # seeded: the count cannot fall short by chance
         lab().generate("stream", " and", session="w-knobs")  # no params: the session's own
         assert session.generations[-1].output_tokens == 3
     finally:
