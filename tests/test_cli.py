@@ -126,7 +126,9 @@ def test_limits_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "timeout must be positive" in result.stderr
 
 
-def test_bench_rejects_bad_sweeps() -> None:
+def test_bench_rejects_bad_sweeps_and_too_few_runs() -> None:
+    result = wasinn_lab("bench", "--runs", "2")
+    assert result.returncode == 2 and "--runs must be at least 5" in result.stderr
     result = wasinn_lab("bench", "--sweep", "colour=1,2")
     assert result.returncode == 2 and "expected PARAM=V1,V2,..." in result.stderr
     result = wasinn_lab("bench", "--sweep", "threads=one")

@@ -29,6 +29,7 @@ from .sessions import Generation
 __all__ = ["Workload", "Bench", "PATHS"]
 
 PATHS = ("direct", "guest-compute", "guest-stream")
+MIN_RUNS = 5  # what the command line reports medians over, at the least
 _GUESTS = {"guest-compute": "complete", "guest-stream": "stream"}
 _TEXT = (
     "The history of computing is a story of abstraction. Each generation of engineers built "
@@ -297,7 +298,7 @@ def write(frames: dict[str, pd.DataFrame], out: Path, plots: dict[str, Callable[
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--runs", type=int, default=5, help="measured runs per path (default 5; at least 5 for medians)")
+    parser.add_argument("--runs", type=int, default=MIN_RUNS, help=f"measured runs per path (at least {MIN_RUNS}, the default)")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--n-predict", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -327,8 +328,8 @@ def command(options: Any) -> int:
     from . import plots
     from .errors import ConfigError
 
-    if options.runs < 1:
-        raise ConfigError("--runs must be at least 1")
+    if options.runs < MIN_RUNS:
+        raise ConfigError(f"--runs must be at least {MIN_RUNS}: a median of fewer runs says little on a noisy machine")
     sweeps = [_sweep_spec(text) for text in options.sweep]
     bench = Bench(progress=not options.no_progress)
     base = Workload(options.prompt_tokens, options.n_predict, options.threads, options.batch_size, options.n_gpu_layers)
