@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 
 import pytest
 
@@ -33,11 +34,14 @@ def test_default_registration_bounds_guests_that_set_no_length(host: Host) -> No
 
 
 def test_stream_delivers_tokens_as_they_are_written(host: Host) -> None:
-    chunks: list[bytes] = []
-    result = host.run("stream", "default", "List three colours:", env={"n_predict": "10", "temp": "0"}, on_stdout=chunks.append)
+    arrivals: list[tuple[float, bytes]] = []
+    result = host.run("stream", "default", "List three colours:", env={"n_predict": "10", "temp": "0"},
+                      on_stdout=lambda chunk: arrivals.append((time.monotonic(), chunk)))
     assert result.exit_code == 0, result.stderr
-    assert len(chunks) >= 10  # one write per token (then a newline), not one at the end
-    assert b"".join(chunks).decode() == result.stdout
+    assert b"".join(chunk for _, chunk in arrivals).decode() == result.stdout
+    # As written, not at the end: pieces spread over the ten decodes (each 10 ms or more).
+    times = [when for when, _ in arrivals]
+    assert len(arrivals) >= 3 and times[-1] - times[0] > 0.05
 
 
 def test_streamed_text_equals_compute_text_with_a_fixed_seed(host: Host) -> None:
