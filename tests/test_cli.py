@@ -124,6 +124,13 @@ def test_limits_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 128 and "used all its fuel (5,000)" in result.stderr
     result = wasinn_lab("run", "--timeout", "-3", str(guest))
     assert result.returncode == 2 and "timeout must be positive" in result.stderr
+    tables = tmp_path / "tables.wat"
+    tables.write_text('(module (table 1 funcref) (table 1 funcref) (memory (export "memory") 1) (func (export "_start")))')
+    result = wasinn_lab("run", "--limit", "tables=1", str(tables))
+    assert result.returncode == 128 and "more than its limit of 1 tables" in result.stderr
+    assert wasinn_lab("run", str(tables)).returncode == 0  # two tables are within the default
+    result = wasinn_lab("run", "--limit", "colour=1", str(tables))
+    assert result.returncode == 2 and "no limit named 'colour'; the limits are: timeout" in result.stderr
 
 
 def test_bench_rejects_bad_sweeps_and_too_few_runs() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
@@ -186,6 +187,10 @@ def test_limits_from_the_magic(shell: InteractiveShell) -> None:
     result = run(shell, "%%wasi_nn spinner -q --fuel 1000\nignored")
     assert "fuel (1,000)" in str(result.error_in_exec)
     assert not run(shell, "%%wasi_nn spinner --timeout -1\nx").success  # a UsageError
+    result = run(shell, "%%wasi_nn spinner -q --limit timeout=0.5\nignored")
+    assert "time limit of 0.5 s" in str(result.error_in_exec)
+    result = run(shell, "%%wasi_nn spinner -q --limit tables=many\nignored")
+    assert isinstance(result.error_in_exec, UsageError) and "limit tables takes a number" in str(result.error_in_exec)
 
 
 def test_cell_guests_include_the_shared_header(shell: InteractiveShell) -> None:

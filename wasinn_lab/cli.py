@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="stop the guest after this long (default: no limit on the command line)")
     run.add_argument("--max-memory", type=int, default=None, metavar="MIB", help="linear memory limit (default 2048)")
     run.add_argument("--fuel", type=int, default=None, help="instruction budget (metered; default: none)")
+    run.add_argument("--limit", action="append", default=[], type=_key_value, metavar="NAME=VALUE",
+                     help="any limit by name: instances, tables, table_elements, load_bytes, ... (repeatable)")
     run.add_argument("guest", metavar="GUEST", help="a .wasm file, a .c/.wat source, or a guest name (stream, chat...)")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the guest's own arguments")
 
@@ -92,7 +94,7 @@ def _limits(options: argparse.Namespace) -> Limits:
     overrides: dict[str, Any] = {"timeout": options.timeout, "fuel": options.fuel}
     if options.max_memory is not None:
         overrides["memory_bytes"] = options.max_memory * MiB
-    return dataclasses.replace(Limits(), **overrides)
+    return dataclasses.replace(Limits(), **overrides).changed(options.limit)
 
 
 def _host(preloads: Sequence[str]) -> Host:

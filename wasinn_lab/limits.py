@@ -3,6 +3,8 @@ a guest that spins, allocates without end, or sends an absurd model."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -23,6 +25,23 @@ class Limits:
     tables: int = 16
     table_elements: int = 1_000_000
     load_bytes: int = 1024 * MiB  # model bytes a guest may send to `load`, all its loads together
+
+    def changed(self, assignments: Iterable[tuple[str, str]]) -> Limits:
+        """These limits with some set from text, by field name: the ``--limit NAME=VALUE``
+        of the command line and the magic (``none`` lifts ``timeout`` or ``fuel``)."""
+        fields = [field.name for field in dataclasses.fields(self)]
+        changes: dict[str, float | int | None] = {}
+        for name, text in assignments:
+            if name not in fields:
+                raise ConfigError(f"no limit named {name!r}; the limits are: {', '.join(fields)}")
+            try:
+                if name in ("timeout", "fuel") and text.lower() == "none":
+                    changes[name] = None
+                else:
+                    changes[name] = float(text) if name == "timeout" else int(text)
+            except ValueError:
+                raise ConfigError(f"limit {name} takes a number, got {text!r}") from None
+        return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:

@@ -81,6 +81,8 @@ class WasiNNMagics(Magics):
     @argument("--timeout", type=float, help="seconds this run (or chat turn) may take (default 600)")
     @argument("--max-memory", type=int, metavar="MIB", help="linear memory limit in MiB (default 2048)")
     @argument("--fuel", type=int, help="instruction budget (metered; default: none)")
+    @argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+              help="any limit by name: instances, tables, table_elements, load_bytes, ... (repeatable)")
     @argument("--build", choices=("c", "wat"), help="the cell is guest source in this language: build it")
     @argument("--name", help="with --build: the name to use the guest by")
     @argument("--run", action="store_true", help="with --build: run the guest once built")
@@ -152,10 +154,11 @@ class WasiNNMagics(Magics):
                                ("memory_bytes", args.max_memory and args.max_memory * MiB))
             if value is not None
         }
-        if not overrides:
+        if not overrides and not args.limit:
             return None
         try:
-            return dataclasses.replace(self.lab.host.limits, **overrides)
+            named = [(key, str(value)) for key, value in _assignments(args.limit, "--limit").items()]
+            return dataclasses.replace(self.lab.host.limits, **overrides).changed(named)
         except WasiNNLabError as exc:
             raise UsageError(str(exc)) from None
 
