@@ -159,6 +159,7 @@ def test_an_interrupt_stops_generation_fails_the_cell_and_keeps_the_session(shel
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     session = lab().session("long")
     assert 0 < session.generations[-1].output_tokens < 2000  # stopped early, within a token
+    assert shell.user_ns["_wasi_nn"].text == session.text  # what came before the interrupt is kept
     assert session.state == "idle"
     assert run(shell, "%%wasi_nn stream -q --session long -p n-predict=3\nAnd then").success
     assert session.generations[-1].output_tokens == 3

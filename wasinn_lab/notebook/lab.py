@@ -118,8 +118,11 @@ class Lab:
         limits: Limits | None = None,
         on_event: Callable[[Event], None] = lambda event: None,
         on_task: Callable[[GuestTask], None] = lambda task: None,
+        result: CellResult | None = None,
     ) -> CellResult:
         """Run ``guest`` on ``text`` (None: no input) and hand every event to ``on_event``.
+        ``result``, when given, is filled as the guest runs, so the caller keeps what came
+        even when this raises (an interrupt, a trap); it is also what is returned.
 
         A guest that reads turns from stdin gets ``text`` as one turn; with a session it
         lives on for the next turn. Any other guest gets ``text`` as its prompt argument;
@@ -133,7 +136,7 @@ class Lab:
         resolved = self.resolve(guest)
         if stdin_turns is None:
             stdin_turns = self.host.reads_stdin_turns(resolved)
-        result = CellResult(guest=guest, session=session)
+        result = result or CellResult(guest=guest, session=session)
         with self._exclusive(session):
             task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
                               stdin_turns, limits)

@@ -124,9 +124,9 @@ class WasiNNMagics(Magics):
                 sink(event)
 
         status = "failed"
-        result: CellResult | None = None
+        result = CellResult(guest=args.guest, session=args.session)
         try:
-            result = self.lab.generate(
+            self.lab.generate(
                 args.guest,
                 text,
                 model=args.model,
@@ -137,6 +137,7 @@ class WasiNNMagics(Magics):
                 stdin_turns=stdin_turns,
                 limits=limits,
                 on_event=on_event,
+                result=result,
             )
             status = "done" if result.exit_code is not None else "waiting for the next turn"
         except KeyboardInterrupt:
@@ -145,7 +146,7 @@ class WasiNNMagics(Magics):
         finally:
             for sink in sinks:
                 sink.finish(status)
-            self.shell.user_ns["_wasi_nn"] = result
+            self.shell.user_ns["_wasi_nn"] = result  # what came, even from a failed or interrupted cell
 
     def _limits(self, args: argparse.Namespace) -> Limits | None:
         overrides = {
