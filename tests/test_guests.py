@@ -39,9 +39,9 @@ def test_stream_delivers_tokens_as_they_are_written(host: Host) -> None:
                       on_stdout=lambda chunk: arrivals.append((time.monotonic(), chunk)))
     assert result.exit_code == 0, result.stderr
     assert b"".join(chunk for _, chunk in arrivals).decode() == result.stdout
-    # As written, not at the end: pieces spread over the ten decodes (each 10 ms or more).
+    # As written, not at the end: pieces spread over the ten decodes (batched, they would not be).
     times = [when for when, _ in arrivals]
-    assert len(arrivals) >= 3 and times[-1] - times[0] > 0.05
+    assert len(arrivals) >= 3 and times[-1] - times[0] > 0.02
 
 
 def test_streamed_text_equals_compute_text_with_a_fixed_seed(host: Host) -> None:
