@@ -99,3 +99,31 @@ def test_a_time_limit_stops_a_long_generation_too(host: Host) -> None:
         host.run("stream", "default", "Once upon a time", env={"n_predict": "100000", "temp": "0"}, limits=Limits(timeout=2))
     assert time.monotonic() - started < 10
     assert not [s for s in host.sessions if s.guest == "stream.wasm"]  # its context was freed
+
+
+def printer(*, forever: bool) -> bytes:
+    """Writes a 64 KiB buffer to stdout (fd 1), forever or once: fd_write(fd, iovs, 1, nwritten)."""
+    write = "(drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))"
+    body = f"(loop {write} (br 0))" if forever else write
+    return wasmtime.wat2wasm(f"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 0) "\\10\\00\\00\\00\\00\\00\\01\\00")  ;; one iovec: 64 KiB at 16
+  (func (export "_start") {body}))""")
+
+
+def test_a_guest_printing_without_end_is_stopped_at_its_output_limit() -> None:
+    host = Host(default_model=False)
+    seen: list[bytes] = []
+    with pytest.raises(GuestLimitError, match=r"wrote more than its limit of 1 MiB to stdout") as raised:
+        host.run(printer(forever=True), limits=Limits(output_bytes=MiB), on_stdout=seen.append)
+    assert raised.value.limit == "output"
+    assert sum(map(len, seen)) == MiB  # what was kept is exactly the limit, and it was handed on
+
+
+def test_output_cut_short_is_an_error_even_if_the_guest_ends_well() -> None:
+    host = Host(default_model=False)
+    assert host.run(printer(forever=False)).stdout == "\0" * 65536
+    assert len(host.run(printer(forever=False), limits=Limits(output_bytes=None)).stdout) == 65536  # no limit
+    with pytest.raises(GuestLimitError, match=r"more than its limit of 1,000 bytes to stdout"):
+        host.run(printer(forever=False), limits=Limits(output_bytes=1000))

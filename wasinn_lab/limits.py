@@ -12,6 +12,7 @@ from .errors import ConfigError
 __all__ = ["Limits"]
 
 MiB = 1 << 20
+_MAY_BE_NONE = ("timeout", "fuel", "output_bytes")  # None: no such limit
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,20 @@ class Limits:
     tables: int = 16
     table_elements: int = 1_000_000
     load_bytes: int = 1024 * MiB  # model bytes a guest may send to `load`, all its loads together
+    # Bytes a guest may write to stdout, and to stderr: what it writes is kept (and shown),
+    # so a guest printing without end would otherwise fill the kernel's memory.
+    output_bytes: int | None = 64 * MiB
 
     def changed(self, assignments: Iterable[tuple[str, str]]) -> Limits:
         """These limits with some set from text, by field name: the ``--limit NAME=VALUE``
-        of the command line and the magic (``none`` lifts ``timeout`` or ``fuel``)."""
+        of the command line and the magic (``none`` lifts ``timeout``, ``fuel`` or ``output_bytes``)."""
         fields = [field.name for field in dataclasses.fields(self)]
         changes: dict[str, float | int | None] = {}
         for name, text in assignments:
             if name not in fields:
                 raise ConfigError(f"no limit named {name!r}; the limits are: {', '.join(fields)}")
             try:
-                if name in ("timeout", "fuel") and text.lower() == "none":
+                if name in _MAY_BE_NONE and text.lower() == "none":
                     changes[name] = None
                 else:
                     changes[name] = float(text) if name == "timeout" else int(text)
@@ -46,8 +50,9 @@ class Limits:
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"timeout must be positive (seconds) or None, got {self.timeout}")
-        if self.fuel is not None and self.fuel <= 0:
-            raise ConfigError(f"fuel must be positive or None, got {self.fuel}")
+        for name in _MAY_BE_NONE[1:]:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive or None, got {getattr(self, name)}")
         for name in ("memory_bytes", "instances", "tables", "table_elements", "load_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

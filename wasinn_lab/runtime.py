@@ -3,6 +3,7 @@ fresh store per guest instance with WASI preview1 and ``wasi_ephemeral_nn`` link
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +63,24 @@ class _OutputPipe:
 
     WASI's output callbacks would cost every write a hop to wasmtime's I/O thread and
     back into Python (about 170 us a token when a guest prints each one); a write to a
-    pipe costs the guest a system call. A reader thread hands each chunk on as it
-    arrives. The host writes into the same pipe (``stream-stdout``), in order with the
-    guest, since both write from the guest's thread."""
+    pipe costs the guest a system call. The process's output pump hands each chunk on as
+    it arrives. The host writes into the same pipe (``stream-stdout``), in order with the
+    guest, since both write from the guest's thread.
 
-    def __init__(self, forward: OutputSink | None) -> None:
+    Past ``cap`` bytes nothing more is kept or handed on, the pipe is still drained (so
+    the guest never blocks on it), and ``on_overflow`` is called once."""
+
+    def __init__(self, forward: OutputSink | None, cap: int | None, on_overflow: Callable[[], None]) -> None:
         self._chunks: list[bytes] = []
         self._forward = forward
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        self._wake_fd = os.eventfd(0)  # close() wakes the reader with it
+        self._room = cap if cap is not None else -1  # bytes still kept; -1: no cap
+        self._on_overflow = on_overflow
+        self.overflowed = False
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
         self._lock = threading.Lock()
-        self._done = False
-        self._reader = threading.Thread(target=self._follow, name="wasinn-lab-output", daemon=True)
-        self._reader.start()
+        self._closed = False
+        _pump.add(self)
 
     @property
     def path(self) -> str:
@@ -86,39 +92,79 @@ class _OutputPipe:
         while view:
             view = view[os.write(self._write_fd, view):]
 
-    def _follow(self) -> None:
-        poller = select.poll()
-        poller.register(self._read_fd, select.POLLIN)
-        poller.register(self._wake_fd, select.POLLIN)
-        while not self._done:
-            poller.poll()
-            self.drain()
-
     def drain(self) -> None:
         """Hand on everything written so far (all of it, once the guest has stopped)."""
         with self._lock:
-            while not self._done:
+            while not self._closed:
                 try:
-                    data = os.read(self._read_fd, 1 << 16)
+                    data = os.read(self.read_fd, 1 << 16)
                 except BlockingIOError:
                     return
-                self._chunks.append(data)
-                if self._forward is not None:
-                    self._forward(data)
+                if self._room >= 0:
+                    if len(data) > self._room:
+                        data = data[: self._room]
+                        if not self.overflowed:
+                            self.overflowed = True
+                            self._on_overflow()
+                    self._room -= len(data)
+                if data:
+                    self._chunks.append(data)
+                    if self._forward is not None:
+                        self._forward(data)
 
     def text(self) -> str:
         self.drain()
         return b"".join(self._chunks).decode("utf-8", "replace")
 
     def close(self) -> None:
-        """Once the guest can write no more: take the rest, then end the reader."""
+        """Once the guest can write no more: take the rest, then let the pipe go."""
+        _pump.remove(self)
         self.drain()
+        with self._lock:  # the pump may hold this pipe still: it reads nothing once closed
+            self._closed = True
+            os.close(self.read_fd)
+            os.close(self._write_fd)
+
+
+class _OutputPump:
+    """One thread for the process: reads every live guest's output as it arrives."""
+
+    def __init__(self) -> None:
+        self._pipes: dict[int, _OutputPipe] = {}
+        self._poller = select.poll()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK)  # a new pipe: poll again, with it
+        self._poller.register(self._wake_fd, select.POLLIN)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, pipe: _OutputPipe) -> None:
         with self._lock:
-            self._done = True
+            self._pipes[pipe.read_fd] = pipe
+            self._poller.register(pipe.read_fd, select.POLLIN)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="wasinn-lab-output", daemon=True)
+                self._thread.start()
         os.eventfd_write(self._wake_fd, 1)
-        self._reader.join()
-        for fd in (self._read_fd, self._write_fd, self._wake_fd):
-            os.close(fd)
+
+    def remove(self, pipe: _OutputPipe) -> None:
+        with self._lock:
+            if self._pipes.pop(pipe.read_fd, None) is not None:
+                self._poller.unregister(pipe.read_fd)
+
+    def _loop(self) -> None:
+        while True:
+            for fd, _ in self._poller.poll():
+                if fd == self._wake_fd:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(self._wake_fd)
+                    continue
+                with self._lock:
+                    pipe = self._pipes.get(fd)
+                if pipe is not None:
+                    pipe.drain()
+
+
+_pump = _OutputPump()
 
 
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -143,7 +189,11 @@ class GuestInstance:
         self.limits = options.limits
         self._stopped: GuestLimitError | None = None
         self.deadline: float | None = None  # time.monotonic() past which the watchdog stops it
-        self.stdout, self.stderr = _OutputPipe(options.on_stdout), _OutputPipe(options.on_stderr)
+        cap = self.limits.output_bytes
+        self.stdout, self.stderr = (
+            _OutputPipe(sink, cap, partial(self._overflowed, stream)) for stream, sink in
+            (("stdout", options.on_stdout), ("stderr", options.on_stderr))
+        )
         self._scratch = Path(tempfile.mkdtemp(prefix="wasinn-lab-"))
         self.nn = Preview1(
             registry,
@@ -246,6 +296,20 @@ class GuestInstance:
             session.stop()
         self.engine.increment_epoch()
 
+    def _overflowed(self, stream: str) -> None:
+        cap = self.limits.output_bytes
+        assert cap is not None
+        self.stop(GuestLimitError("output", cap, f"it wrote more than its limit of {_size(cap)} to {stream}"))
+
+    def check_output(self) -> None:
+        """Raise the output limit's error if the guest went past it, even if it then ended
+        well: its output was cut short."""
+        self.stdout.drain()  # the guest has stopped: all it wrote is in the pipes
+        self.stderr.drain()
+        if self.stdout.overflowed or self.stderr.overflowed:
+            assert self._stopped is not None  # set by the overflow, or by a limit before it
+            raise self._stopped
+
     def interrupt(self) -> None:
         self.stop(GuestLimitError("interrupt", None, "it was interrupted"))
 
@@ -297,6 +361,10 @@ def _limit_at_instantiation(message: str, limits: Limits) -> GuestLimitError | N
         return GuestLimitError("table_elements", limits.table_elements,
                                f"a table needs more than its limit of {limits.table_elements:,} elements")
     return None
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / MiB:g} MiB" if n_bytes >= MiB else f"{n_bytes:,} bytes"
 
 
 def _engine_config(*, fuel: bool) -> wasmtime.Config:
@@ -389,6 +457,7 @@ class GuestRuntime:
                 instance.call("_start")
             except wasmtime.ExitTrap as exit_trap:
                 exit_code = exit_trap.code
+            instance.check_output()
             return RunResult(exit_code, instance.stdout.text(), instance.stderr.text(), time.perf_counter() - started)
 
 
