@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from wasinn_lab import GuestLoadError, Host
 from wasinn_lab.runtime import GuestRuntime
@@ -61,3 +63,22 @@ def test_cache_prompt_false_re_evaluates_every_prompt(host: Host) -> None:
         assert second.evaluated_tokens == second.prompt_tokens
     finally:
         host.sessions.close("nocache")
+
+
+def test_a_failing_output_callback_loses_no_output_and_stops_no_other_guest(caplog: pytest.LogCaptureFixture) -> None:
+    host = Host(default_model=False)
+    hello = wasmtime.wat2wasm("""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\\10\\00\\00\\00\\06\\00\\00\\00")
+  (data (i32.const 16) "hello\\n")
+  (func (export "_start") (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))""")
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("the caller's bug")
+
+    assert host.run(hello, on_stdout=broken).stdout == "hello\n"
+    assert "an output callback failed" in caplog.text
+    assert any(thread.name == "wasinn-lab-output" for thread in threading.enumerate())  # the pump lives on
+    seen: list[bytes] = []
+    assert host.run(hello, on_stdout=seen.append).stdout == "hello\n" and b"".join(seen) == b"hello\n"

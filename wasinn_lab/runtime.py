@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import logging
 import os
 import select
 import shutil
@@ -29,6 +30,7 @@ from .sessions import Session, SessionManager
 __all__ = ["GuestRuntime", "GuestInstance", "RunResult", "GuestOptions"]
 
 OutputSink = Callable[[bytes], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,7 +112,15 @@ class _OutputPipe:
                 if data:
                     self._chunks.append(data)
                     if self._forward is not None:
-                        self._forward(data)
+                        self._hand_on(data)
+
+    def _hand_on(self, data: bytes) -> None:
+        # The caller's callback must not take the output thread, every guest's, down with it.
+        try:
+            self._forward(data)  # type: ignore[misc]
+        except Exception:
+            log.exception("an output callback failed; this guest's output is still kept, not handed on")
+            self._forward = None
 
     def text(self) -> str:
         self.drain()
