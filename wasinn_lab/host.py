@@ -12,7 +12,7 @@ from typing import Any
 
 from .backends.echo import EchoBackend
 from .backends.llama import LlamaBackend
-from .errors import Busy, GuestExitError
+from .errors import GuestExitError
 from .guests import resolve
 from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
 from .registry import ModelRegistry, ModelSpec
@@ -95,8 +95,8 @@ class Host:
         # Said here, before the guest starts, rather than as errno 4 inside it; the claim
         # when the guest opens the session is what really guards it.
         named = self.sessions.find(options.session_id) if options.session_id is not None else None
-        if named is not None and named.in_use:
-            raise Busy(f"session {named.id!r} is in use by another guest: wait for it to end, or stop it")
+        if named is not None:
+            named.require_free()
 
         def run(options: GuestOptions) -> RunResult:
             return self.runtime.run(compiled, name=name, registry=self.registry, sessions=self.sessions, options=options)

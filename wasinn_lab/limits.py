@@ -48,11 +48,10 @@ class Limits:
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"timeout must be positive (seconds) or None, got {self.timeout}")
-        for name in _MAY_BE_NONE[1:]:
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive or None, got {getattr(self, name)}")
-        for name in ("memory_bytes", "instances", "tables", "table_elements", "load_bytes"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.name not in _MAY_BE_NONE:
+                raise ConfigError(f"{field.name} cannot be None")
+            if value is not None and value <= 0:
+                lifted = " or None" if field.name in _MAY_BE_NONE else ""
+                raise ConfigError(f"{field.name} must be positive{lifted}, got {value}")

@@ -222,17 +222,16 @@ class Session:
         self._listeners.append(listener)
         return _remover(self._listeners, listener)
 
-    @property
-    def in_use(self) -> bool:
-        """Whether a guest holds the session (it may generate at any moment)."""
-        return self._holder is not None
+    def require_free(self, holder: object = None) -> None:
+        """Raise Busy if a guest other than ``holder`` drives the session."""
+        if self._holder is not None and self._holder is not holder:
+            raise Busy(f"session {self.id!r} is in use by another guest: wait for it to end, or stop it")
 
     def claim(self, holder: object) -> Callable[[], None]:
         """Let one guest at a time drive the session: two interleaving prompts would
         corrupt each other's KV cache. Returns the release; raises Busy if another holds it."""
         with self._lock:
-            if self._holder is not None and self._holder is not holder:
-                raise Busy(f"session {self.id!r} is in use by another guest: wait for it to end, or stop it")
+            self.require_free(holder)
             self._holder = holder
 
         def release() -> None:
