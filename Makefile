@@ -38,6 +38,8 @@ demo: install model guests
 	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
 
 test: install model guests
+	$(VENV)/bin/ruff check wasinn_lab tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 # Only this target needs JupyterLab (the `lab` extra); demo and test do not.
@@ -75,4 +77,4 @@ guests: install
 	$(PY) -m wasinn_lab guests build
 
 clean:
-	rm -rf $(VENV) guests/build
+	rm -rf $(VENV) guests/build "$(CACHE)/guests" "$(CACHE)/compiled"

@@ -15,6 +15,7 @@ Exits 1 if the build or the offload does not check out.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 
@@ -66,19 +67,18 @@ def main() -> int:
             ratio = summary.loc["guest-stream", "decode_ratio"]
             print(f"{'PASS' if ratio >= 0.95 else 'MISS'}  streaming guest / direct on the GPU: {ratio:.3f} (target >= 0.95)")
 
-    loaded = host.registry.load("offloaded", {"ctx-size": 4096})
-    contexts = []
+    sessions = []
     free = [gpus_free(host)]
     for _ in range(4):
-        context = loaded.graph.init_execution_context(loaded.config)
-        context.prepare()
-        contexts.append(context)
+        session = host.open_session("offloaded", {"ctx-size": 4096})
+        session.reload()  # its context, on the GPU, now
+        sessions.append(session)
         free.append(gpus_free(host))
-    per_session = [(a - b) / 2**20 for a, b in zip(free, free[1:])]
+    per_session = [(a - b) / 2**20 for a, b in itertools.pairwise(free)]
     print(f"\nGPU memory per added session (ctx-size 4096): {', '.join(f'{mib:.0f}' for mib in per_session)} MiB;"
           f" the weights are {model['model_size_bytes'] / 2**20:.0f} MiB, loaded once")
-    for context in contexts:
-        context.close()
+    for session in sessions:
+        session.close()
     return 0
 
 

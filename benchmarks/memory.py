@@ -9,6 +9,7 @@ model and shared. Each added session should cost about its KV cache, not the mod
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 
 from wasinn_lab import Host, Tensor, TensorType
@@ -27,19 +28,17 @@ def main() -> None:
 
     host = Host()
     start = rss_mib()
-    loaded = host.registry.load("default", {"ctx-size": options.ctx_size, "n-predict": 4, "temp": 0})
-    model = loaded.graph.properties()
+    config = {"ctx-size": options.ctx_size, "n-predict": 4, "temp": 0}
+    model = host.properties("default")["model"]
     print(f"model: {model['model_size_bytes'] / 2**20:.0f} MiB of weights, {model['n_layers']} layers; "
           f"RSS after loading it {rss_mib():.0f} MiB (process start {start:.0f} MiB)")
     sessions, sizes = [], [rss_mib()]
     for _ in range(options.sessions):
-        session = host.sessions.open(loaded.graph.init_execution_context(loaded.config), loaded.backend,
-                                     model="default", guest=None)
-        session.set_input(0, Tensor((1,), TensorType.U8, b"Hello there"))
-        session.compute()  # touches the weights and the KV cache
+        session = host.open_session("default", config)
+        session.compute({"prompt": Tensor((1,), TensorType.U8, b"Hello there")})  # touches the weights and the KV cache
         sessions.append(session)
         sizes.append(rss_mib())
-    deltas = [b - a for a, b in zip(sizes, sizes[1:])]
+    deltas = [b - a for a, b in itertools.pairwise(sizes)]
     print("RSS after each session (MiB): " + ", ".join(f"{s:.0f}" for s in sizes[1:]))
     print(f"first session: +{deltas[0]:.1f} MiB (first touch of the weights included); "
           f"each further session: {sum(deltas[1:]) / len(deltas[1:]):.1f} MiB on average "

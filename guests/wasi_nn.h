@@ -376,6 +376,18 @@ static inline int nn_check_generation(int32_t err, const char *call)
 
 /* One streaming step: the newest token's text (malloc'd), or NULL once generation
  * has ended (end of sequence or full context). */
+/* One-shot completion: compute on the prompt set, then print all the text (output 0). */
+static inline void nn_complete(graph_execution_context ctx)
+{
+    size_t len;
+    nn_check_generation(wasi_nn_compute(ctx), "compute");
+    char *out = nn_read_output(ctx, 0, 0, &len);
+    fwrite(out, 1, len, stdout);
+    fputs("\n", stdout);
+    fflush(stdout);
+    free(out);
+}
+
 static inline char *nn_next_token(graph_execution_context ctx, size_t *len)
 {
     int32_t err = wasi_nn_compute_single(ctx);

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import wasmtime
 
 from wasinn_lab import Host
 from wasinn_lab.runtime import GuestInstance
@@ -21,8 +23,35 @@ F16, F32, F64, U8, I32, I64 = range(6)
 ENCODING_GGML_WASMEDGE, ENCODING_GGML_WIT = 6, 5
 TARGET_CPU, TARGET_AUTO = 0, 3
 
+def updates_expected(token_times: list[float], at_most: int) -> int:
+    """How many display updates a throttled stream can show while these tokens came
+    (at most ``at_most``): a machine ten times faster streams fewer, not none."""
+    from wasinn_lab.notebook.display import UPDATES_PER_SECOND
+
+    span = token_times[-1] - token_times[0] if len(token_times) > 1 else 0.0
+    return max(1, min(at_most, int(span * UPDATES_PER_SECOND) - 1))
+
+
+def wait_idle(client: Any, message_id: str, timeout: float = 60) -> None:
+    """Wait until a kernel is idle after a request: after an error it aborts every request
+    that reaches it before then."""
+    while True:
+        message = client.get_iopub_msg(timeout=timeout)
+        if (message["parent_header"].get("msg_id") == message_id and message["msg_type"] == "status"
+                and message["content"]["execution_state"] == "idle"):
+            return
+
+
 SEED = 42
 GREEDY = {"temp": 0.0, "seed": SEED}
+
+# Writes "hello\n" to stdout and exits: a guest with no wasi-nn in it.
+HELLO_GUEST = wasmtime.wat2wasm("""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\\10\\00\\00\\00\\06\\00\\00\\00")
+  (data (i32.const 16) "hello\\n")
+  (func (export "_start") (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))""")
 
 
 @pytest.fixture(scope="session")

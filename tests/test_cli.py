@@ -144,7 +144,8 @@ def test_bench_rejects_bad_sweeps_and_too_few_runs() -> None:
 
 def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "--env", "temp=0", "stream", "default", "Once upon a time"],
+        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "--env", "temp=0",
+         "stream", "default", "Once upon a time"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -155,3 +156,21 @@ def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
         process.kill()
     assert process.returncode == 130
     assert b"wasinn-lab: interrupted" in stderr and b"Traceback" not in stderr
+
+
+def test_what_a_failed_wasi_nn_call_said_reaches_stderr() -> None:
+    """The guest sees errno 1 and says so; the person also sees why."""
+    result = wasinn_lab("run", "--env", "ctx_size=1000000000", "complete", "default", "Hello")
+    assert result.returncode == 2
+    assert "wasinn-lab: wasi-nn init_execution_context failed: ctx-size 1000000000 is over the model's " \
+           "context length 32768" in result.stderr
+    assert "init_execution_context failed: errno 1" in result.stderr  # the guest's own line, after it
+
+
+def test_options_lists_each_backends_parameters_and_the_readme_shows_the_same() -> None:
+    listed = wasinn_lab("options")
+    assert listed.returncode == 0 and "temp" in listed.stdout and "sampling temperature" in listed.stdout
+    markdown = wasinn_lab("options", "--markdown").stdout.strip()
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("tests/test_cli.py checks it -->\n", 1)[1].split("\n<!-- /options -->", 1)[0]
+    assert block == markdown, "README's parameter table is stale: paste `wasinn-lab options --markdown` in"

@@ -7,7 +7,6 @@ import math
 import os
 
 import pytest
-
 from conftest import F16, F32, F64, I32, I64, INVALID_ARGUMENT, SUCCESS, TOO_LARGE, U8, Probe
 
 SIZES = {F16: 2, F32: 4, F64: 8, U8: 1, I32: 4, I64: 8}

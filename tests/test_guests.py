@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from wasinn_lab import GuestExitError, GuestTrap, Host
+from wasinn_lab import ConfigError, GuestExitError, GuestTrap, Host
 
 SEEDED = {"n_predict": "16", "temp": "0.7", "seed": "7"}
 
@@ -122,14 +122,18 @@ def test_a_trapping_guest_raises_guest_trap_and_frees_its_sessions(host: Host) -
 
 
 def test_stream_stdout_prints_tokens_to_the_guests_stdout_as_compute_makes_them(host: Host) -> None:
-    chunks: list[bytes] = []
+    arrivals: list[float] = []
     env = {"n_predict": "6", "stream_stdout": "1", **{k: v for k, v in SEEDED.items() if k != "n_predict"}}
-    result = host.run("complete", "default", "Hello", env=env, on_stdout=chunks.append)
+    result = host.run("complete", "default", "Hello", env=env, session="streamed",
+                      on_stdout=lambda chunk: arrivals.append(time.perf_counter()))
     assert result.exit_code == 0, result.stderr
+    generation = host.session("streamed").generations[-1]
+    host.sessions.close("streamed")
     text = host.run("complete", "default", "Hello", env={**env, "stream_stdout": "0"}).stdout.rstrip("\n")
-    # Six streamed tokens first, then the guest's own print of the whole text.
-    assert len(chunks) >= 6 + 1
+    # The streamed tokens first, then the guest's own print of the whole text; the first
+    # token reached stdout while compute was still making the others.
     assert result.stdout == text + text + "\n"
+    assert arrivals[0] < generation.token_times[-1]
 
 
 def test_enable_log_turns_llama_cpp_logging_on_for_that_context(host: Host, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,3 +143,24 @@ def test_enable_log_turns_llama_cpp_logging_on_for_that_context(host: Host, caps
     assert "llama_context" in capsys.readouterr().err
     host.run("complete", "default", "Hi", env={"n_predict": "2", "ctx_size": "256"})
     assert "llama_context" not in capsys.readouterr().err  # off again once that context is gone
+
+
+def test_a_run_keeps_what_its_failed_wasi_nn_calls_said(host: Host) -> None:
+    messages: list[str] = []
+    result = host.run("complete", "default", "Hello", env={"ctx_size": "1000000000"}, on_error=messages.append)
+    assert result.exit_code == 2
+    assert result.errors == messages == [
+        "wasi-nn init_execution_context failed: ctx-size 1000000000 is over the model's context length 32768"
+    ]
+    # The answers of a protocol are not failures: the end of a stream, a buffer too small.
+    assert host.run("stream", "default", "Hi", env={"n_predict": "3"}).errors == []
+    assert host.run("echo", "echo").errors == []
+
+
+def test_bad_params_are_refused_before_the_guest_starts_and_leave_no_session(host: Host) -> None:
+    before = len(host.sessions)
+    with pytest.raises(ConfigError, match="parameter 'temp' takes a number"):
+        host.run("complete", "default", "Hello", params={"temp": "hot"})
+    with pytest.raises(ConfigError, match="no parameter 'tmep'; the parameters are: "):
+        host.run("complete", "default", "Hello", params={"tmep": 0.2})
+    assert len(host.sessions) == before

@@ -4,14 +4,13 @@ names the limit, and the host carries on."""
 from __future__ import annotations
 
 import struct
-import threading
 import time
 
 import pytest
 import wasmtime
 
 from wasinn_lab import ConfigError, GuestLimitError, GuestTrap, Host
-from wasinn_lab.limits import MiB, Limits
+from wasinn_lab.limits import Limits, MiB
 
 SPIN = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))')
 GROW = wasmtime.wat2wasm(

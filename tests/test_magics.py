@@ -14,8 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
-from wasinn_lab import NotFound
-from wasinn_lab.notebook.lab import lab
+from wasinn_lab.notebook import current_lab as lab
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,8 @@ def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: igno
         ("%%wasi_nn --build c\nint main(){}", "--build needs --name", "usage: %%wasi_nn [-m MODEL]"),
         ("%%wasi_nn stream -p temp\nhi", "expected KEY=VALUE", ""),
         ("%wasi_nn set s1", "usage: %wasi_nn set SESSION KEY=VALUE...", ""),
-        ("%wasi_nn frobnicate", "invalid choice: 'frobnicate'", "usage: %wasi_nn {models,"),
+        ("%wasi_nn frobnicate", "invalid choice: 'frobnicate'",
+         "{models,preload,sessions,get,set,close,properties,options,stats,plot}"),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -111,7 +111,7 @@ def test_bad_arguments_are_usage_errors(
 
 def test_closing_an_unknown_session_fails_the_cell(shell: InteractiveShell) -> None:
     result = run(shell, "%wasi_nn close no-such-session")
-    assert isinstance(result.error_in_exec, NotFound)
+    assert isinstance(result.error_in_exec, UsageError)  # a person's mistake: one line
     assert "no open session 'no-such-session'" in str(result.error_in_exec)
 
 
@@ -121,10 +121,30 @@ def test_failures_fail_the_cell_with_the_guests_stderr(shell: InteractiveShell, 
     assert "not-found" in capsys.readouterr().err  # the guest's stderr is shown
     error = result.error_in_exec
     # Shown as one line that says what happened, not a traceback through the host.
-    (line,) = shell.CustomTB(type(error), error, error.__traceback__)
+    (line,) = error._render_traceback_()
     assert line.startswith("GuestExitError: guest exited with status 2") and "not-found" in line
     result = run(shell, "%%wasi_nn nonexistent\nHi")
-    assert not result.success and "unknown guest 'nonexistent'" in str(result.error_in_exec)
+    assert isinstance(result.error_in_exec, UsageError) and "unknown guest 'nonexistent'" in str(result.error_in_exec)
+    result = run(shell, "%%wasi_nn complete -p temp=hot\nHi")
+    assert isinstance(result.error_in_exec, UsageError) and "parameter 'temp' takes a number" in str(result.error_in_exec)
+
+
+def test_what_a_failed_call_said_is_in_the_cells_stderr_and_result(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(shell, "%%wasi_nn complete -e ctx_size=1000000000\nHi")
+    assert not result.success
+    said = "wasi-nn init_execution_context failed: ctx-size 1000000000 is over the model's context length 32768"
+    assert shell.user_ns["_wasi_nn"].errors == [said]
+    assert f"wasinn-lab: {said}" in capsys.readouterr().err  # in the stderr pane, before the guest's own line
+
+
+def test_environment_values_reach_the_guest_as_written(shell: InteractiveShell) -> None:
+    """-e values were read as JSON and written back by Python: true became "True", which
+    the guests (like WasmEdge's) refuse as a boolean."""
+    assert run(shell, "%%wasi_nn complete -q -e stream_stdout=true -e n_predict=3 -p temp=0\nHi").success
+    generated = shell.user_ns["_wasi_nn"]
+    assert generated.exit_code == 0 and generated.stdout.startswith(generated.text)  # streamed, then printed
 
 
 def test_build_c_in_a_cell_then_run_it(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,3 +242,35 @@ def test_an_expired_chat_session_ends_its_guest_and_starts_afresh(shell: Interac
     assert run(shell, "%%wasi_nn chat -q --session fleeting -p n-predict=4\nHello again").success
     assert len(lab().session("fleeting").generations) == 1  # a new session, a new guest
     run(shell, "%wasi_nn close fleeting")
+
+
+def test_the_extension_leaves_ipythons_error_handler_alone() -> None:
+    """It used to take IPython's one custom-exception slot for every lab error, and clear
+    it at unload: a handler the user had set was lost."""
+    ip = InteractiveShell.instance()
+    seen: list[str] = []
+
+    def handler(shell: object, etype: type, value: BaseException, tb: object, tb_offset: object = None) -> None:
+        seen.append(str(value))
+
+    ip.set_custom_exc((LookupError,), handler)
+    try:
+        ip.run_line_magic("unload_ext", "wasinn_lab")
+        ip.run_line_magic("load_ext", "wasinn_lab")
+        ip.run_cell("raise LookupError('mine')")
+        assert seen == ["mine"]
+    finally:
+        ip.set_custom_exc((), None)
+
+
+def test_a_bug_keeps_its_traceback(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def generate_with_a_bug(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug in the lab")
+
+    monkeypatch.setattr(lab(), "generate", generate_with_a_bug)
+    result = run(shell, "%%wasi_nn stream\nHi")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    shown = "".join(capsys.readouterr())
+    assert "Traceback" in shown and "generate_with_a_bug" in shown

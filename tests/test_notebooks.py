@@ -11,6 +11,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from conftest import wait_idle
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
@@ -111,7 +112,7 @@ def test_the_kernel_spec_starts_a_kernel_with_the_magics_loaded(wasinn_kernel: t
     manager, client = wasinn_kernel
     assert manager.kernel_spec.display_name == "Python 3 (wasinn-lab)"
     # Loaded by --ext, lazily: no host (so no model) until a magic needs it.
-    reply, outputs = execute(client, "import wasinn_lab.notebook.lab as L\nprint(L._lab is not None, L._lab._host is None)")
+    reply, outputs = execute(client, "import wasinn_lab.notebook as N\nprint(N._current is not None, N._current._host is None)")
     assert reply["status"] == "ok" and plain(outputs, "stream").split() == ["True", "True"]
     reply, outputs = execute(client, "%wasi_nn models")
     assert reply["status"] == "ok", reply
@@ -137,5 +138,6 @@ def test_the_kernel_spec_kernel_is_interrupted_by_a_signal(wasinn_kernel: tuple[
     assert reply["parent_header"]["msg_id"] == message_id
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
     assert time.monotonic() - started < 30  # within a token or so, not after 4000 of them
+    wait_idle(client, message_id)
     reply, outputs = execute(client, "%wasi_nn get long n-predict\n")  # the kernel lives on, and so does the session
     assert reply["status"] == "ok" and plain(outputs, "execute_result") == "4000"

@@ -16,3 +16,26 @@ def test_widgets_are_public_under_their_short_name() -> None:
     assert wasinn_lab.widgets.__all__ == widgets.__all__
     for name in wasinn_lab.widgets.__all__:
         assert getattr(wasinn_lab.widgets, name) is getattr(widgets, name), name
+
+
+def test_every_module_names_its_public_names_in_all() -> None:
+    """What a module defines without a leading underscore is its API: ``__all__`` lists it,
+    and everything ``__all__`` lists exists."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    for info in pkgutil.walk_packages(wasinn_lab.__path__, "wasinn_lab."):
+        if "._data" in info.name or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        exported = getattr(module, "__all__", None)
+        assert exported is not None, f"{info.name} has no __all__"
+        for name in exported:
+            assert hasattr(module, name), f"{info.name}.__all__ names {name}, which it lacks"
+        defined = {
+            name for name, value in vars(module).items()
+            if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+            and getattr(value, "__module__", None) == info.name
+        }
+        assert defined <= set(exported), f"{info.name} does not list {sorted(defined - set(exported))} in __all__"

@@ -34,7 +34,7 @@ def test_parse_preload_errors_say_what_to_fix(spec: str, message: str) -> None:
 
 def test_register_checks_the_default_config() -> None:
     host = Host(default_model=False)
-    with pytest.raises(ConfigError, match="'ctx-size' must be int"):
+    with pytest.raises(ConfigError, match="'ctx-size' takes an integer"):
         host.register("m", "/tmp/m.gguf", config={"ctx_size": "large"})
     assert "m" not in host.registry
 

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+from conftest import HELLO_GUEST
 
 from wasinn_lab import GuestLoadError, Host
+from wasinn_lab.guests import resolve
 from wasinn_lab.runtime import GuestRuntime
 
 EMPTY = b'\0asm\x01\0\0\0'
 
 
 def test_compiled_modules_are_cached_on_disk_and_reused(tmp_path: Path) -> None:
-    wasm = Path("guests/build/stream.wasm").read_bytes()
+    wasm = resolve("stream").read_bytes()
     first = GuestRuntime(tmp_path)
     module = first.compile(wasm)
     (cached,) = tmp_path.glob("*.cwasm")
@@ -27,7 +29,7 @@ def test_compiled_modules_are_cached_on_disk_and_reused(tmp_path: Path) -> None:
 
 
 def test_a_damaged_cache_entry_is_replaced(tmp_path: Path) -> None:
-    wasm = Path("guests/build/stream.wasm").read_bytes()
+    wasm = resolve("stream").read_bytes()
     GuestRuntime(tmp_path).compile(wasm)
     (cached,) = tmp_path.glob("*.cwasm")
     cached.write_bytes(b"garbage")
@@ -47,7 +49,6 @@ def test_invalid_modules_are_clear_errors() -> None:
 
 
 def test_a_guest_importing_what_the_host_lacks_is_a_load_error() -> None:
-    import wasmtime
 
     wat = '(module (import "env" "nope" (func)) (memory (export "memory") 1) (func (export "_start")))'
     with pytest.raises(GuestLoadError, match="cannot instantiate"):
@@ -67,12 +68,7 @@ def test_cache_prompt_false_re_evaluates_every_prompt(host: Host) -> None:
 
 def test_a_failing_output_callback_loses_no_output_and_stops_no_other_guest(caplog: pytest.LogCaptureFixture) -> None:
     host = Host(default_model=False)
-    hello = wasmtime.wat2wasm("""(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "\\10\\00\\00\\00\\06\\00\\00\\00")
-  (data (i32.const 16) "hello\\n")
-  (func (export "_start") (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))""")
+    hello = HELLO_GUEST
 
     def broken(data: bytes) -> None:
         raise RuntimeError("the caller's bug")

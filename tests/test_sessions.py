@@ -1,17 +1,24 @@
-"""Sessions from Python: parameters, token listeners, limits and idle expiry."""
+"""Sessions from Python: named tensors, token streams, parameters, listeners, limits and
+idle expiry."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
+from conftest import GREEDY
 
-from wasinn_lab import Busy, ConfigError, Host, InvalidArgument, NotFound, PromptTooLong, Session, Tensor, TensorType
-
-
-def open_session(host: Host, model: str = "default", **config: object) -> Session:
-    loaded = host.registry.load(model, config)
-    return host.sessions.open(loaded.graph.init_execution_context(loaded.config), loaded.backend, model=model, guest=None)
+from wasinn_lab import (
+    Busy,
+    ConfigError,
+    Host,
+    InvalidArgument,
+    NotFound,
+    PromptTooLong,
+    Tensor,
+    TensorType,
+)
 
 
 def prompt(text: str) -> Tensor:
@@ -19,57 +26,131 @@ def prompt(text: str) -> Tensor:
 
 
 def test_parameters_are_readable_and_settable_while_the_session_lives(host: Host) -> None:
-    session = open_session(host, temp=0.0)
-    try:
+    with host.open_session("default", {"temp": 0.0}) as session:
         assert session.get("temp") == 0.0 and session.get("n_predict") == 128
         session.set(n_predict=3)
         session.set({"top-k": 5})
         assert session.parameters["n-predict"] == 3 and session.get("top-k") == 5
-        session.set_input(0, prompt("Hello"))
-        session.compute()
-        assert session.counts["output_tokens"] == 3
-        with pytest.raises(InvalidArgument, match="'temp' must be float"):
+        outputs = session.compute({"prompt": prompt("Hello")})
+        assert session.usage().output_tokens == 3 and list(outputs) == ["text"]
+        with pytest.raises(InvalidArgument, match="'temp' takes a number"):
             session.set(temp="warm")
-        with pytest.raises(KeyError, match="no parameter 'warmth'"):
+        with pytest.raises(InvalidArgument, match="no option 'warmth'"):
+            session.set(warmth=1)
+        with pytest.raises(ConfigError, match="no parameter 'warmth'"):
             session.get("warmth")
-    finally:
-        host.sessions.discard(session)
+
+
+def test_compute_takes_and_returns_named_tensors(host: Host) -> None:
+    with host.open_session("default", {**GREEDY, "n-predict": 4}) as session:
+        outputs = session.compute({"prompt": prompt("Once upon a time")})
+        text = outputs["text"]
+        assert text.type is TensorType.U8 and text.dims == (len(text.data),)
+        assert text.data.decode() == session.text and session.output_names() == ["text"]
+        with pytest.raises(InvalidArgument, match="takes one input, 'prompt'"):
+            session.set_input("question", prompt("x"))
+        with pytest.raises(InvalidArgument, match="no output named 'logits'"):
+            session.get_output("logits")
+    with host.open_session("echo") as echo:
+        tensors = {"a": Tensor((2,), TensorType.F32, bytes(8)), "b": Tensor((1, 3), TensorType.U8, b"xyz")}
+        assert echo.compute(tensors) == tensors
+
+
+def test_a_generation_is_a_stream_the_caller_pulls(host: Host) -> None:
+    with host.open_session("default", {**GREEDY, "n-predict": 5}) as session:
+        session.set_input("prompt", prompt("Once upon a time"))
+        session.start_generation()
+        tokens = []
+        while (token := session.next_token()) is not None:
+            tokens.append(token)
+        assert len(tokens) == 5 and not session.streaming
+        assert "".join(t.text for t in tokens) == session.text == session.get_output("text").data.decode()
+        assert session.usage().output_tokens == 5
+        # The same prompt again, by compute: the same text (greedy), and prefix reuse.
+        assert session.compute()["text"].data.decode() == session.text
+        assert session.generations[-1].evaluated_tokens == 1
+
+
+def test_stop_ends_the_stream_before_its_next_token(host: Host) -> None:
+    with host.open_session("default", {**GREEDY, "n-predict": 50}) as session:
+        session.set_input("prompt", prompt("Once upon a time"))
+        session.start_generation()
+        assert session.next_token() is not None
+        session.stop()
+        assert session.next_token() is None and not session.streaming
+        with pytest.raises(InvalidArgument, match="no generation under way"):
+            session.next_token()
 
 
 def test_listeners_receive_the_text_token_by_token(host: Host) -> None:
-    session = open_session(host, temp=0.0, **{"n-predict": 6})
-    pieces: list[str] = []
-    remove = session.add_listener(lambda text, event: pieces.append(text))
-    try:
-        session.set_input(0, prompt("Once upon a time"))
-        session.compute()
+    with host.open_session("default", {**GREEDY, "n-predict": 6}) as session:
+        pieces: list[str] = []
+        remove = session.add_listener(lambda token: pieces.append(token.text))
+        session.compute({"prompt": prompt("Once upon a time")})
         assert len(pieces) == 6
-        assert "".join(pieces) == session.text == session.get_output(0).decode()
+        assert "".join(pieces) == session.text
         remove()
         session.compute()
         assert len(pieces) == 6
-    finally:
-        host.sessions.discard(session)
 
 
 def test_a_context_setting_rebuilds_the_context(host: Host) -> None:
-    session = open_session(host, temp=0.0, **{"n-predict": 2})
-    try:
-        session.set_input(0, prompt("A B C D"))
-        session.compute()
+    with host.open_session("default", {**GREEDY, "n-predict": 2}) as session:
+        session.compute({"prompt": prompt("A B C D")})
         session.set({"ctx-size": 128})
-        session.compute()  # same prompt, fresh KV cache: everything is evaluated again
+        session.compute({"prompt": prompt("A B C D")})  # same prompt, fresh KV cache: all evaluated again
         assert session.generations[-1].evaluated_tokens == session.generations[-1].prompt_tokens
-    finally:
-        host.sessions.discard(session)
+
+
+def test_set_returns_at_once_while_a_generation_runs(host: Host) -> None:
+    """A slider moved during a 20 s generation used to freeze the kernel for 20 s."""
+    with host.open_session("default", {**GREEDY, "n-predict": 400}) as session:
+        session.set_input("prompt", prompt("Once upon a time"))
+        first = threading.Event()
+        session.add_listener(lambda token: first.set())
+        worker = threading.Thread(target=session.compute)
+        worker.start()
+        try:
+            assert first.wait(60), "the generation never started"
+            started = time.monotonic()
+            session.set(temp=0.5)
+            session.set({"ctx-size": 512})
+            took = time.monotonic() - started
+            assert worker.is_alive(), "the generation ended before the changes could be made during it"
+            assert took < 0.5, f"set() waited {took:.2f} s for the generation"
+            assert session.pending == {"temp": 0.5, "ctx-size": 512}
+            assert session.get("ctx-size") == 512  # what the next generation will have
+            assert not session.reload()  # not now: it would free the context under the generation
+        finally:
+            session.stop()
+            worker.join(60)
+        assert session.reload() and session.pending == {}
+
+
+def test_a_rebuilding_change_waits_for_the_stream_to_end(host: Host) -> None:
+    """ctx-size, threads or n-gpu-layers changed between two tokens used to free the
+    context under the stream: the next token failed (errno 5)."""
+    with host.open_session("default", {**GREEDY, "n-predict": 12}) as session:
+        session.set_input("prompt", prompt("Once upon a time"))
+        session.start_generation()
+        tokens = [session.next_token()]
+        session.set({"ctx-size": 256, "threads": 1})
+        assert not session.reload()
+        while (token := session.next_token()) is not None:
+            tokens.append(token)
+        assert len(tokens) == 12 and session.parameters["ctx-size"] == 256
+        assert session.reload()
+        session.set_input("prompt", prompt("word " * 300))
+        with pytest.raises(PromptTooLong):
+            session.compute()  # the new 256-token context is in use
 
 
 def test_closed_sessions_refuse_work_and_leave_the_manager(host: Host) -> None:
-    session = open_session(host)
+    session = host.open_session("echo")
     host.sessions.close(session.id)
     assert session.state == "closed"
     with pytest.raises(InvalidArgument, match="closed"):
-        session.set_input(0, prompt("x"))
+        session.set_input("0", prompt("x"))
     with pytest.raises(NotFound):
         host.sessions.get(session.id)
     with pytest.raises(NotFound):
@@ -77,24 +158,35 @@ def test_closed_sessions_refuse_work_and_leave_the_manager(host: Host) -> None:
 
 
 def test_the_manager_caps_sessions() -> None:
-    small = Host(default_model=False, max_sessions=3)
-    sessions = [open_session(small, "echo") for _ in range(3)]
-    with pytest.raises(Busy, match="the maximum is 3"):
-        open_session(small, "echo")
-    small.sessions.close(sessions[0].id)
-    open_session(small, "echo")
+    with Host(default_model=False, max_sessions=3) as small:
+        sessions = [small.open_session("echo") for _ in range(3)]
+        with pytest.raises(Busy, match="the maximum is 3"):
+            small.open_session("echo")
+        small.sessions.close(sessions[0].id)
+        small.open_session("echo")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_idle_sessions_expire() -> None:
-    quick = Host(default_model=False, idle_timeout=0.2)
-    idle = open_session(quick, "echo")
-    busy = open_session(quick, "echo")
-    time.sleep(0.15)
-    busy.set_input(0, Tensor((1,), TensorType.U8, b"x"))  # using a session keeps it alive
-    time.sleep(0.1)
-    assert quick.sessions.sweep() == [idle.id]
-    assert idle.closed and not busy.closed
-    assert [s.id for s in quick.sessions] == [busy.id]
+    clock = FakeClock()
+    with Host(default_model=False, idle_timeout=300, clock=clock) as quick:
+        idle = quick.open_session("echo")
+        busy = quick.open_session("echo")
+        clock.now += 200
+        busy.set_input("0", prompt("x"))  # using a session keeps it alive
+        clock.now += 150
+        assert quick.sessions.sweep() == [idle.id]
+        assert idle.closed and not busy.closed
+        assert [s.id for s in quick.sessions] == [busy.id]
+        clock.now += 301
+        assert [s.id for s in quick.sessions] == []  # listing sweeps too
 
 
 @pytest.mark.parametrize(("option", "value"), [("max_sessions", 0), ("idle_timeout", 0)])
@@ -103,23 +195,29 @@ def test_manager_limits_are_checked(option: str, value: float) -> None:
         Host(default_model=False, **{option: value})
 
 
+def test_a_session_with_bad_params_is_never_left_open(host: Host) -> None:
+    before = len(host.sessions)
+    with pytest.raises(ConfigError, match="'temp' takes a number"):
+        host.open_session("default", {"temp": "hot"})
+    with pytest.raises(ConfigError, match="no parameter 'tmep'"):
+        host.open_session("default", {"tmep": 0.2})
+    assert len(host.sessions) == before
+
+
 def test_watchers_see_every_change_and_reload_rebuilds_now(host: Host) -> None:
-    session = open_session(host)
-    seen: list[dict] = []
-    stop = session.watch(seen.append)
-    try:
+    with host.open_session() as session:
+        seen: list[dict] = []
+        stop = session.watch(seen.append)
         session.set(temp=0.5)
         session.set({"ctx_size": 256})
         assert seen == [{"temp": 0.5}, {"ctx-size": 256}]
-        session.reload()  # the 256-token context is built now, not at the next generation
-        session.set_input(0, prompt("word " * 300))
+        assert session.reload()  # the 256-token context is built now, not at the next generation
+        session.set_input("prompt", prompt("word " * 300))
         with pytest.raises(PromptTooLong):
             session.compute()
         stop()
         session.set(temp=0.1)
         assert len(seen) == 2
-    finally:
-        host.sessions.discard(session)
 
 
 def test_one_guest_drives_a_session_at_a_time(host: Host) -> None:

@@ -1,22 +1,35 @@
 """wasinn-lab: run and study WebAssembly wasi-nn guests from Python and Jupyter."""
 
 from . import errors
+from .backends.base import Usage
 from .errors import *  # noqa: F403 - the whole exception tree is public
 from .host import Host
+from .limits import Limits
+from .metrics import Generation
+from .options import Option, Scope
 from .registry import MissingModelWarning, ModelSpec
 from .runtime import GuestInstance, RunResult
-from .sessions import Generation, Session, SessionManager
+from .sessions import Session, SessionManager, Token
+from .tasks import Event, EventKind, GuestTask
 from .types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Host",
+    "Limits",
     "RunResult",
     "GuestInstance",
+    "GuestTask",
+    "Event",
+    "EventKind",
     "Session",
     "SessionManager",
+    "Token",
+    "Usage",
     "Generation",
+    "Option",
+    "Scope",
     "ModelSpec",
     "MissingModelWarning",
     "Tensor",

@@ -16,17 +16,20 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from .backends.base import TokenEvent
+from .errors import ConfigError, GuestExitError
 from .host import Host
+from .metrics import Generation
+from .nn import GuestNN
 from .runtime import GuestOptions
-from .sessions import Generation
 
-__all__ = ["Workload", "Bench", "PATHS"]
+__all__ = ["Workload", "Bench", "PATHS", "write", "add_arguments", "command"]
 
 PATHS = ("direct", "guest-compute", "guest-stream")
 MIN_RUNS = 5  # what the command line reports medians over, at the least
@@ -60,7 +63,8 @@ class Bench:
         self.model = model
         self.progress = progress
         path = self.host.registry.get(model).path
-        assert path is not None, "benchmarks need a GGUF model"
+        if path is None:
+            raise ConfigError(f"benchmarks need a GGUF model; {model!r} has no file")
         self.model_path = path
         self._llamas: dict[tuple[int, ...], Any] = {}
         self._ids = itertools.count()
@@ -129,7 +133,7 @@ class Bench:
         session_id = f"bench-{next(self._ids)}"
         result = self.host.run(guest, self.model, prompt, env=self.guest_env(w), session=session_id)
         if result.exit_code != 0:
-            raise RuntimeError(f"{guest} failed: {result.stderr}")
+            raise GuestExitError(result.exit_code, stderr=result.stderr)
         g: Generation = self.host.session(session_id).generations[-1]
         self.host.sessions.close(session_id)
         return {
@@ -177,7 +181,7 @@ class Bench:
         direct = medians.xs("direct", level="path") if by else medians.loc["direct"]
 
         def against_direct(row: pd.Series) -> pd.Series:
-            key = row.name[:-1] if by else None
+            key = cast(tuple[Any, ...], row.name)[:-1] if by else None
             base = direct.loc[key[0] if len(key) == 1 else key] if key is not None else direct
             return pd.Series(
                 {
@@ -228,8 +232,8 @@ class Bench:
                     runtime.compile(wasm)
                 started = time.perf_counter()
                 module = runtime.compile(wasm)
-                result = runtime.run(module, name=guest, registry=self.host.registry, sessions=self.host.sessions,
-                                     options=GuestOptions())
+                nn = GuestNN(self.host.registry, self.host.sessions, guest=guest, load_bytes=self.host.limits.load_bytes)
+                result = runtime.run(module, name=guest, options=GuestOptions(), nn=nn)
                 rows.append({"kind": kind, "repeat": repeat, "ms": (time.perf_counter() - started) * 1e3,
                              "exit_code": result.exit_code})
         return pd.DataFrame(rows)
@@ -247,7 +251,7 @@ class Bench:
             result = self.host.run("chat", self.model, stdin="\n".join(questions) + "\n", env=env,
                                    session=session_id, params={"cache-prompt": cache})
             if result.exit_code != 0:
-                raise RuntimeError(f"chat failed: {result.stderr}")
+                raise GuestExitError(result.exit_code, stderr=result.stderr)
             for turn, g in enumerate(self.host.session(session_id).generations, start=1):
                 rows.append({"mode": mode, "turn": turn, "prompt_tokens": g.prompt_tokens,
                              "evaluated_tokens": g.evaluated_tokens, "ttft_s": g.time_to_first_token})
@@ -255,22 +259,32 @@ class Bench:
         return pd.DataFrame(rows)
 
     def recording_cost(self, tokens: int = 100_000) -> float:
-        """Microseconds per token that recording metrics adds to the token path: the
-        session's token callback with a generation being recorded, minus without."""
-        session_id = f"bench-rec-{next(self._ids)}"
-        self.host.run("complete", self.model, "Hi", env={"n_predict": "1"}, session=session_id)
-        session = self.host.session(session_id)
-        event = TokenEvent(b" word", 1, True, time.perf_counter())
+        """Microseconds per token that recording metrics adds to the token path: a
+        session's ``next_token`` with a generation being recorded, minus without, on a
+        stream that hands out the same token at once (the backend is not measured)."""
+        session = self.host.open_session(self.model)
+        event = TokenEvent(b" word", 1, time.perf_counter())
+
+        class Instant:
+            def next_token(self) -> TokenEvent:
+                return event
+
+            def close(self) -> None:
+                pass
+
         timings: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(5):  # alternate, and keep each side's best: the machine is noisy
-            for recording in (False, True):
-                session._current = Generation() if recording else None  # measuring the real path
-                started = time.perf_counter()
-                for _ in range(tokens // 5):
-                    session._on_token(event)
-                timings[recording].append((time.perf_counter() - started) / (tokens // 5))
-        session._current = None
-        self.host.sessions.close(session_id)
+        try:
+            for _ in range(5):  # alternate, and keep each side's best: the machine is noisy
+                for recording in (False, True):
+                    session._stream = Instant()  # measuring the session's real per-token path
+                    session._current = Generation() if recording else None
+                    started = time.perf_counter()
+                    for _ in range(tokens // 5):
+                        session.next_token()
+                    timings[recording].append((time.perf_counter() - started) / (tokens // 5))
+        finally:
+            session._stream = session._current = None
+            self.host.sessions.discard(session)
         return (min(timings[True]) - min(timings[False])) * 1e6
 
 
@@ -279,7 +293,7 @@ def write(frames: dict[str, pd.DataFrame], out: Path, plots: dict[str, Callable[
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, frame in frames.items():
-        for suffix, save in ((".csv", frame.to_csv), (".json", lambda p: frame.to_json(p, orient="records", indent=1))):
+        for suffix, save in ((".csv", frame.to_csv), (".json", partial(frame.to_json, orient="records", indent=1))):
             path = out / f"{name}{suffix}"
             save(path)
             written.append(path)
@@ -312,8 +326,6 @@ def add_arguments(parser: Any) -> None:
 
 
 def _sweep_spec(text: str) -> tuple[str, list[int]]:
-    from .errors import ConfigError
-
     name, sep, values = text.partition("=")
     fields = {f.replace("_", "-") for f in Workload.__dataclass_fields__} - {"seed", "ctx-size"}
     if not sep or name not in fields:
@@ -326,7 +338,6 @@ def _sweep_spec(text: str) -> tuple[str, list[int]]:
 
 def command(options: Any) -> int:
     from . import plots
-    from .errors import ConfigError
 
     if options.runs < MIN_RUNS:
         raise ConfigError(f"--runs must be at least {MIN_RUNS}: a median of fewer runs says little on a noisy machine")
@@ -340,8 +351,8 @@ def command(options: Any) -> int:
     for name, values in sweeps:
         key, column = f"sweep-{name}", name.replace("-", "_")
         frames[key] = bench.sweep(name, values, base, options.runs)
-        medians = frames[key].groupby([column, "path"], as_index=False)["decode_tok_per_s"].median()
-        write({key: frames[key]}, options.out, {key: lambda medians=medians, column=column: plots.sweep(medians, column, hue="path")})
+        medians = frames[key].groupby([column, "path"])["decode_tok_per_s"].median().reset_index()
+        write({key: frames[key]}, options.out, {key: partial(plots.sweep, medians, column, hue="path")})
         print(Bench.summary(frames[key], by=[column]).round(3).to_string(), end="\n\n")
     if options.chat_turns:
         frames["chat"] = bench.chat_turns(options.chat_turns, w=base)

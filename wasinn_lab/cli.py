@@ -4,17 +4,17 @@ the Jupyter kernel spec."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from . import bench, guests, kernelspec
-from .errors import GuestTrap, WasiNNLabError
+from .config import parse_assignment
+from .errors import ConfigError, GuestTrap, WasiNNLabError
 from .host import Host
-from .limits import MiB, Limits
+from .limits import Limits
 
 __all__ = ["main"]
 
@@ -23,10 +23,10 @@ INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it
 
 
 def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+    try:
+        return parse_assignment(text, json_value=False)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _directory(text: str) -> tuple[str, str]:
@@ -67,12 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     bench_command = commands.add_parser("bench", help="measure guests against llama-cpp-python called directly")
     bench.add_arguments(bench_command)
 
+    options = commands.add_parser("options", help="the parameters each backend takes (-p, --env, guest configs)")
+    options.add_argument("--markdown", action="store_true", help="as Markdown tables (the README's)")
+
     models = commands.add_parser("models", help="list registered models")
     with_preloads(models)
 
     guest_commands = commands.add_parser("guests", help="guest sources").add_subparsers(dest="action", required=True)
     build = guest_commands.add_parser("build", help="build every guest in guests/")
-    build.add_argument("--out", type=Path, default=None, help="output directory (default: guests/build)")
+    build.add_argument("--out", type=Path, default=None, help="output directory (default: the cache, ~/.cache/wasinn-lab/guests)")
 
     kernel_commands = commands.add_parser("kernel", help="the Jupyter kernel spec").add_subparsers(dest="action", required=True)
     install = kernel_commands.add_parser(
@@ -91,10 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _limits(options: argparse.Namespace) -> Limits:
     # On the command line, as with wasmedge, a run has no time limit unless asked: Ctrl-C works.
-    overrides: dict[str, Any] = {"timeout": options.timeout, "fuel": options.fuel}
-    if options.max_memory is not None:
-        overrides["memory_bytes"] = options.max_memory * MiB
-    return dataclasses.replace(Limits(), **overrides).changed(options.limit)
+    return Limits(timeout=None).overridden(timeout=options.timeout, fuel=options.fuel,
+                                           max_memory_mib=options.max_memory, named=options.limit)
 
 
 def _host(preloads: Sequence[str]) -> Host:
@@ -118,6 +119,24 @@ def _write(stream: TextIO) -> Callable[[bytes], None]:
     return write
 
 
+def _print_options(*, markdown: bool) -> None:
+    with Host(default_model=False) as host:
+        for backend in host.registry.backends:
+            if not backend.options:
+                continue
+            print(f"### {backend.encoding.value}\n" if markdown else f"{backend.encoding.value}:")
+            if markdown:
+                print(backend.options.markdown(), end="\n\n")
+                continue
+            for row in backend.options.rows():
+                print(f"  {row['option']:<18} {row['type']:<5} default {row['default']:<10} {row['what it does']}")
+
+
+def _report(message: str) -> None:
+    """What a failed wasi-nn call said: the guest itself saw only a code."""
+    print(f"wasinn-lab: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     options = parser.parse_args(argv)
@@ -132,25 +151,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             destination = kernelspec.install(options.name, user=options.user, sys_prefix=options.sys_prefix)
             print(f"installed kernel spec {destination.name} in {destination}")
             return 0
-        host = _host(options.nn_preload)
-        if options.command == "models":
-            for spec in host.models():
-                where = spec.path if spec.path is not None else "(built in)"
-                status = "" if spec.available else "  [missing]"
-                print(f"{spec.name}\t{spec.encoding.value}\t{spec.target.value}\t{where}{status}")
+        if options.command == "options":
+            _print_options(markdown=options.markdown)
             return 0
-        result = host.run(
-            options.guest,
-            *options.args,
-            env=dict(options.env),
-            # A file, not WASI's inherited stdin, whose tokio reader outlives the run.
-            stdin=Path("/dev/stdin"),
-            dirs=options.dir,
-            on_stdout=_write(sys.stdout),
-            on_stderr=_write(sys.stderr),
-            limits=_limits(options),
-        )
-        return result.exit_code
+        with _host(options.nn_preload) as host:
+            if options.command == "models":
+                for spec in host.models():
+                    where = spec.path if spec.path is not None else "(built in)"
+                    status = "" if spec.available else "  [missing]"
+                    print(f"{spec.name}\t{spec.encoding.value}\t{spec.target.value}\t{where}{status}")
+                return 0
+            result = host.run(
+                options.guest,
+                *options.args,
+                env=dict(options.env),
+                # A file, not WASI's inherited stdin, whose tokio reader outlives the run.
+                stdin=Path("/dev/stdin"),
+                dirs=options.dir,
+                on_stdout=_write(sys.stdout),
+                on_stderr=_write(sys.stderr),
+                on_error=_report,
+                limits=_limits(options),
+            )
+            return result.exit_code
     except GuestTrap as trap:
         print(f"wasinn-lab: {trap.args[0]}", file=sys.stderr)
         return TRAP_EXIT_CODE

@@ -8,13 +8,16 @@
     │   │   └── GuestLimitError  stopped at one of its limits (time, fuel, memory)
     │   └── GuestExitError   exited non-zero (raised only when asked: ``run(..., check=True)``)
     ├── GuestBuildError      a guest's source did not compile
+    ├── Timeout              nothing happened for longer than a caller would wait
     └── NNError              a wasi-nn failure; each ABI maps these to its own codes
         ├── InvalidArgument, InvalidEncoding, MissingMemory, Busy, BackendError,
         ├── UnsupportedOperation, TooLarge, NotFound
         └── EndOfSequence, ContextFull, PromptTooLong, ModelNotFound   (WasmEdge's GGML codes)
 
 Backends and the registry raise ``NNError`` subclasses only; foreign exceptions are
-translated where they are caught (``backends/llama.py``), chained with ``from``.
+translated where they are caught (the llama backend's native calls), chained with ``from``.
+Nothing else escapes the tree on purpose: an exception that is not a ``WasiNNLabError``
+(or a KeyboardInterrupt) is a bug in wasinn-lab, and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "GuestLimitError",
     "GuestExitError",
     "GuestBuildError",
+    "Timeout",
     "NNError",
     "InvalidArgument",
     "InvalidEncoding",
@@ -46,6 +50,11 @@ __all__ = [
 
 class WasiNNLabError(Exception):
     """Root of every error wasinn-lab raises."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it: the message says what to fix, and a traceback
+        through the host would bury it. (Bugs, which are not WasiNNLabErrors, keep theirs.)"""
+        return [f"{type(self).__name__}: {self}"]
 
 
 class ConfigError(WasiNNLabError, ValueError):
@@ -101,6 +110,10 @@ class GuestBuildError(WasiNNLabError):
     def __init__(self, message: str, *, log: str = "") -> None:
         super().__init__(f"{message}\n{log}".rstrip())
         self.log = log
+
+
+class Timeout(WasiNNLabError, TimeoutError):
+    """A wait ran out: nothing happened for as long as the caller was willing to wait."""
 
 
 class NNError(WasiNNLabError):

@@ -15,12 +15,12 @@ import logging
 import random
 import struct
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from .host import Host
-from .runtime import GuestInstance
+from .runtime import ModuleInstance
 
 __all__ = ["FuzzReport", "fuzz"]
 
@@ -41,7 +41,7 @@ class FuzzReport:
     seconds: float = 0.0
     errnos: Counter[int] = field(default_factory=Counter)
     by_call: Counter[str] = field(default_factory=Counter)
-    seconds_by_call: Counter[str] = field(default_factory=Counter)
+    seconds_by_call: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     unexpected: list[str] = field(default_factory=list)  # host errors that became runtime-error, or escapes
     leaked_sessions: int = 0
 
@@ -60,7 +60,7 @@ class _Unexpected(logging.Handler):
 
 
 class _Driver:
-    def __init__(self, instance: GuestInstance, rng: random.Random, models: list[str]) -> None:
+    def __init__(self, instance: ModuleInstance, rng: random.Random, models: list[str]) -> None:
         self.instance = instance
         self.rng = rng
         self.models = models

@@ -1,28 +1,32 @@
 """The public host: a model registry, a session manager and a guest runtime, composed.
 
-Every later layer (command line, notebook) talks to this and nothing below it.
+Every later layer (command line, notebook) talks to this and nothing below it. A host
+owns what it starts: ``close()`` (or leaving its ``with`` block) closes its sessions,
+lets its models go and stops its threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from .backends.echo import EchoBackend
 from .backends.llama import LlamaBackend
-from .errors import GuestExitError
+from .errors import ConfigError, GuestExitError, NNError
 from .guests import resolve
-from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
-from .registry import ModelRegistry, ModelSpec
 from .limits import Limits
-from .runtime import CompiledGuest, GuestInstance, GuestOptions, GuestRuntime, RunResult
-from .tasks import EventKind, GuestTask
+from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
+from .nn import GuestNN
+from .registry import ModelRegistry, ModelSpec
+from .runtime import CompiledGuest, GuestOptions, GuestRuntime, ModuleInstance, RunResult
 from .sessions import Session, SessionManager
+from .tasks import EventKind, GuestTask, Hooks, Runner
 from .types import ExecutionTarget, GraphEncoding
 
-__all__ = ["Host"]
+__all__ = ["Host", "Guest"]
 
 Guest = str | os.PathLike[str] | bytes | bytearray
 STDIN_TURNS_EXPORT = "wasinn-lab.input.stdin"
@@ -31,8 +35,8 @@ STDIN_TURNS_EXPORT = "wasinn-lab.input.stdin"
 class Host:
     """Runs wasi-nn guests in-process.
 
-    >>> host = Host()                       # registers `default` (Gemma 3 270M) and `echo`
-    >>> host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
+    >>> with Host() as host:                # registers `default` (Gemma 3 270M) and `echo`
+    ...     host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
     0
     """
 
@@ -44,14 +48,28 @@ class Host:
         idle_timeout: float = 300.0,
         compiled_cache: bool = True,
         limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits or Limits()  # for every run that names none of its own
         self.registry = ModelRegistry([LlamaBackend(), EchoBackend()])
-        self.sessions = SessionManager(max_sessions=max_sessions, idle_timeout=idle_timeout)
+        self.sessions = SessionManager(max_sessions=max_sessions, idle_timeout=idle_timeout, clock=clock)
         self.runtime = GuestRuntime(cache_dir() / "compiled" if compiled_cache else None)
         self.registry.register("echo", encoding=GraphEncoding.ECHO)
         if default_model:
             self.registry.register(DEFAULT_MODEL, default_model_path(), config=DEFAULT_CONFIG)
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every open session, let the models go, stop the host's threads. The host
+        still works afterwards (it starts what it needs again)."""
+        self.sessions.close_all()
+        self.registry.close()
+        self.runtime.close()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -81,6 +99,36 @@ class Host:
             properties["model"] = self.registry.load(model).graph.properties()
         return properties
 
+    # -- sessions -------------------------------------------------------------------------
+
+    def open_session(self, model: str = DEFAULT_MODEL, config: Mapping[str, Any] | None = None, *,
+                     session_id: str | None = None) -> Session:
+        """A session on a registered model with no guest: drive it from Python
+        (``set_input``, ``compute``, ``start_generation``/``next_token``)."""
+        params = self.check_params(config or {})
+        loaded = self.registry.load(model)
+        context = loaded.graph.init_execution_context(loaded.config)
+        return self.sessions.open(context, loaded.backend, model=model, guest=None, session_id=session_id,
+                                  params=params)
+
+    def session(self, session_id: str) -> Session:
+        return self.sessions.get(session_id)
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` as every context a guest opens gets them: each must be an option of
+        some backend, with a value it accepts (ConfigError, naming it, if not)."""
+        checked: dict[str, Any] = {}
+        for key, value in params.items():
+            options = [option for backend in self.registry.backends if (option := backend.options.lookup(key))]
+            if not options:
+                known = sorted({name for backend in self.registry.backends for name in backend.options})
+                raise ConfigError(f"no parameter {key!r}; the parameters are: {', '.join(known)}")
+            try:
+                checked[options[0].name] = options[0].check(value)
+            except NNError as exc:
+                raise ConfigError(f"parameter {exc}") from None
+        return checked
+
     # -- guests ---------------------------------------------------------------------------
 
     def _compile(self, guest: Guest, limits: Limits) -> tuple[str, CompiledGuest]:
@@ -90,16 +138,24 @@ class Host:
         path = resolve(guest)
         return path.name, self.runtime.compile(path.read_bytes(), fuel=fuel)
 
-    def _runner(self, guest: Guest, options: GuestOptions) -> Callable[[GuestOptions], RunResult]:
+    def _runner(self, guest: Guest, options: GuestOptions, session: str | None,
+                params: Mapping[str, Any] | None) -> Runner:
+        """Everything checked before the guest starts (its binary, its parameters, its
+        session), and how it runs."""
         name, compiled = self._compile(guest, options.limits)
+        checked = self.check_params(params or {})
         # Said here, before the guest starts, rather than as errno 4 inside it; the claim
         # when the guest opens the session is what really guards it.
-        named = self.sessions.find(options.session_id) if options.session_id is not None else None
+        named = self.sessions.find(session) if session is not None else None
         if named is not None:
             named.require_free()
 
-        def run(options: GuestOptions) -> RunResult:
-            return self.runtime.run(compiled, name=name, registry=self.registry, sessions=self.sessions, options=options)
+        def run(hooks: Hooks) -> RunResult:
+            world = dataclasses.replace(options, on_stdout=hooks.on_stdout, on_stderr=hooks.on_stderr,
+                                        on_instance=hooks.on_instance, stdin=hooks.stdin or options.stdin)
+            nn = GuestNN(self.registry, self.sessions, guest=name, load_bytes=options.limits.load_bytes,
+                         session_id=session, params=checked, on_session=hooks.on_session, on_error=hooks.on_error)
+            return self.runtime.run(compiled, name=name, options=world, nn=nn)
 
         return run
 
@@ -112,6 +168,7 @@ class Host:
         dirs: Iterable[tuple[str | os.PathLike[str], str]] = (),
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
         session: str | None = None,
         params: Mapping[str, Any] | None = None,
         limits: Limits | None = None,
@@ -120,27 +177,24 @@ class Host:
         """Run a guest to completion: a ``.wasm`` path, a ``.c``/``.wat`` source, the name of
         a guest in ``guests/``, or module bytes.
 
-        Output is captured and also handed to the callbacks as it is written (on the
-        guest's worker thread: this one waits, so that a KeyboardInterrupt here ends the
-        guest's generation, and 2 s later the guest, and is raised once it has unwound). ``stdin`` is
-        text or bytes to read, or a file (``Path``) to read from. ``session`` names the
-        guest's execution context: an open session of that name is continued (its KV cache
-        too), else the guest's first context becomes it, and it stays open afterwards.
-        ``params`` override the config of every context the guest opens. ``limits``
-        (default: ``host.limits``) bound what it may use; GuestLimitError says which one it hit.
-        ``check=True`` raises GuestExitError on a non-zero exit."""
-        options = GuestOptions(
-            args=args,
-            env=dict(env or {}),
-            stdin=stdin,
-            dirs=list(dirs),
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-            session_id=session,
-            params=dict(params or {}),
-            limits=limits or self.limits,
-        )
-        result = self._wait(GuestTask(self._runner(guest, options), options, interactive=False, output_events=False))
+        Output is captured, and handed to ``on_stdout``/``on_stderr`` as it is written, on
+        wasinn-lab's output thread. ``on_error`` gets what each failed wasi-nn call said
+        (the guest sees only a code), on the guest's thread; ``RunResult.errors`` keeps
+        them too. The guest runs on a worker thread while this one waits, so that a
+        KeyboardInterrupt here ends the guest's generation, and 2 s later the guest, and
+        is raised once it has unwound. ``stdin`` is text or bytes to read, or a file
+        (``Path``) to read from. ``session`` names the guest's execution context: an open
+        session of that name is continued (its KV cache too), else the guest's first
+        context becomes it, and it stays open afterwards. ``params`` override the config
+        of every context the guest opens; they are checked before it starts
+        (ConfigError). ``limits`` (default: ``host.limits``) bound what it may use;
+        GuestLimitError says which one it hit. ``check=True`` raises GuestExitError on a
+        non-zero exit."""
+        options = GuestOptions(args=args, env=dict(env or {}), stdin=stdin, dirs=list(dirs),
+                               limits=limits or self.limits)
+        hooks = Hooks(on_stdout=on_stdout, on_stderr=on_stderr, on_error=on_error)
+        task = GuestTask(self._runner(guest, options, session, params), hooks, interactive=False, output_events=False)
+        result = self._wait(task)
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
@@ -176,30 +230,18 @@ class Host:
         """Start a guest on a worker thread; read what it does from ``task.events()``.
         ``interactive=True`` feeds its stdin turn by turn with ``task.send(text)``; the time
         limit then applies to each turn."""
-        options = GuestOptions(
-            args=args, env=dict(env or {}), stdin=stdin, session_id=session, params=dict(params or {}),
-            limits=limits or self.limits,
-        )
-        return GuestTask(self._runner(guest, options), options, interactive=interactive)
+        options = GuestOptions(args=args, env=dict(env or {}), stdin=stdin, limits=limits or self.limits)
+        return GuestTask(self._runner(guest, options, session, params), interactive=interactive)
 
-    def instantiate(self, guest: Guest, *args: str, env: Mapping[str, str] | None = None) -> GuestInstance:
+    def instantiate(self, guest: Guest, *args: str, env: Mapping[str, str] | None = None) -> ModuleInstance:
         """Instantiate a guest without running it, to call its exports one by one
         (``instance.call("nn_load_by_name", ...)``); close it when done."""
         options = GuestOptions(args=args, env=dict(env or {}), limits=self.limits)
         name, compiled = self._compile(guest, options.limits)
-        return self.runtime.instantiate(compiled, name=name, registry=self.registry, sessions=self.sessions, options=options)
+        nn = GuestNN(self.registry, self.sessions, guest=name, load_bytes=options.limits.load_bytes)
+        return self.runtime.instantiate(compiled, name=name, options=options, nn=nn)
 
     def reads_stdin_turns(self, guest: Guest) -> bool:
         """Whether the guest declares that it reads turns from stdin (it exports
         ``wasinn-lab.input.stdin``) rather than taking a prompt argument."""
         return STDIN_TURNS_EXPORT in self._compile(guest, self.limits)[1].exports
-
-    # -- sessions -------------------------------------------------------------------------
-
-    def session(self, session_id: str) -> Session:
-        return self.sessions.get(session_id)
-
-    def close(self) -> None:
-        """Close every open session."""
-        for session in list(self.sessions):
-            self.sessions.discard(session)

@@ -1,6 +1,7 @@
 """The "Python 3 (wasinn-lab)" Jupyter kernel spec: ipykernel with ``--ext=wasinn_lab``,
 so ``%%wasi_nn`` works without ``%load_ext``. The spec lives in ``kernels/`` at the
-repository root (found like ``guests/``: the project is installed editable).
+repository root and ships as package data (``wasinn_lab._data``), so any install of
+wasinn-lab, editable or not, can install it; ``$WASINN_LAB_KERNELS`` names another folder.
 
 Its argv starts with ``python``, which jupyter_client replaces with the interpreter of
 the Jupyter server that starts the kernel: install it for a Jupyter running in the
@@ -13,11 +14,12 @@ import os
 import sys
 from pathlib import Path
 
+from . import _data
 from .errors import ConfigError
 
 __all__ = ["KERNELS_DIR", "KERNEL_NAME", "kernel_dir", "install"]
 
-KERNELS_DIR = Path(os.environ.get("WASINN_LAB_KERNELS") or Path(__file__).resolve().parent.parent / "kernels")
+KERNELS_DIR = Path(os.environ.get("WASINN_LAB_KERNELS") or _data.path("kernels"))
 KERNEL_NAME = "wasinn-lab"
 
 
@@ -25,7 +27,7 @@ def kernel_dir() -> Path:
     """The directory holding the spec's ``kernel.json``."""
     directory = KERNELS_DIR / KERNEL_NAME
     if not (directory / "kernel.json").is_file():
-        raise ConfigError(f"no kernel spec at {directory}: is wasinn-lab installed from its repository (pip install -e .)?")
+        raise ConfigError(f"no kernel spec at {directory}")
     return directory
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -30,11 +31,25 @@ class Limits:
     # so a guest printing without end would otherwise fill the kernel's memory.
     output_bytes: int | None = 64 * MiB
 
+    def overridden(
+        self,
+        *,
+        timeout: float | None = None,
+        fuel: int | None = None,
+        max_memory_mib: int | None = None,
+        named: Iterable[tuple[str, str]] = (),
+    ) -> Limits:
+        """These limits with what a person gave (``--timeout``, ``--fuel``,
+        ``--max-memory``, ``--limit NAME=VALUE``, on the command line or in the magic);
+        what is not given (None) stays."""
+        given: dict[str, Any] = {"timeout": timeout, "fuel": fuel, "memory_bytes": max_memory_mib and max_memory_mib * MiB}
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None}).changed(named)
+
     def changed(self, assignments: Iterable[tuple[str, str]]) -> Limits:
         """These limits with some set from text, by field name: the ``--limit NAME=VALUE``
         of the command line and the magic (``none`` lifts ``timeout``, ``fuel`` or ``output_bytes``)."""
         fields = [field.name for field in dataclasses.fields(self)]
-        changes: dict[str, float | int | None] = {}
+        changes: dict[str, Any] = {}
         for name, text in assignments:
             if name not in fields:
                 raise ConfigError(f"no limit named {name!r}; the limits are: {', '.join(fields)}")

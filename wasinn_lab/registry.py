@@ -1,21 +1,27 @@
 """Named models, as WasmEdge's ``--nn-preload NAME:ENCODING:TARGET:PATH`` registers them.
 
-Guests reach only registered names. Loading a name caches its graph (the weights), so a
-second ``load_by_name`` costs a dictionary lookup; each load still gets its own config.
+Guests reach only registered names. Loading a name caches its graph, which keeps the
+weights loaded, so a second ``load_by_name`` costs a dictionary lookup; each load still
+gets its own config. ``forget`` (a guest's ``unload``) lets the weights go once no
+context uses them; the backends share weights among graphs themselves.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .backends.base import Backend, Graph
 from .errors import ConfigError, InvalidEncoding, ModelNotFound, NNError, NotFound
 from .types import ExecutionTarget, GraphEncoding
+
+E = TypeVar("E", bound=enum.Enum)
 
 __all__ = ["ModelSpec", "LoadedGraph", "ModelRegistry", "parse_preload", "MissingModelWarning"]
 
@@ -52,7 +58,7 @@ class LoadedGraph:
             self.graph.close()
 
 
-def _enum_value(enum_type: type, text: str, what: str) -> Any:
+def _enum_value(enum_type: type[E], text: str, what: str) -> E:
     try:
         return enum_type(text.lower())
     except ValueError:
@@ -81,7 +87,7 @@ class ModelRegistry:
     def register(
         self,
         name: str,
-        path: str | Path | None = None,
+        path: str | os.PathLike[str] | None = None,
         *,
         encoding: GraphEncoding | str = GraphEncoding.GGML,
         target: ExecutionTarget | str = ExecutionTarget.AUTO,
@@ -91,15 +97,15 @@ class ModelRegistry:
         a guest's own config overrides it key by key."""
         if not name or ":" in name:
             raise ConfigError(f"model name {name!r} must be non-empty and contain no ':'")
-        if isinstance(encoding, str):
+        if not isinstance(encoding, GraphEncoding):
             encoding = _enum_value(GraphEncoding, encoding, "encoding")
-        if isinstance(target, str):
+        if not isinstance(target, ExecutionTarget):
             target = _enum_value(ExecutionTarget, target, "target")
         backend = self._backend(encoding)
         if path is None and encoding is not GraphEncoding.ECHO:
             raise ConfigError(f"model {name!r}: a {encoding.value} model needs a file path")
         try:
-            normalized = backend.normalize_config(config or {})
+            normalized = backend.options.normalize(config or {}, strict=True)
         except NNError as exc:
             raise ConfigError(f"model {name!r}: {exc}") from exc
         spec = ModelSpec(name, encoding, target, Path(path).expanduser() if path is not None else None, normalized)
@@ -111,7 +117,7 @@ class ModelRegistry:
             )
         with self._lock:
             self._specs[name] = spec
-            self._graphs.pop(name, None)
+        self.forget(name)
         return spec
 
     def preload(self, spec: str, config: Mapping[str, Any] | None = None) -> ModelSpec:
@@ -121,7 +127,7 @@ class ModelRegistry:
     def unregister(self, name: str) -> None:
         with self._lock:
             self._specs.pop(self.get(name).name)
-            self._graphs.pop(name, None)
+        self.forget(name)
 
     def get(self, name: str) -> ModelSpec:
         try:
@@ -148,10 +154,11 @@ class ModelRegistry:
             raise InvalidEncoding(f"no backend serves the {encoding.value} encoding") from None
 
     def load(self, name: str, config: Mapping[str, Any] | None = None) -> LoadedGraph:
-        """The named model's graph (cached) with its default config overridden by ``config``."""
+        """The named model's graph (cached) with its default config overridden by
+        ``config`` (a guest's: unknown keys are logged and ignored, as WasmEdge does)."""
         spec = self.get(name)
         backend = self._backend(spec.encoding)
-        merged = {**spec.config, **backend.normalize_config(config or {})}
+        merged = {**spec.config, **backend.options.normalize(config or {}, source=f"model {name!r}")}
         with self._lock:
             graph = self._graphs.get(name)
             if graph is None:
@@ -168,12 +175,24 @@ class ModelRegistry:
         in ``staging_dir``, which must be private to the guest."""
         backend = self._backend(encoding)
         graph = backend.load(builders, target, staging_dir)
-        return LoadedGraph(graph, backend, backend.normalize_config({}), None, owned=True)
+        return LoadedGraph(graph, backend, {}, None, owned=True)
 
     def forget(self, name: str) -> None:
-        """Drop a name's cached graph: the next load reloads. Contexts already made keep it."""
+        """Drop a name's cached graph: its weights go once no context uses them, and the
+        next load loads them again if they went. Contexts already made keep working."""
         with self._lock:
-            self._graphs.pop(name, None)
+            graph = self._graphs.pop(name, None)
+        if graph is not None:
+            graph.close()
+
+    @property
+    def backends(self) -> list[Backend]:
+        return list(self._backends.values())
 
     def backend_properties(self) -> dict[str, dict[str, Any]]:
         return {encoding.value: backend.properties() for encoding, backend in self._backends.items()}
+
+    def close(self) -> None:
+        """Let every cached graph go (contexts still open keep their weights)."""
+        for name in list(self._graphs):
+            self.forget(name)

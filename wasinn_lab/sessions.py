@@ -1,5 +1,11 @@
-"""Sessions: each execution context is a session with an id, its model, its parameters,
-its text and token counts, and listeners that receive generated text token by token.
+"""Sessions: the neutral execution API every ABI front-end drives.
+
+Each execution context is a session with an id, its model, its parameters, its
+generations and listeners that receive the text token by token. A front-end sets named
+input tensors and computes, or pulls a generation token by token; it never sees the
+backend. Parameters set from the host (``set``) wait for the next generation: a slider
+moved while a generation runs returns at once, and a change that rebuilds the context
+never lands between two of its tokens.
 
 The manager caps how many sessions live at once and frees those idle too long. Sweeping
 is lazy (on every open and listing) and can be called explicitly, so no thread races a
@@ -9,73 +15,44 @@ running generation.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .backends.base import Backend, ExecutionContext, TokenEvent, TokenStream, Usage
+from .errors import Busy, ConfigError, InvalidArgument, NNError, NotFound
+from .metrics import Generation, generations_frame, tokens_frame
+from .types import Tensor
 
 if TYPE_CHECKING:
     import pandas as pd
 
-from .backends.base import Backend, ExecutionContext, TokenEvent
-from .errors import Busy, ConfigError, EndOfSequence, InvalidArgument, NotFound
-from .types import Tensor
+__all__ = ["Session", "SessionManager", "Token", "TokenListener", "in_use"]
 
-__all__ = ["Session", "SessionManager", "Generation", "TextListener"]
-
-_METRIC_COLUMNS = (
-    "prompt_tokens", "evaluated_tokens", "output_tokens", "prompt_eval_s", "ttft_s",
-    "decode_tok_per_s", "wall_s", "llama_s", "host_boundary_s", "guest_s",
-)
-
-TextListener = Callable[[str, TokenEvent], None]
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class Generation:
-    """One generation: a ``compute``, or a ``compute_single`` sequence after ``set_input``.
+class Token(NamedTuple):
+    """A generated token as a session hands it on."""
 
-    Times are ``time.perf_counter()`` seconds. Where the time went: ``backend_seconds``
-    inside llama.cpp; ``boundary_seconds`` in the host's wasi-nn calls around it (guest
-    memory, handles, sessions); ``guest_seconds`` everything else, in the guest."""
+    text: str  # decoded; a character split over two tokens comes whole with the second
+    piece: bytes
+    token_id: int
+    time: float  # time.perf_counter() when it was sampled
 
-    prompt_tokens: int = 0
-    evaluated_tokens: int = 0  # after prefix reuse: what llama.cpp actually had to evaluate
-    output_tokens: int = 0
-    started: float = 0.0
-    ended: float = 0.0
-    prompt_seconds: float = 0.0
-    backend_seconds: float = 0.0
-    host_seconds: float = 0.0  # inside wasi-nn host calls on this session, backend included
-    token_times: list[float] = field(default_factory=list)
-    token_texts: list[str] = field(default_factory=list)
 
-    @property
-    def time_to_first_token(self) -> float | None:
-        return self.token_times[0] - self.started if self.token_times else None
-
-    @property
-    def decode_tokens_per_second(self) -> float | None:
-        if len(self.token_times) < 2:
-            return None
-        return (len(self.token_times) - 1) / (self.token_times[-1] - self.token_times[0])
-
-    @property
-    def wall_seconds(self) -> float:
-        return self.ended - self.started
-
-    @property
-    def boundary_seconds(self) -> float:
-        return max(self.host_seconds - self.backend_seconds, 0.0)
-
-    @property
-    def guest_seconds(self) -> float:
-        return max(self.wall_seconds - self.host_seconds, 0.0) if self.host_seconds else 0.0
-
+TokenListener = Callable[[Token], None]
 
 _ids = itertools.count(1)
+
+
+def in_use(session_id: str, by: str) -> Busy:
+    """The one way to say a session is taken (by a guest, a cell, a prompt box)."""
+    return Busy(f"session {session_id!r} is in use by {by}: wait for it to end, or stop it")
 
 
 def _remover(items: list[Any], item: Any) -> Callable[[], None]:
@@ -104,14 +81,18 @@ class Session:
         self.last_used = self.created
         self._clock = clock
         self._context = context
-        self._backend = backend
-        self._lock = threading.RLock()
-        self._listeners: list[TextListener] = []
+        self._options = self.options = backend.options  # what it takes: the panel builds its controls from this
+        self.inputs = backend.inputs  # the input names it takes; None: any
+        self.build = backend.build
+        self._lock = threading.RLock()  # one operation at a time
+        self._pending: dict[str, Any] = {}  # set, not yet applied: applied where the next generation starts
+        self._pending_lock = threading.Lock()
+        self._listeners: list[TokenListener] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._running = False
+        self._running = False  # an operation is under way
         self._closed = False
-        self._streaming = False  # a compute_single sequence is under way
-        self._current: Generation | None = None  # from its first compute until the next prompt
+        self._stream: TokenStream | None = None  # the generation being pulled token by token
+        self._current: Generation | None = None  # from its start until the next input
         self._pending_host = 0.0  # host-call time before a generation starts (set_input)
         self._pending_since = 0.0
         self._stop_requested = False
@@ -119,7 +100,6 @@ class Session:
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._watchers: list[Callable[[dict[str, Any]], None]] = []
         self.generations: list[Generation] = []
-        context.on_token = self._on_token
 
     # -- what users read and set ----------------------------------------------------------
 
@@ -132,100 +112,123 @@ class Session:
         return self._closed
 
     @property
+    def generating(self) -> bool:
+        """A generation is under way (a compute, or a token stream not yet ended)."""
+        return self._stream is not None or self._running
+
+    @property
+    def streaming(self) -> bool:
+        """A token stream (``start_generation``) is under way and not yet ended."""
+        return self._stream is not None
+
+    @property
     def parameters(self) -> dict[str, Any]:
-        return self._context.parameters
+        """Every parameter, as the next generation will have it."""
+        with self._pending_lock:
+            return {**self._context.parameters, **self._pending}
+
+    @property
+    def pending(self) -> dict[str, Any]:
+        """Changes made with ``set`` that wait for the next generation."""
+        with self._pending_lock:
+            return dict(self._pending)
 
     def get(self, key: str) -> Any:
+        option = self._options.lookup(key)
         parameters = self.parameters
-        canonical = key.replace("_", "-")
-        if canonical not in parameters:
-            raise KeyError(f"session {self.id} has no parameter {key!r}; it has: {', '.join(sorted(parameters))}")
-        return parameters[canonical]
+        if option is None or option.name not in parameters:
+            raise ConfigError(f"session {self.id} has no parameter {key!r}; it has: {', '.join(sorted(parameters))}")
+        return parameters[option.name]
 
     def set(self, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
-        """Change parameters for the next generation; ``set(temp=0.2)`` or ``set({"top-p": 0.9})``."""
-        normalized = self._backend.normalize_config({**(options or {}), **kwargs})
-        with self._lock:
-            self._check_open()
-            self._context.configure(normalized)
+        """Change parameters for the next generation: ``set(temp=0.2)`` or
+        ``set({"top-p": 0.9})``. Returns at once, even while a generation runs; a bad
+        name or value raises InvalidArgument and changes nothing."""
+        changes = self._options.normalize({**(options or {}), **kwargs}, strict=True)
+        self._queue(changes)
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """A guest's config (unknown keys are logged and ignored, as WasmEdge does);
+        it applies from the next generation on, like ``set``."""
+        self._queue(self._options.normalize(options, source=f"session {self.id}"))
+
+    def _queue(self, changes: dict[str, Any]) -> None:
+        self._check_open()
+        current = self.parameters
+        changes = {key: value for key, value in changes.items() if current.get(key) != value}
+        if not changes:
+            return
+        self._context.check(changes)
+        with self._pending_lock:
+            self._pending.update(changes)
         for watcher in list(self._watchers):
-            watcher(normalized)
+            watcher(changes)
 
     def watch(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``callback(changed)`` after every ``set``, whoever calls it; returns the remover."""
+        """Call ``callback(changed)`` after every change, from the host or the guest;
+        returns the remover."""
         self._watchers.append(callback)
         return _remover(self._watchers, callback)
 
-    def reload(self) -> None:
-        """Rebuild now what changed settings need (a context, or the weights), rather than
-        at the next generation."""
-        self._operate(self._context.prepare)
+    def reload(self) -> bool:
+        """Apply pending changes and rebuild now what they need (a context, or the
+        weights), rather than at the next generation. False, with nothing done, while
+        a generation is under way: they apply once it has ended."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self.generating:
+                return False
+            self._check_open()
+            self._apply_pending()
+            self._context.prepare()
+            return True
+        finally:
+            self._lock.release()
 
     @property
     def text(self) -> str:
-        """Text of the latest generation, as far as it has got ("" once a new prompt is set)."""
-        return "".join(self._current.token_texts) if self._current is not None else ""
+        """Text of the latest generation, as far as it has got ("" once a new input is set)."""
+        return self._current.text if self._current is not None else ""
+
+    def usage(self) -> Usage:
+        return self._context.usage()
 
     @property
     def counts(self) -> dict[str, int]:
-        stats = self._context.stats()
-        return {"input_tokens": stats.input_tokens, "evaluated_tokens": stats.evaluated_tokens, "output_tokens": stats.output_tokens}
+        usage = self._context.usage()
+        return {"input_tokens": usage.input_tokens, "evaluated_tokens": usage.evaluated_tokens,
+                "output_tokens": usage.output_tokens}
 
     def metrics(self) -> pd.DataFrame:
         """One row per generation: tokens, prompt evaluation, time to first token, decode
-        rate, and where the time went (llama.cpp, the host boundary, the guest)."""
-        import pandas as pd
-
-        rows = [
-            {
-                "prompt_tokens": g.prompt_tokens,
-                "evaluated_tokens": g.evaluated_tokens,
-                "output_tokens": g.output_tokens,
-                "prompt_eval_s": g.prompt_seconds,
-                "ttft_s": g.time_to_first_token,
-                "decode_tok_per_s": g.decode_tokens_per_second,
-                "wall_s": g.wall_seconds,
-                "llama_s": g.backend_seconds,
-                "host_boundary_s": g.boundary_seconds,
-                "guest_s": g.guest_seconds,
-            }
-            for g in self.generations
-        ]
-        return pd.DataFrame(rows, columns=list(_METRIC_COLUMNS)).rename_axis("generation")
+        rate, and where the time went (the backend, the host boundary, the guest)."""
+        return generations_frame(self.generations)
 
     def token_metrics(self) -> pd.DataFrame:
-        """One row per generated token: its text, when it came (seconds since the
-        generation started) and its latency (since the previous token, or the start)."""
-        import pandas as pd
-
-        rows = []
-        for number, g in enumerate(self.generations):
-            previous = g.started
-            for index, (stamp, text) in enumerate(zip(g.token_times, g.token_texts)):
-                rows.append({"generation": number, "token": index, "text": text,
-                             "t_s": stamp - g.started, "latency_s": stamp - previous})
-                previous = stamp
-        return pd.DataFrame(rows, columns=["generation", "token", "text", "t_s", "latency_s"])
+        """One row per generated token: its text, when it came and its latency."""
+        return tokens_frame(self.generations)
 
     def account(self, seconds: float) -> None:
-        """Host time spent in one wasi-nn call on this session (the front-end reports it)."""
-        if self._current is None:
+        """Host time spent in one wasi-nn call on this session (the front-ends report it)."""
+        current = self._current
+        if current is None:
             if not self._pending_host:
                 self._pending_since = time.perf_counter() - seconds
             self._pending_host += seconds
         else:
-            self._current.host_seconds += seconds
-            self._current.ended = time.perf_counter()
+            current.host_seconds += seconds
+            current.ended = time.perf_counter()
 
-    def add_listener(self, listener: TextListener) -> Callable[[], None]:
-        """Call ``listener(text, event)`` for every generated token; returns its remover."""
+    def add_listener(self, listener: TokenListener) -> Callable[[], None]:
+        """Call ``listener(token)`` for every generated token; returns its remover."""
         self._listeners.append(listener)
         return _remover(self._listeners, listener)
 
     def require_free(self, holder: object = None) -> None:
         """Raise Busy if a guest other than ``holder`` drives the session."""
         if self._holder is not None and self._holder is not holder:
-            raise Busy(f"session {self.id!r} is in use by another guest: wait for it to end, or stop it")
+            raise in_use(self.id, "another guest")
 
     def claim(self, holder: object) -> Callable[[], None]:
         """Let one guest at a time drive the session: two interleaving prompts would
@@ -242,9 +245,15 @@ class Session:
         return release
 
     def stop(self) -> None:
-        """End the generation under way after its next token (safe from any thread).
-        ``compute`` then returns the text so far; ``compute_single`` reports end of sequence."""
+        """End the generation under way before its next token (safe from any thread)."""
         self._stop_requested = True
+
+    def release(self) -> None:
+        """Free what the context can rebuild (its KV cache) unless a generation needs it;
+        what it computed stays readable."""
+        with self._lock:
+            if not self._closed and not self.generating:
+                self._context.release()
 
     def on_close(self, callback: Callable[[Session], None]) -> Callable[[], None]:
         """Call ``callback(session)`` once it closes; returns the remover."""
@@ -252,111 +261,168 @@ class Session:
         return _remover(self._close_callbacks, callback)
 
     def close(self) -> None:
-        self.stop()  # a generation under way ends after its next token, not at its end
+        self.stop()  # a generation under way ends before its next token, not at its end
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._end_generation()
             self._context.close()
             self._listeners.clear()
         for callback in self._close_callbacks:
             callback(self)
 
-    # -- the wasi-nn operations, as front-ends drive them --------------------------------
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the neutral execution API, as front-ends drive it --------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidArgument(f"session {self.id} is closed (finalized or expired)")
 
-    def _operate(self, operation: Callable[[], Any]) -> Any:
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self._context.configure(pending)
+
+    @contextlib.contextmanager
+    def _operation(self) -> Iterator[None]:
+        """One operation on the context (the token path inlines this: it is per token)."""
         with self._lock:
             self._check_open()
             self._running = True
             try:
-                return operation()
+                yield
             finally:
                 self._running = False
                 self.last_used = self._clock()
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
-        def operation() -> None:
-            before = self._context.parameters if index == 1 else None
-            self._context.set_input(index, tensor)
-            if before is not None:  # a config tensor (WasmEdge's index 1): tell the watchers
-                after = self._context.parameters
-                changed = {key: value for key, value in after.items() if before.get(key) != value}
-                if changed:
-                    for watcher in list(self._watchers):
-                        watcher(changed)
-            if index != 1:
-                self._decoder.reset()
-                self._streaming = False
-                self._current = None
+    def set_input(self, name: str, tensor: Tensor) -> None:
+        """Set a named input; it ends any generation under way, and the next one starts
+        with the parameters set until now."""
+        with self._operation():
+            self._end_generation()
+            self._apply_pending()
+            self._context.set_input(name, tensor)
+            self._current = None
 
-        self._operate(operation)
+    def compute(self, inputs: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Set ``inputs`` (if any), compute, and return every output by name. A context
+        that generates runs its token stream to the end (listeners get each token;
+        ``stop`` ends it early)."""
+        for name, tensor in (inputs or {}).items():
+            self.set_input(name, tensor)
+        with self._operation():
+            if self._context.generates:
+                self._begin_generation()
+                while self._pull() is not None:
+                    pass
+            else:
+                self._end_generation()
+                self._apply_pending()
+                record = self._begin_record()
+                try:
+                    self._context.compute()
+                finally:
+                    self._finish_record(record)
+            return {name: self._context.get_output(name) for name in self._context.output_names()}
 
-    def _record(self, step: Callable[[], None], *, single: bool) -> None:
-        """Run a generation step and keep the generation's counts up to date. This runs for
-        every streamed token, right after llama.cpp has evicted the interpreter from the CPU
-        caches: it is kept to one frame and a handful of attribute writes."""
+    def start_generation(self) -> None:
+        """Begin a generation on the inputs set, to be pulled with ``next_token``."""
         with self._lock:
             self._check_open()
+            self._begin_generation()
+
+    def next_token(self) -> Token | None:
+        """The next token of the generation under way, or None once it has ended (by
+        itself, or at ``stop``); after None the generation is over."""
+        with self._lock:
+            self._check_open()
+            if self._stream is None:
+                raise InvalidArgument(f"session {self.id} has no generation under way: start one first")
             self._running = True
-            if not (single and self._streaming) or self._current is None:
-                self._stop_requested = False
-                # A generation starts where its prompt was given, if a front-end timed that.
-                started = self._pending_since if self._pending_host else time.perf_counter()
-                self._current = Generation(started=started, host_seconds=self._pending_host)
-                self._pending_host = 0.0
-                self.generations.append(self._current)
-            record = self._current
-            # Any error, end of sequence included, ends a compute_single sequence.
-            self._streaming = False
             try:
-                step()
-                self._streaming = single
+                return self._pull()
             finally:
-                (record.prompt_tokens, record.evaluated_tokens, record.output_tokens,
-                 record.prompt_seconds, record.backend_seconds) = self._context.stats()
                 self._running = False
-                record.ended = time.perf_counter()
                 self.last_used = self._clock()
 
-    def compute(self) -> None:
-        self._record(self._context.compute, single=False)
+    def end_generation(self) -> None:
+        """End the generation under way here (nothing if there is none)."""
+        with self._lock:
+            self._end_generation()
 
-    def compute_single(self) -> None:
-        self._record(self._context.compute_single, single=True)
+    def output_names(self) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return self._context.output_names()
 
-    def get_output(self, index: int) -> bytes:
+    def get_output(self, name: str) -> Tensor:
         with self._lock:
             self._check_open()
             self.last_used = self._clock()
-            return self._context.get_output(index)
+            return self._context.get_output(name)
 
-    def get_output_single(self, index: int) -> bytes:
-        with self._lock:
-            self._check_open()
-            self.last_used = self._clock()
-            return self._context.get_output_single(index)
+    # -- inside the lock ------------------------------------------------------------------
 
-    def fini_single(self) -> None:
-        def operation() -> None:
-            self._context.fini_single()
-            self._streaming = False
+    def _begin_record(self) -> Generation:
+        self._stop_requested = False
+        self._decoder.reset()
+        # A generation starts where its input was given, if a front-end timed that.
+        started = self._pending_since if self._pending_host else time.perf_counter()
+        record = self._current = Generation(started=started, host_seconds=self._pending_host)
+        self._pending_host = 0.0
+        self.generations.append(record)
+        return record
 
-        self._operate(operation)
+    def _finish_record(self, record: Generation) -> None:
+        usage = self._context.usage()
+        (record.prompt_tokens, record.evaluated_tokens, record.output_tokens,
+         record.prompt_seconds, record.backend_seconds) = usage
+        record.ended = time.perf_counter()
 
-    def _on_token(self, event: TokenEvent) -> None:
-        text = self._decoder.decode(event.piece)
-        if self._current is not None:
-            self._current.token_times.append(event.time)
-            self._current.token_texts.append(text)
-        for listener in list(self._listeners):
-            listener(text, event)
-        if self._stop_requested:
-            self._stop_requested = False
-            raise EndOfSequence("stopped on request")
+    def _begin_generation(self) -> None:
+        self._end_generation()
+        self._apply_pending()
+        self._stream = self._context.generate()
+        self._begin_record()
+
+    def _pull(self) -> Token | None:
+        """One token of the stream under way. This runs for every token, right after the
+        backend has evicted the interpreter from the CPU caches: it is kept short."""
+        stream = self._stream
+        if stream is None or self._stop_requested:
+            self._end_generation()
+            return None
+        try:
+            event: TokenEvent | None = stream.next_token()
+        except BaseException:
+            self._end_generation()
+            raise
+        if event is None:
+            self._end_generation()
+            return None
+        token = Token(self._decoder.decode(event.piece), event.piece, event.token_id, event.time)
+        record = self._current
+        if record is not None:
+            record.token_times.append(event.time)
+            record.token_texts.append(token.text)
+            record.output_tokens += 1  # live; the backend's count replaces it at the end
+        for listener in self._listeners:
+            listener(token)
+        return token
+
+    def _end_generation(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+            if self._current is not None:
+                self._finish_record(self._current)
 
 
 class SessionManager:
@@ -385,21 +451,39 @@ class SessionManager:
         model: str | None,
         guest: str | None,
         session_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> Session:
+        """A session on ``context`` (which it then owns: on any failure here it is
+        closed), with ``params`` (a person's: unknown names are errors) set."""
         self.sweep()
+        try:
+            with self._lock:
+                if session_id is not None and session_id in self._sessions:
+                    raise Busy(f"session {session_id!r} is already open")
+                if len(self._sessions) >= self.max_sessions:
+                    raise Busy(
+                        f"{len(self._sessions)} sessions are open, the maximum is {self.max_sessions}: "
+                        "close some or raise max_sessions"
+                    )
+                session = Session(context, backend, model=model, guest=guest, clock=self._clock, session_id=session_id)
+        except NNError:
+            context.close()
+            raise
+        try:
+            if params:
+                session.set(params)
+        except BaseException:
+            session.close()
+            raise
         with self._lock:
-            if session_id is not None and session_id in self._sessions:
-                context.close()
-                raise Busy(f"session {session_id!r} is already open")
-            if len(self._sessions) >= self.max_sessions:
-                context.close()
-                raise Busy(
-                    f"{len(self._sessions)} sessions are open, the maximum is {self.max_sessions}: "
-                    "close some or raise max_sessions"
-                )
-            session = Session(context, backend, model=model, guest=guest, clock=self._clock, session_id=session_id)
             self._sessions[session.id] = session
+        session.on_close(self._forget)  # however it closes, the manager lets it go
         return session
+
+    def _forget(self, session: Session) -> None:
+        with self._lock:
+            if self._sessions.get(session.id) is session:
+                del self._sessions[session.id]
 
     def find(self, session_id: str) -> Session | None:
         self.sweep()
@@ -438,6 +522,12 @@ class SessionManager:
         for session in expired:
             session.close()
         return [session.id for session in expired]
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
 
     def __iter__(self) -> Iterator[Session]:
         self.sweep()

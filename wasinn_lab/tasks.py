@@ -1,4 +1,4 @@
-"""A guest running on a worker thread, its output arriving as events.
+"""A guest running on a worker thread, what it does arriving as events.
 
 The thread that started it stays free: in a kernel that is the main thread, which keeps
 receiving KeyboardInterrupt and owns the display. An interactive task reads its stdin
@@ -13,20 +13,22 @@ or while a session runs, so they do not end a turn early.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .runtime import GuestInstance, GuestOptions, RunResult
-from .sessions import Session
+from .errors import ConfigError, Timeout
+from .runtime import GuestInstance, RunResult
+from .runtime.output import OutputSink
+from .sessions import Session, Token
 
-__all__ = ["GuestTask", "Event", "EventKind"]
+__all__ = ["GuestTask", "Event", "EventKind", "Hooks"]
 
 _POLL = 0.02  # seconds between checks while no output arrives
 QUIET = 0.25  # seconds of silence, after an answer, that end an interactive turn
@@ -39,6 +41,7 @@ class EventKind(enum.Enum):
     STDERR = "stderr"  # bytes the guest wrote to stderr
     TOKEN = "token"  # model text, token by token, from the sessions the guest uses
     SESSION = "session"  # a session the guest opened or adopted
+    NN_ERROR = "nn-error"  # what a failed wasi-nn call said (the guest saw only a code)
     TURN = "turn"  # interactive: the guest consumed its input and waits for more
     DONE = "done"  # the guest ended: data is a RunResult, or the exception it raised
 
@@ -49,42 +52,53 @@ class Event:
     data: Any = None
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What a run reports, and to whom; the runner wires them into the guest's world."""
+
+    on_stdout: OutputSink | None = None
+    on_stderr: OutputSink | None = None
+    on_session: Callable[[Session], None] | None = None
+    on_error: Callable[[str], None] | None = None
+    on_instance: Callable[[GuestInstance], None] | None = None
+    stdin: Path | None = None  # an interactive task's pipe
+
+
+Runner = Callable[[Hooks], RunResult]
+
+
 class GuestTask:
-    """Run ``runner(options)`` on a worker thread (see ``Host.start``).
+    """Run ``runner(hooks)`` on a worker thread (see ``Host.start``).
 
-    ``output_events=False`` leaves the guest's output to ``options``' own callbacks, on
-    the worker, and makes no TOKEN events: ``events()`` then gives SESSION and DONE alone,
-    and a waiting thread pays nothing per token (``Host.run``)."""
+    ``output_events=False`` leaves the guest's output and errors to ``hooks``' own
+    callbacks, on the worker, and makes no TOKEN events: ``events()`` then gives SESSION
+    and DONE alone, and a waiting thread pays nothing per token (``Host.run``)."""
 
-    def __init__(
-        self,
-        runner: Callable[[GuestOptions], RunResult],
-        options: GuestOptions,
-        *,
-        interactive: bool,
-        output_events: bool = True,
-    ) -> None:
+    def __init__(self, runner: Runner, hooks: Hooks = Hooks(), *, interactive: bool, output_events: bool = True) -> None:
         self._events: queue.Queue[Event] = queue.Queue()
         self.sessions: list[Session] = []
         self._detach: list[Callable[[], None]] = []
         self._stopping = False
         self.result: RunResult | None = None
         self._pipe: tuple[int, int] | None = None
+        self._output_events = output_events
+        ours = replace(hooks, on_session=self._adopt, on_instance=self._started)
         if interactive:
             read_end, write_end = os.pipe()
             self._pipe = (read_end, write_end)
-            options.stdin = Path(f"/proc/self/fd/{read_end}")
-        self._output_events = output_events
+            ours = replace(ours, stdin=Path(f"/proc/self/fd/{read_end}"))
         if output_events:
-            options.on_stdout = lambda data: self._events.put(Event(EventKind.STDOUT, data))
-            options.on_stderr = lambda data: self._events.put(Event(EventKind.STDERR, data))
-        options.on_session = self._adopt
-        options.on_instance = self._started
+            ours = replace(
+                ours,
+                on_stdout=lambda data: self._events.put(Event(EventKind.STDOUT, data)),
+                on_stderr=lambda data: self._events.put(Event(EventKind.STDERR, data)),
+                on_error=lambda message: self._events.put(Event(EventKind.NN_ERROR, message)),
+            )
         self._instance: GuestInstance | None = None
-        self._thread = threading.Thread(target=self._work, args=(runner, options), name="wasinn-lab-guest", daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(runner, ours), name="wasinn-lab-guest", daemon=True)
         self._thread.start()
 
-    # -- the worker ---------------------------------------------------------------------------
+    # -- the worker -----------------------------------------------------------------------
 
     def _started(self, instance: GuestInstance) -> None:
         self._instance = instance
@@ -92,19 +106,19 @@ class GuestTask:
     def _adopt(self, session: Session) -> None:
         self.sessions.append(session)
 
-        def on_token(text: str, event: object) -> None:
+        def on_token(token: Token) -> None:
             if self._output_events:
-                self._events.put(Event(EventKind.TOKEN, text))
+                self._events.put(Event(EventKind.TOKEN, token.text))
             if self._stopping:  # a stop asked for before this session or generation began
                 session.stop()
 
         self._detach.append(session.add_listener(on_token))
         self._events.put(Event(EventKind.SESSION, session))
 
-    def _work(self, runner: Callable[[GuestOptions], RunResult], options: GuestOptions) -> None:
+    def _work(self, runner: Runner, hooks: Hooks) -> None:
         outcome: RunResult | BaseException
         try:
-            outcome = self.result = runner(options)
+            outcome = self.result = runner(hooks)
         except BaseException as exc:  # handed to the thread that reads the events
             outcome = exc
         finally:
@@ -114,7 +128,7 @@ class GuestTask:
                 os.close(self._pipe[0])
         self._events.put(Event(EventKind.DONE, outcome))
 
-    # -- the caller's side --------------------------------------------------------------------
+    # -- the caller's side ----------------------------------------------------------------
 
     @property
     def running(self) -> bool:
@@ -123,7 +137,9 @@ class GuestTask:
     def send(self, text: str | bytes) -> None:
         """Give an interactive guest more input (a turn)."""
         if self._pipe is None:
-            raise RuntimeError("send() needs a task started with interactive=True")
+            raise ConfigError("send() needs a task started with interactive=True")
+        if self._pipe[1] < 0:
+            raise ConfigError("this task's input is closed: start a new one")
         data = text.encode() if isinstance(text, str) else text
         self._stopping = False  # a new turn: an earlier stop was for the earlier one
         if self._instance is not None:
@@ -144,20 +160,26 @@ class GuestTask:
 
     def wind_down(self, on_event: Callable[[Event], None] = lambda event: None) -> None:
         """After an interrupt: end the generation under way within a token, and stop the
-        guest itself if it has not ended (or finished its turn) ``GRACE`` seconds later;
-        hands on its events meanwhile. What the guest raises then is the interrupt's
-        consequence, not raised here: the caller re-raises the interrupt."""
+        guest itself if it has not ended (or finished its turn) ``GRACE`` seconds later,
+        however much it writes meanwhile; hands on its events. What the guest raises then
+        is the interrupt's consequence, not raised here: the caller re-raises the interrupt."""
         self.stop()
+        if self._drain(GRACE, on_event):
+            return
+        self.interrupt()
+        # A guest still not unwound after the drain is blocked outside wasm (in a WASI
+        # call): it ends at its deadline, and the interrupt is not held up for it.
+        self._drain(DRAIN, on_event)
+
+    def _drain(self, seconds: float, on_event: Callable[[Event], None]) -> bool:
+        """Hand on events for at most ``seconds`` in all; True if the guest ended or its
+        turn did."""
         try:
-            for event in self.events(timeout=GRACE):
+            for event in self.events(deadline=time.monotonic() + seconds):
                 on_event(event)
-        except TimeoutError:
-            self.interrupt()
-            # A guest still not unwound after the drain is blocked outside wasm (in a WASI
-            # call): it ends at its deadline, and the interrupt is not held up for it.
-            with contextlib.suppress(TimeoutError):
-                for event in self.events(timeout=DRAIN):
-                    on_event(event)
+        except Timeout:
+            return False
+        return True
 
     def close(self, timeout: float = 10.0) -> None:
         """End an interactive guest's input (EOF) and wait for it to finish."""
@@ -166,19 +188,23 @@ class GuestTask:
             self._pipe = (self._pipe[0], -1)
         self._thread.join(timeout)
 
-    def events(self, timeout: float | None = None, *, quiet: float = QUIET) -> Iterator[Event]:
+    def events(self, timeout: float | None = None, *, deadline: float | None = None,
+               quiet: float = QUIET) -> Iterator[Event]:
         """Events as they come, until the guest ends (DONE) or, for an interactive guest,
         its turn is over (TURN). Polls, so the calling thread stays interruptible.
-        ``timeout``: at most this many seconds without any event (TimeoutError)."""
+        Raises Timeout after ``timeout`` seconds without any event, or at ``deadline``
+        (a ``time.monotonic()``) whatever came before it."""
         silent = 0.0
         answered = False
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise Timeout("the guest did not end in time")
             try:
                 event = self._events.get(timeout=_POLL)
             except queue.Empty:
                 silent += _POLL
                 if timeout is not None and silent > timeout:
-                    raise TimeoutError(f"the guest did nothing for {timeout:.0f} s") from None
+                    raise Timeout(f"the guest did nothing for {timeout:.0f} s") from None
                 generating = any(session.state == "running" for session in self.sessions)
                 awaiting_input = self._pipe is not None and self._pipe[1] >= 0
                 if awaiting_input and answered and not generating and silent >= quiet:

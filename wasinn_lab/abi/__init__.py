@@ -1,1 +1,3 @@
-"""ABI front-ends: thin marshalling between guest memory and the host's neutral API."""
+"""ABI front-ends: each turns one ABI's calls into the neutral API (``nn.GuestNN``, ``Session``)."""
+
+__all__: list[str] = []

@@ -31,7 +31,10 @@ def memory_of(caller: wasmtime.Caller) -> wasmtime.Memory:
 
 
 class GuestMemory:
-    def __init__(self, caller: wasmtime.Caller, memory: wasmtime.Memory) -> None:
+    """A guest's memory as it is now: during a host call (through its ``Caller``), or
+    between calls (through its ``Store``)."""
+
+    def __init__(self, caller: wasmtime.Caller | wasmtime.Store, memory: wasmtime.Memory) -> None:
         self._caller = caller
         self._memory = memory
         self._size = -1  # read on first use: most per-token calls never touch memory

@@ -1,24 +1,31 @@
 """The preview1 ``wasi_ephemeral_nn`` ABI, as WasmEdge and WAMR implement it, including
 WasmEdge's GGML extensions (by-name loading, single-token streaming, unload, finalize).
 
-One ``Preview1`` serves one guest instance: it owns that guest's handle tables and
-marshals between guest memory and the host's registry and sessions. It imports no
-backend. Errors become errnos in exactly one place, ``errno_for``.
+Marshalling only: it reads and writes guest memory, turns ABI numbers into the neutral
+types and tensor indexes into names, and calls the guest's wasi-nn state (``GuestNN``)
+and its sessions. WasmEdge's wire formats live here alone: the config JSON at index 1,
+the usage and embedding JSON, ``stream-stdout``, the three-call streaming protocol and
+errno 100 at its end. Errors become errnos in exactly one place, ``errno_for``.
+
+Index semantics follow the backend. One that names its inputs (the GGML backend takes
+``prompt``) gets WasmEdge's: input 1 is config, any other index is its first input;
+output 1 is usage JSON, any other index its text (or its embedding). One that takes any
+names (echo) gets index ``i`` as the tensor named ``"i"``.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
+import json
 import logging
 import struct
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import wasmtime
 
+from ..backends.base import EMBEDDING, TEXT
 from ..config import parse_config_json
 from ..errors import (
     BackendError,
@@ -35,8 +42,8 @@ from ..errors import (
     TooLarge,
     UnsupportedOperation,
 )
-from ..registry import LoadedGraph, ModelRegistry
-from ..sessions import Session, SessionManager
+from ..nn import GuestNN
+from ..sessions import Session
 from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 from .memory import GuestMemory, memory_of
 
@@ -61,8 +68,8 @@ ERRNO: dict[type[NNError], int] = {
 }
 _RUNTIME_ERROR = ERRNO[BackendError]
 
-# WasmEdge's numbering; the WIT and WAMR swap 5 and 6, so 5 also means GGML when the
-# bytes are GGUF: guests built for either runtime load.
+# WasmEdge's numbering; the WIT and WAMR swap 5 and 6, so 5 (autodetect) finds GGML in
+# GGUF bytes: guests built for either runtime load.
 _ENCODINGS = {
     0: GraphEncoding.OPENVINO,
     1: GraphEncoding.ONNX,
@@ -83,8 +90,11 @@ _TENSOR_TYPES = {
 }
 _TENSOR = struct.Struct("<IIB3xII")  # dims ptr, dims len, type, data ptr, data len
 _BUILDER = struct.Struct("<II")  # ptr, len
+_CONFIG_INDEX = 1  # WasmEdge: input 1 is config JSON, output 1 is usage JSON
+_STREAM_STDOUT = ("stream-stdout", "stream_stdout")  # WasmEdge: print each token of a compute
 MAX_RANK = 32
 MAX_BUILDERS = 64
+_MASK = 0xFFFFFFFF
 
 
 def errno_for(exc: NNError) -> int:
@@ -94,51 +104,28 @@ def errno_for(exc: NNError) -> int:
     return _RUNTIME_ERROR
 
 
-def _lookup(table: dict[int, Any], handle: int, what: str) -> Any:
-    try:
-        return table[handle & 0xFFFFFFFF]
-    except KeyError:
-        raise InvalidArgument(f"unknown or freed {what} handle {handle & 0xFFFFFFFF}") from None
+def _split_config(raw: bytes) -> tuple[dict[str, Any], bool | None]:
+    """A guest's config JSON: what goes to the backend, and ``stream-stdout`` (ours)."""
+    config = parse_config_json(raw)
+    stream_stdout = None
+    for key in _STREAM_STDOUT:
+        if key in config:
+            value = config.pop(key)
+            if not isinstance(value, bool):
+                raise InvalidArgument(f"'stream-stdout' takes true or false, got {value!r}")
+            stream_stdout = value
+    return config, stream_stdout
 
 
 class Preview1:
     """The twelve ``wasi_ephemeral_nn`` imports for one guest instance."""
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        sessions: SessionManager,
-        *,
-        guest: str | None = None,
-        stdout: Callable[[bytes], None] | None = None,
-        session_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        on_session: Callable[[Session], None] | None = None,
-        staging_dir: Path,
-        max_load_bytes: int = 1 << 30,
-    ) -> None:
-        self._registry = registry
-        self._sessions = sessions
-        self._guest = guest
-        self._stdout = stdout
-        # The guest's first execution context is this named session: adopted if it is
-        # open, else opened under that name. Either way it outlives the guest.
-        self._session_id = session_id
-        self._params = dict(params or {})
-        self._on_session = on_session
-        self._staging_dir = staging_dir
-        self._max_load_bytes = max_load_bytes
-        self._loaded_bytes = 0  # model bytes this guest has sent to `load`, in all
-        self._kept: set[str] = set()
-        self._detach: list[Callable[[], None]] = []  # this run's listeners and claims on its sessions
-        self._graphs: dict[int, LoadedGraph] = {}
-        self._unloaded: list[LoadedGraph] = []  # guest-built graphs whose contexts may still drain
-        self._contexts: dict[int, Session] = {}
-        self._graph_ids = itertools.count()
-        self._context_ids = itertools.count()
+    def __init__(self, nn: GuestNN, *, stdout: Callable[[bytes], None] | None = None) -> None:
+        self._nn = nn
+        self._stdout = stdout  # where stream-stdout prints, in order with the guest's own output
+        self._stream_stdout: dict[tuple[str, int], bool] = {}  # ("graph" | "context", handle) -> on
+        self._last_piece: dict[int, bytes] = {}  # context -> its latest streamed token
         self._memory: wasmtime.Memory | None = None  # the guest's export, looked up once
-
-    # -- wiring ---------------------------------------------------------------------------
 
     def define(self, linker: wasmtime.Linker) -> None:
         i32 = wasmtime.ValType.i32()
@@ -150,6 +137,7 @@ class Preview1:
 
     def _entry(self, method: Callable[..., None]) -> Callable[..., int]:
         on_context = method.__name__ in _CONTEXT_CALLS
+        nn = self._nn
 
         @functools.wraps(method)
         def entry(caller: wasmtime.Caller, *args: int) -> int:
@@ -160,77 +148,48 @@ class Preview1:
                 method(GuestMemory(caller, self._memory), *args)
                 return 0
             except NNError as exc:
+                nn.failed(method.__name__, exc)
                 return errno_for(exc)
-            except Exception:  # a host bug must not become a guest trap with a traceback
+            except Exception as exc:  # a host bug must not become a guest trap with a traceback
                 log.exception("wasi_ephemeral_nn.%s failed unexpectedly", method.__name__)
+                nn.failed(method.__name__, BackendError(f"the host failed unexpectedly ({type(exc).__name__}: {exc})"))
                 return _RUNTIME_ERROR
             finally:
-                # The session's metrics split its time between llama.cpp, the host, the guest.
-                session = self._contexts.get(args[0] & 0xFFFFFFFF) if on_context else None
-                if session is not None:
-                    session.account(time.perf_counter() - started)
+                if on_context:
+                    nn.account(args[0] & _MASK, time.perf_counter() - started)
 
         return entry
 
-    @property
-    def sessions(self) -> list[Session]:
-        return list(self._contexts.values())
-
-    def close(self) -> None:
-        """Free every context this guest left open (named sessions stay) and the graphs
-        it built from bytes."""
-        for detach in self._detach:
-            detach()
-        for session in self._contexts.values():
-            if session.id not in self._kept:
-                self._sessions.discard(session)
-        self._contexts.clear()
-        for loaded in [*self._graphs.values(), *self._unloaded]:
-            loaded.close()
-        self._graphs.clear()
-        self._unloaded.clear()
-
     # -- loading --------------------------------------------------------------------------
-
-    def _new_graph(self, memory: GuestMemory, loaded: LoadedGraph, out_graph: int) -> None:
-        handle = next(self._graph_ids)
-        self._graphs[handle] = loaded
-        memory.write_u32(out_graph, handle)
 
     def load(self, memory: GuestMemory, builders_ptr: int, builders_len: int, encoding: int, target: int, out_graph: int) -> None:
         memory.check_writable(out_graph, 4)
-        if builders_len & 0xFFFFFFFF > MAX_BUILDERS:
-            raise InvalidArgument(f"{builders_len & 0xFFFFFFFF} graph builders; at most {MAX_BUILDERS}")
+        count = builders_len & _MASK
+        if count > MAX_BUILDERS:
+            raise InvalidArgument(f"{count} graph builders; at most {MAX_BUILDERS}")
         if encoding not in _ENCODINGS:
             raise InvalidEncoding(f"unknown graph encoding {encoding}")
         if target not in _TARGETS:
             raise InvalidArgument(f"unknown execution target {target}")
-        raw = memory.read(builders_ptr, _BUILDER.size * (builders_len & 0xFFFFFFFF))
-        spans = list(_BUILDER.iter_unpack(raw))
-        total = self._loaded_bytes + sum(length for _, length in spans)
-        if total > self._max_load_bytes:
-            raise TooLarge(f"{total:,} bytes of model in all; a guest may send at most {self._max_load_bytes:,}")
+        spans = list(_BUILDER.iter_unpack(memory.read(builders_ptr, _BUILDER.size * count)))
+        self._nn.check_load_bytes(sum(length for _, length in spans))  # before copying them out
         builders = [memory.read(ptr, length) for ptr, length in spans]
-        kind = _ENCODINGS[encoding]
-        if kind in (GraphEncoding.AUTODETECT, GraphEncoding.GGML):
-            if not (builders and builders[0].startswith(b"GGUF")):
-                raise InvalidEncoding("autodetect/ggml: the builder is not a GGUF file")
-            kind = GraphEncoding.GGML
-        loaded = self._registry.load_bytes(builders, kind, _TARGETS[target], self._staging_dir)
-        self._loaded_bytes = total
-        self._new_graph(memory, loaded, out_graph)
+        memory.write_u32(out_graph, self._nn.load(builders, _ENCODINGS[encoding], _TARGETS[target]))
 
     def load_by_name(self, memory: GuestMemory, name_ptr: int, name_len: int, out_graph: int) -> None:
         memory.check_writable(out_graph, 4)
-        self._new_graph(memory, self._registry.load(self._name(memory, name_ptr, name_len)), out_graph)
+        memory.write_u32(out_graph, self._nn.load_by_name(self._name(memory, name_ptr, name_len)))
 
     def load_by_name_with_config(
         self, memory: GuestMemory, name_ptr: int, name_len: int, config_ptr: int, config_len: int, out_graph: int
     ) -> None:
         memory.check_writable(out_graph, 4)
         name = self._name(memory, name_ptr, name_len)
-        config = parse_config_json(memory.read(config_ptr, config_len))
-        self._new_graph(memory, self._registry.load(name, config), out_graph)
+        config, stream_stdout = _split_config(memory.read(config_ptr, config_len))
+        graph = self._nn.load_by_name(name, config)
+        if stream_stdout is not None:
+            self._stream_stdout["graph", graph] = stream_stdout
+        memory.write_u32(out_graph, graph)
 
     @staticmethod
     def _name(memory: GuestMemory, pointer: int, length: int) -> str:
@@ -240,98 +199,117 @@ class Preview1:
             raise InvalidArgument(f"model name is not valid UTF-8: {exc}") from exc
 
     def unload(self, memory: GuestMemory, graph: int) -> None:
-        loaded = _lookup(self._graphs, graph, "graph")
-        del self._graphs[graph & 0xFFFFFFFF]
-        if loaded.model is not None:
-            self._registry.forget(loaded.model)
-        else:
-            self._unloaded.append(loaded)
+        self._nn.unload(graph & _MASK)
+        self._stream_stdout.pop(("graph", graph & _MASK), None)
 
     # -- execution contexts ---------------------------------------------------------------
 
     def init_execution_context(self, memory: GuestMemory, graph: int, out_context: int) -> None:
         memory.check_writable(out_context, 4)
-        loaded: LoadedGraph = _lookup(self._graphs, graph, "graph")
-        session = self._open_session(loaded)
-        if self._params:
-            session.set(self._params)
-        handle = next(self._context_ids)
-        self._contexts[handle] = session
-        memory.write_u32(out_context, handle)
-
-    def _open_session(self, loaded: LoadedGraph) -> Session:
-        name, self._session_id = self._session_id, None
-        session = self._sessions.find(name) if name is not None else None
-        if session is None:
-            context = loaded.graph.init_execution_context(loaded.config)
-            session = self._sessions.open(context, loaded.backend, model=loaded.model, guest=self._guest, session_id=name)
-        if name is not None and not loaded.owned:
-            # A model the guest sent as bytes is freed when the guest ends, and so must be
-            # every context made from it: only a registered model's session outlives it.
-            self._kept.add(session.id)
-        self._detach.append(session.claim(self))
-        if self._stdout is not None:
-            self._detach.append(session.add_listener(self._stream_stdout(session)))
-        if self._on_session is not None:
-            self._on_session(session)
-        return session
-
-    def _stream_stdout(self, session: Session) -> Callable[..., None]:
-        write = self._stdout
-        assert write is not None
-
-        # WasmEdge prints tokens for `stream-stdout` in compute mode only.
-        def listener(text: str, event: Any) -> None:
-            if not event.single and session.parameters.get("stream-stdout"):
-                write(event.piece)
-
-        return listener
-
-    def _context(self, handle: int) -> Session:
-        return _lookup(self._contexts, handle, "execution context")
+        context = self._nn.init_execution_context(graph & _MASK)
+        if ("graph", graph & _MASK) in self._stream_stdout:
+            self._stream_stdout["context", context] = self._stream_stdout["graph", graph & _MASK]
+        memory.write_u32(out_context, context)
 
     def finalize_execution_context(self, memory: GuestMemory, context: int) -> None:
-        session = self._context(context)
-        del self._contexts[context & 0xFFFFFFFF]
-        if session.id not in self._kept:
-            self._sessions.discard(session)
+        self._nn.finalize(context & _MASK)
+        self._last_piece.pop(context & _MASK, None)
+        self._stream_stdout.pop(("context", context & _MASK), None)
 
     def set_input(self, memory: GuestMemory, context: int, index: int, tensor_ptr: int) -> None:
-        session = self._context(context)
+        session = self._nn.context(context & _MASK)
         dims_ptr, dims_len, type_code, data_ptr, data_len = _TENSOR.unpack(memory.read(tensor_ptr, _TENSOR.size))
         if dims_len > MAX_RANK:
             raise InvalidArgument(f"tensor rank {dims_len} is over the limit of {MAX_RANK}")
         if type_code not in _TENSOR_TYPES:
             raise InvalidArgument(f"unknown tensor type {type_code}")
         dims = memory.read_u32s(dims_ptr, dims_len)
-        session.set_input(index & 0xFFFFFFFF, Tensor(dims, _TENSOR_TYPES[type_code], memory.read(data_ptr, data_len)))
+        data = memory.read(data_ptr, data_len)
+        index &= _MASK
+        if session.inputs is None:
+            session.set_input(str(index), Tensor(dims, _TENSOR_TYPES[type_code], data))
+        elif index == _CONFIG_INDEX:
+            config, stream_stdout = _split_config(data)
+            session.configure(config)
+            if stream_stdout is not None:
+                self._stream_stdout["context", context & _MASK] = stream_stdout
+        else:
+            # Text prompts often come as dims [1] with N bytes: the dims say nothing here.
+            session.set_input(session.inputs[0], Tensor(dims, _TENSOR_TYPES[type_code], data))
 
     def compute(self, memory: GuestMemory, context: int) -> None:
-        self._context(context).compute()
+        session = self._nn.context(context & _MASK)
+        write = self._stdout
+        if write is None or not self._stream_stdout.get(("context", context & _MASK)):
+            session.compute()
+            return
+        remove = session.add_listener(lambda token: write(token.piece))
+        try:
+            session.compute()
+        finally:
+            remove()
+
+    def _generative(self, context: int) -> Session:
+        """The context of a text model: single-token mode is WasmEdge's GGML protocol."""
+        session = self._nn.context(context & _MASK)
+        if session.inputs is None:
+            raise UnsupportedOperation("this backend does not generate text: it has no single-token mode")
+        return session
 
     def compute_single(self, memory: GuestMemory, context: int) -> None:
-        self._context(context).compute_single()
+        session = self._generative(context)
+        if not session.streaming:
+            session.start_generation()
+        token = session.next_token()
+        if token is None:
+            raise EndOfSequence("end of generation")
+        self._last_piece[context & _MASK] = token.piece
 
     def fini_single(self, memory: GuestMemory, context: int) -> None:
-        self._context(context).fini_single()
+        self._generative(context).end_generation()
+        self._last_piece.pop(context & _MASK, None)
 
     def get_output(self, memory: GuestMemory, context: int, index: int, out_ptr: int, out_max: int, out_written: int) -> None:
-        self._write_output(memory, self._context(context).get_output(index & 0xFFFFFFFF), out_ptr, out_max, out_written)
+        session = self._nn.context(context & _MASK)
+        index &= _MASK
+        if session.inputs is None:
+            data = session.get_output(str(index)).data
+        elif index == _CONFIG_INDEX:
+            data = self._usage(session)
+        elif EMBEDDING in session.output_names():
+            values = session.get_output(EMBEDDING).data
+            vector = struct.unpack(f"<{len(values) // 4}f", values)
+            data = json.dumps({"n_embedding": len(vector), "embedding": vector}).encode()
+        else:
+            data = session.get_output(TEXT).data
+        self._write_output(memory, data, out_ptr, out_max, out_written)
 
     def get_output_single(
         self, memory: GuestMemory, context: int, index: int, out_ptr: int, out_max: int, out_written: int
     ) -> None:
-        output = self._context(context).get_output_single(index & 0xFFFFFFFF)
-        self._write_output(memory, output, out_ptr, out_max, out_written)
+        session = self._generative(context)
+        data = self._usage(session) if index & _MASK == _CONFIG_INDEX else self._last_piece.get(context & _MASK, b"")
+        self._write_output(memory, data, out_ptr, out_max, out_written)
+
+    @staticmethod
+    def _usage(session: Session) -> bytes:
+        usage = session.usage()
+        report: Mapping[str, Any] = {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "llama_build_number": 0,
+            "llama_commit": session.build,
+        }
+        return json.dumps(report).encode()
 
     @staticmethod
     def _write_output(memory: GuestMemory, data: bytes, out_ptr: int, out_max: int, out_written: int) -> None:
         memory.check_writable(out_written, 4)
         memory.check_writable(out_ptr, out_max)
-        if len(data) > out_max & 0xFFFFFFFF:
+        if len(data) > out_max & _MASK:
             # WasmEdge's contract: the required size in out_written, no data, errno 7.
             memory.write_u32(out_written, len(data))
-            raise TooLarge(f"output is {len(data)} bytes, the buffer {out_max & 0xFFFFFFFF}", required=len(data))
+            raise TooLarge(f"the output is {len(data)} bytes, the buffer {out_max & _MASK}", required=len(data))
         memory.write(out_ptr, data)
         memory.write_u32(out_written, len(data))
 

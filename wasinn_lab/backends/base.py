@@ -1,35 +1,45 @@
-"""The backend contract: a backend loads graphs, a graph makes execution contexts,
-a context takes inputs, computes and gives outputs.
+"""The backend contract: a backend loads graphs, a graph makes execution contexts, a
+context takes named input tensors, computes, and gives named output tensors; a context
+that generates text also gives a stream of tokens its caller pulls.
 
-Only bytes, neutral types (``wasinn_lab.types``), plain dicts and ``NNError``s cross it;
-backends know nothing about wasm, handles or guest memory.
+Only bytes, the neutral types (``wasinn_lab.types``), plain dicts, the records below and
+``NNError``s cross it. Backends know nothing about wasm, handles, guest memory or any
+ABI's wire format.
+
+Text generation has a named-tensor convention that every ABI can carry: the input
+``prompt`` (U8, UTF-8 text), the outputs ``text`` (U8, all text generated so far) and,
+in embedding mode, ``embedding`` (F32, one vector). Configuration is ``configure``, and
+usage is a ``Usage`` record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from ..options import Options
 from ..types import ExecutionTarget, GraphEncoding, Tensor
 
-__all__ = ["Backend", "Graph", "ExecutionContext", "GenerationStats", "TokenEvent", "TokenListener"]
+__all__ = ["PROMPT", "TEXT", "EMBEDDING", "Backend", "Graph", "ExecutionContext", "TokenStream", "TokenEvent", "Usage"]
+
+PROMPT = "prompt"
+TEXT = "text"
+EMBEDDING = "embedding"
 
 
 # NamedTuples: made on every token, and cheaper to make than frozen dataclasses.
 class TokenEvent(NamedTuple):
-    """One generated token, as it is made."""
+    """One generated token, as it is sampled."""
 
-    piece: bytes
+    piece: bytes  # its text's bytes (a character may span two tokens)
     token_id: int
-    single: bool  # made by compute_single (the guest streams) rather than compute
-    time: float  # time.perf_counter() when the token was sampled
+    time: float  # time.perf_counter() when it was sampled
 
 
-TokenListener = Callable[[TokenEvent], None]
+class Usage(NamedTuple):
+    """The current (or latest) generation's counts and backend time."""
 
-
-class GenerationStats(NamedTuple):
     input_tokens: int = 0
     evaluated_tokens: int = 0  # after prefix reuse: what the backend really evaluated
     output_tokens: int = 0
@@ -37,34 +47,52 @@ class GenerationStats(NamedTuple):
     backend_seconds: float = 0.0  # all backend work for this generation, prompt included
 
 
+class TokenStream(Protocol):
+    def next_token(self) -> TokenEvent | None:
+        """The next token, or None once the generation has ended (end of generation, the
+        n-predict bound, the reverse prompt). Raises ContextFull when the context fills
+        up, PromptTooLong on the first call for a prompt that cannot fit."""
+
+    def close(self) -> None:
+        """End the generation here; ``next_token`` gives None from now on."""
+
+
 class ExecutionContext(Protocol):
-    # Called for every generated token. It may raise EndOfSequence to end the
-    # generation there: compute then returns normally, compute_single raises it on.
-    on_token: TokenListener | None
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Every option's current value, by canonical name."""
 
     @property
-    def parameters(self) -> dict[str, Any]: ...
+    def generates(self) -> bool:
+        """Whether ``compute`` is a token stream (``generate``) run to its end."""
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        """Raise InvalidArgument if these options (normalized) cannot work here, e.g. a
+        context larger than the model's; nothing changes."""
 
     def configure(self, options: Mapping[str, Any]) -> None:
-        """Update parameters (already normalized by ``Backend.normalize_config``)."""
+        """Update parameters (normalized by ``Backend.options``); the caller does this
+        only between generations, so a change may rebuild what a generation uses."""
 
     def prepare(self) -> None:
         """Build now whatever the next generation would build (after a reconfiguration)."""
 
-    def set_input(self, index: int, tensor: Tensor) -> None: ...
+    def set_input(self, name: str, tensor: Tensor) -> None: ...
 
     def compute(self) -> None: ...
 
-    def get_output(self, index: int) -> bytes: ...
+    def output_names(self) -> list[str]:
+        """The outputs there are now."""
 
-    def compute_single(self) -> None: ...
+    def get_output(self, name: str) -> Tensor: ...
 
-    def get_output_single(self, index: int) -> bytes: ...
+    def generate(self) -> TokenStream:
+        """A token stream on the inputs set (UnsupportedOperation if it cannot generate)."""
 
-    def fini_single(self) -> None: ...
+    def usage(self) -> Usage: ...
 
-    def stats(self) -> GenerationStats:
-        """The current (or latest) generation's counts and backend time."""
+    def release(self) -> None:
+        """Free what can be rebuilt on the next use (a KV cache); outputs stay readable."""
 
     def close(self) -> None: ...
 
@@ -79,9 +107,11 @@ class Graph(Protocol):
 
 class Backend(Protocol):
     encoding: GraphEncoding
-
-    def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Canonical keys and checked value types; raises InvalidArgument."""
+    options: Options  # what configure, load configs and the notebook's controls take
+    # The input names its contexts take, in order (the GGML backend: PROMPT); None: any
+    # names at all (echo), which an ABI with numbered tensors numbers "0", "1", ...
+    inputs: tuple[str, ...] | None
+    build: str  # what it is built from, for usage reports (e.g. "llama-cpp-python-0.3.36")
 
     def load(self, builders: Sequence[bytes], target: ExecutionTarget, staging_dir: Path) -> Graph:
         """A graph from bytes a guest sent. Files the backend needs for it go in

@@ -1,4 +1,4 @@
-"""The echo backend: every output is the input at the same index, unchanged.
+"""The echo backend: every input tensor comes back as the output of the same name, unchanged.
 
 It is the conformance approach the wasi-nn working group proposed: it checks an ABI
 front-end's tensor marshalling for every type and shape, with no model in the way.
@@ -11,24 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgument, UnsupportedOperation
+from ..options import Options
 from ..types import ExecutionTarget, GraphEncoding, Tensor
-from .base import GenerationStats, TokenListener
+from .base import TokenStream, Usage
 
 __all__ = ["EchoBackend"]
 
-_NO_SINGLE_MODE = "the echo backend has no single-token mode"
-
 
 class _EchoContext:
-    on_token: TokenListener | None = None
+    generates = False
 
     def __init__(self) -> None:
-        self._inputs: dict[int, Tensor] = {}
-        self._outputs: dict[int, Tensor] = {}
+        self._inputs: dict[str, Tensor] = {}
+        self._outputs: dict[str, Tensor] = {}
 
     @property
     def parameters(self) -> dict[str, Any]:
         return {}
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        pass
 
     def configure(self, options: Mapping[str, Any]) -> None:
         pass
@@ -36,34 +38,34 @@ class _EchoContext:
     def prepare(self) -> None:
         pass
 
-    def set_input(self, index: int, tensor: Tensor) -> None:
+    def set_input(self, name: str, tensor: Tensor) -> None:
         if len(tensor.data) != tensor.expected_size:
             raise InvalidArgument(
-                f"tensor data is {len(tensor.data)} bytes but dims {list(tensor.dims)} of "
+                f"tensor {name!r} has {len(tensor.data)} bytes of data, but dims {list(tensor.dims)} of "
                 f"{tensor.type.value} need {tensor.expected_size}"
             )
-        self._inputs[index] = tensor
+        self._inputs[name] = tensor
 
     def compute(self) -> None:
         self._outputs = dict(self._inputs)
 
-    def get_output(self, index: int) -> bytes:
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def get_output(self, name: str) -> Tensor:
         try:
-            return self._outputs[index].data
+            return self._outputs[name]
         except KeyError:
-            raise InvalidArgument(f"no output at index {index}: set that input and compute first") from None
+            raise InvalidArgument(f"no output named {name!r}: set that input and compute first") from None
 
-    def compute_single(self) -> None:
-        raise UnsupportedOperation(_NO_SINGLE_MODE)
+    def generate(self) -> TokenStream:
+        raise UnsupportedOperation("the echo backend does not generate text")
 
-    def get_output_single(self, index: int) -> bytes:
-        raise UnsupportedOperation(_NO_SINGLE_MODE)
+    def usage(self) -> Usage:
+        return Usage()
 
-    def fini_single(self) -> None:
-        raise UnsupportedOperation(_NO_SINGLE_MODE)
-
-    def stats(self) -> GenerationStats:
-        return GenerationStats()
+    def release(self) -> None:
+        pass
 
     def close(self) -> None:
         self._inputs.clear()
@@ -83,9 +85,9 @@ class _EchoGraph:
 
 class EchoBackend:
     encoding = GraphEncoding.ECHO
-
-    def normalize_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(config)
+    options = Options(())
+    inputs: tuple[str, ...] | None = None  # any names
+    build = "echo"
 
     def load(self, builders: Sequence[bytes], target: ExecutionTarget, staging_dir: Path) -> _EchoGraph:
         return _EchoGraph()

@@ -1,32 +1,67 @@
-"""The notebook layer: ``%load_ext wasinn_lab`` registers the magics."""
+"""The notebook layer: ``%load_ext wasinn_lab`` registers the magics on a lab of its own
+(whose host is made on first use, and closed at ``%unload_ext``); ``attach(host)`` puts
+the magics and widgets on a host you built instead."""
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension"]
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..host import Host
+    from .lab import Lab
+
+__all__ = ["load_ipython_extension", "unload_ipython_extension", "attach", "current_lab"]
+
+# The extension's lab: made by load_ipython_extension, shut down by unload_ipython_extension.
+_extension_lab: Lab | None = None
+# The lab the magics and widgets use now: the extension's, or the last attach()'s.
+_current: Lab | None = None
 
 
 def load_ipython_extension(ip: Any) -> None:
-    from ..errors import WasiNNLabError
-    from .lab import lab
+    global _extension_lab, _current
+    from .lab import Lab
+
+    if _extension_lab is None:
+        _extension_lab = Lab()
+    _current = _extension_lab
+    _register(ip, _extension_lab)
+
+
+def attach(host: Host, ip: Any = None) -> Lab:
+    """Use ``host`` for the widgets, and for the magics in ``ip`` (the running IPython, if
+    any). The host stays yours: nothing here closes it."""
+    global _current
+    from IPython import get_ipython
+
+    from .lab import Lab
+
+    lab = _current = Lab(host)
+    shell = ip if ip is not None else get_ipython()
+    if shell is not None:
+        _register(shell, lab)
+    return lab
+
+
+def _register(ip: Any, lab: Lab) -> None:
     from .magics import WasiNNMagics
 
-    ip.register_magics(WasiNNMagics(ip, lab()))
-    ip.set_custom_exc((WasiNNLabError,), _short_traceback)
+    ip.register_magics(WasiNNMagics(ip, lab))
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    from .lab import lab
+    global _extension_lab, _current
+    lab, _extension_lab, _current = _extension_lab, None, None
+    for kind in ("line", "cell"):  # IPython has no unregister: the magics would outlive their lab
+        ip.magics_manager.magics[kind].pop("wasi_nn", None)
+    if lab is not None:
+        lab.shutdown()
 
-    lab().shutdown()
-    ip.set_custom_exc((), None)
 
-
-def _short_traceback(
-    shell: Any, etype: type[BaseException], value: BaseException, tb: TracebackType | None, tb_offset: int | None = None
-) -> list[str]:
-    """Our errors say what to fix; a traceback through the host would bury that. The
-    cell still fails with this error."""
-    return [f"{etype.__name__}: {value}"]
+def current_lab() -> Lab:
+    """The lab the magics use (the widgets' default)."""
+    if _current is None:
+        raise ConfigError("no lab: run %load_ext wasinn_lab (or wasinn_lab.notebook.attach(host)) first")
+    return _current

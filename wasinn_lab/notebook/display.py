@@ -51,6 +51,8 @@ class Transcript:
             self._stdout += event.data
         elif event.kind is EventKind.STDERR:
             self._stderr += event.data
+        elif event.kind is EventKind.NN_ERROR:  # in order with what the guest says about it
+            self._stderr += f"wasinn-lab: {event.data}\n".encode()
         elif event.kind is EventKind.SESSION and event.data.id not in self.sessions:
             self.sessions.append(event.data.id)
 

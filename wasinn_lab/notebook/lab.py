@@ -1,5 +1,5 @@
-"""The notebook's wasi-nn lab: one host per kernel, named guests built in cells, chat
-guests kept alive across cells, and the generation loop that magics and widgets share.
+"""The notebook's wasi-nn lab: a host, named guests built in cells, chat guests kept
+alive across cells, and the generation loop that magics and widgets share.
 
 It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
 """
@@ -7,7 +7,6 @@ It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,27 +14,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import Busy, ConfigError, GuestExitError, NotFound
+from ..errors import ConfigError, GuestExitError, NotFound
 from ..guests import build
 from ..host import Host
 from ..limits import Limits
 from ..models import cache_dir
 from ..runtime import RunResult
-from ..sessions import Session
+from ..sessions import Session, in_use
 from ..tasks import Event, EventKind, GuestTask
 
-__all__ = ["Lab", "CellResult", "lab", "parse_assignment"]
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as JSON when it is JSON (0.2, true, "x"), else text."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
+__all__ = ["Lab", "CellResult"]
 
 
 @dataclass
@@ -49,11 +37,16 @@ class CellResult:
     stderr: str = ""
     exit_code: int | None = None  # None while the guest lives on (a chat session)
     sessions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what failed wasi-nn calls said
 
 
 class Lab:
+    """The lab of one kernel (the extension's) or of a host you built (``attach``).
+    A lab that made its own host closes it at ``shutdown``."""
+
     def __init__(self, host: Host | None = None) -> None:
         self._host = host
+        self._owns_host = host is None
         self._host_lock = threading.Lock()
         self._built: dict[str, Path] = {}
         self._chats: dict[str, GuestTask] = {}  # session id -> a stdin guest kept alive
@@ -160,8 +153,7 @@ class Lab:
             return
         with self._generating_lock:
             if session_id in self._generating:
-                raise Busy(f"session {session_id!r} is generating in another cell or prompt box: "
-                           "wait for it, or stop it")
+                raise in_use(session_id, "another cell or prompt box")
             self._generating.add(session_id)
         try:
             yield
@@ -240,19 +232,15 @@ class Lab:
             result.stderr += event.data.decode("utf-8", "replace")
         elif event.kind is EventKind.SESSION:
             result.sessions.append(event.data.id)
+        elif event.kind is EventKind.NN_ERROR:
+            result.errors.append(event.data)
         on_event(event)
 
     def shutdown(self) -> None:
+        """End the chat guests; close the host if this lab made it."""
         for session_id in list(self._chats):
             self.close(session_id)
-
-
-_lab: Lab | None = None
-
-
-def lab() -> Lab:
-    """The kernel's lab, made on first use."""
-    global _lab
-    if _lab is None:
-        _lab = Lab()
-    return _lab
+        with self._host_lock:
+            host, self._host = (self._host, None) if self._owns_host else (None, self._host)
+        if host is not None:
+            host.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import inspect
 import re
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,20 +16,32 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..errors import GuestBuildError, WasiNNLabError
-from ..limits import MiB, Limits
-from .display import CellStream, LivePlot
+from ..config import parse_assignment
+from ..errors import Busy, ConfigError, GuestBuildError, InvalidArgument, NotFound, WasiNNLabError
+from ..limits import Limits
 from ..tasks import Event
-from .lab import CellResult, Lab, parse_assignment
+from .display import CellStream, LivePlot
+from .lab import CellResult, Lab
 
 __all__ = ["WasiNNMagics"]
 
-LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties", "stats", "plot")
+LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties", "options", "stats", "plot")
+# What a person got wrong (a name, a value, a session that is busy): said in one line.
+_USER_MISTAKES = (ConfigError, NotFound, Busy, InvalidArgument)
 
 
-def _assignments(items: list[str], what: str) -> dict[str, Any]:
+@contextlib.contextmanager
+def _said_plainly() -> Iterator[None]:
+    """A user's mistake becomes a UsageError: IPython shows it as one line, no traceback."""
     try:
-        return dict(parse_assignment(item) for item in items)
+        yield
+    except _USER_MISTAKES as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _assignments(items: list[str], what: str, *, json_value: bool = True) -> dict[str, Any]:
+    try:
+        return dict(parse_assignment(item, json_value=json_value) for item in items)
     except WasiNNLabError as exc:
         raise UsageError(f"{what}: {exc}") from None
 
@@ -73,7 +86,8 @@ class WasiNNMagics(Magics):
     @argument("guest", nargs="?", help="a .wasm path, a guest from guests/ (stream, chat...) or one built with --build")
     @argument("-m", "--model", default="default", help="registered model name (default: default)")
     @argument("-s", "--session", help="keep the guest's context (and a chat guest itself) under this id across cells")
-    @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. temp=0.2")
+    @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+              help="a parameter for the guest's contexts, e.g. temp=0.2 (%%wasi_nn options lists them)")
     @argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable for the guest")
     @argument("--input", choices=("argv", "stdin"), help="how the cell reaches the guest (default: what it declares)")
     @argument("-q", "--quiet", action="store_true", help="show nothing; the result is in the variable _wasi_nn")
@@ -111,7 +125,7 @@ class WasiNNMagics(Magics):
                 raise _usage_error(self.wasi_nn_cell, "which guest? e.g. %%wasi_nn stream  (or --build c --name NAME)")
             text = cell.rstrip("\n")
         params = _assignments(args.param, "--param")
-        env = {key: str(value) for key, value in _assignments(args.env, "--env").items()}
+        env = _assignments(args.env, "--env", json_value=False)
         stdin_turns = None if args.input is None else args.input == "stdin"
         limits = self._limits(args)
         stream = None if args.quiet else CellStream(f"{args.guest} · {args.model}", in_kernel=self._in_kernel)
@@ -126,19 +140,20 @@ class WasiNNMagics(Magics):
         status = "failed"
         result = CellResult(guest=args.guest, session=args.session)
         try:
-            self.lab.generate(
-                args.guest,
-                text,
-                model=args.model,
-                session=args.session,
-                params=params,
-                env=env,
-                args=args.args,
-                stdin_turns=stdin_turns,
-                limits=limits,
-                on_event=on_event,
-                result=result,
-            )
+            with _said_plainly():
+                self.lab.generate(
+                    args.guest,
+                    text,
+                    model=args.model,
+                    session=args.session,
+                    params=params,
+                    env=env,
+                    args=args.args,
+                    stdin_turns=stdin_turns,
+                    limits=limits,
+                    on_event=on_event,
+                    result=result,
+                )
             status = "done" if result.exit_code is not None else "waiting for the next turn"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -146,22 +161,16 @@ class WasiNNMagics(Magics):
         finally:
             for sink in sinks:
                 sink.finish(status)
-            self.shell.user_ns["_wasi_nn"] = result  # what came, even from a failed or interrupted cell
+            if self.shell is not None:
+                self.shell.user_ns["_wasi_nn"] = result  # what came, even from a failed or interrupted cell
 
     def _limits(self, args: argparse.Namespace) -> Limits | None:
-        overrides = {
-            key: value
-            for key, value in (("timeout", args.timeout), ("fuel", args.fuel),
-                               ("memory_bytes", args.max_memory and args.max_memory * MiB))
-            if value is not None
-        }
-        if not overrides and not args.limit:
-            return None
-        try:
-            named = [(key, str(value)) for key, value in _assignments(args.limit, "--limit").items()]
-            return dataclasses.replace(self.lab.host.limits, **overrides).changed(named)
-        except WasiNNLabError as exc:
-            raise UsageError(str(exc)) from None
+        if args.timeout is None and args.fuel is None and args.max_memory is None and not args.limit:
+            return None  # the host's own
+        with _said_plainly():
+            named = list(_assignments(args.limit, "--limit", json_value=False).items())
+            return self.lab.host.limits.overridden(timeout=args.timeout, fuel=args.fuel,
+                                                   max_memory_mib=args.max_memory, named=named)
 
     def _build(self, name: str, source: str, language: str) -> None:
         started = time.perf_counter()
@@ -189,6 +198,7 @@ class WasiNNMagics(Magics):
         %wasi_nn set SESSION KEY=VALUE...    change them for the next generation
         %wasi_nn close SESSION               free a session (and its chat guest)
         %wasi_nn properties [MODEL]          backend (and model) properties
+        %wasi_nn options [ENCODING]          the parameters each backend takes (ggml, echo)
         %wasi_nn stats [SESSION]             metrics per generation (all sessions without one)
         %wasi_nn plot [SESSION]              per-token latency, time to first token, decode rate
         """
@@ -197,10 +207,11 @@ class WasiNNMagics(Magics):
         try:
             inspect.signature(handler).bind(*args.rest)
         except TypeError:
-            doc = (self.wasi_nn_line.__doc__ or "").splitlines()
+            doc = (inspect.getdoc(self.wasi_nn_line) or "").splitlines()
             usage = next(re.split(r"\s{2,}", text.strip())[0] for text in doc if f"%wasi_nn {args.command}" in text)
             raise UsageError(f"usage: {usage}") from None
-        return handler(*args.rest)
+        with _said_plainly():
+            return handler(*args.rest)
 
     def _models(self) -> pd.DataFrame:
         rows = [
@@ -240,12 +251,7 @@ class WasiNNMagics(Magics):
 
     def _get(self, session_id: str, key: str | None = None) -> Any:
         session = self.lab.session(session_id)
-        if key is None:
-            return session.parameters
-        try:
-            return session.get(key)
-        except KeyError as exc:
-            raise UsageError(str(exc.args[0])) from None
+        return session.parameters if key is None else session.get(key)
 
     def _set(self, session_id: str, *assignments: str) -> None:
         if not assignments:
@@ -255,6 +261,14 @@ class WasiNNMagics(Magics):
     def _close(self, session_id: str) -> None:
         self.lab.close(session_id)
         print(f"closed {session_id}")
+
+    def _options(self, encoding: str | None = None) -> pd.DataFrame:
+        backends = {backend.encoding.value: backend for backend in self.lab.host.registry.backends}
+        if encoding is not None and encoding.lower() not in backends:
+            raise UsageError(f"no backend {encoding!r}; the backends are: {', '.join(backends)}")
+        chosen = [backends[encoding.lower()]] if encoding else list(backends.values())
+        rows = [{"backend": b.encoding.value, **row} for b in chosen for row in b.options.rows()]
+        return pd.DataFrame(rows).set_index(["backend", "option"]) if rows else pd.DataFrame()
 
     def _properties(self, model: str | None = None) -> pd.DataFrame:
         rows = _flatten(self.lab.host.properties(model))

@@ -2,9 +2,9 @@
 =======
 
 Three small panels built from plain ipywidgets, for steering the lab with the mouse.
-They talk to the same lab as the magics (``lab()``), so a session made in a
-``%%wasi_nn ... --session NAME`` cell can be tuned, prompted and closed here, and the
-other way round::
+They talk to the same lab as the magics (the extension's, or the one ``attach(host)``
+made; pass ``lab=`` for another), so a session made in a ``%%wasi_nn ... --session
+NAME`` cell can be tuned, prompted and closed here, and the other way round::
 
     from wasinn_lab.widgets import parameter_panel, prompt_box, session_browser
 
@@ -13,12 +13,15 @@ other way round::
     session_browser()                     # open sessions: parameters, counts, Close
 
 ``parameter_panel(session_id)``
-    Sliders and number fields for temp, top-p, top-k, min-p, repeat-penalty,
-    n-predict, seed, ctx-size, n-gpu-layers and threads, read from the session. A change
-    is a ``session.set(...)`` and applies to the session's next generation. ctx-size and
+    A control for each of the backend's main options (on the GGML backend: temp, top-p,
+    top-k, min-p, repeat-penalty, n-predict, seed, ctx-size, n-gpu-layers, threads),
+    built from the backend's description of them (range, step, help as the tooltip, and
+    a checkbox for a value like the seed's "random"), read from the session. A change is
+    a ``session.set(...)`` and applies to the session's next generation. ctx-size and
     threads need a new llama context, n-gpu-layers loads the weights again: the panel
     does that at once, off the main thread, and its status line says how long it took
-    (or why it failed). The session is the one source of truth: ``%wasi_nn set knobs
+    (or why it failed); while a generation runs, the change is pending until it ends,
+    and the status says so. The session is the one source of truth: ``%wasi_nn set knobs
     temp=0.1`` moves the temp slider. ``panel.close()`` stops following the session.
 
 ``prompt_box(guest="stream", session=None, model="default", params=None)``
@@ -31,7 +34,7 @@ other way round::
 
 ``session_browser()``
     The open sessions; the selected one's model, guest, state, token counts and
-    parameters; Close (``lab().close(id)``) and Refresh.
+    parameters; Close (``lab.close(id)``) and Refresh.
 
 Generation never runs inside ``with Output():`` (that swallows exceptions); the boxes
 write to ``HTML`` widgets. Widgets work headless too: set ``value`` traits and call
@@ -41,73 +44,103 @@ write to ``HTML`` widgets. Widgets work headless too: set ``value`` traits and c
 from __future__ import annotations
 
 import html
-import os
 import threading
 import time
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as widgets
 
-from ..backends.llama_options import OPTIONS, Scope
 from ..errors import WasiNNLabError
+from ..options import Option, Scope
 from ..sessions import Session
-from ..tasks import Event, EventKind, GuestTask
+from ..tasks import Event, GuestTask
+from . import current_lab
 from .display import Transcript
-from .lab import CellResult, lab
+from .lab import CellResult, Lab
 
 __all__ = ["ParameterPanel", "PromptBox", "SessionBrowser", "parameter_panel", "prompt_box", "session_browser"]
 
 _STYLE = {"description_width": "120px"}
 _ERROR = "color:#a33"
-
-# The panel's knobs: widget, largest value offered, step. Types, minima and scopes come
-# from the backend's catalogue of options.
-_KNOBS: dict[str, tuple[type[widgets.ValueWidget], float, float]] = {
-    "temp": (widgets.FloatSlider, 2.0, 0.05),
-    "top-p": (widgets.FloatSlider, 1.0, 0.01),
-    "top-k": (widgets.IntSlider, 200, 1),
-    "min-p": (widgets.FloatSlider, 1.0, 0.01),
-    "repeat-penalty": (widgets.FloatSlider, 2.0, 0.05),
-    "n-predict": (widgets.BoundedIntText, 1 << 20, 1),
-    "seed": (widgets.BoundedIntText, 0xFFFFFFFF, 1),
-    "ctx-size": (widgets.BoundedIntText, 1 << 20, 256),
-    "n-gpu-layers": (widgets.BoundedIntText, 1024, 1),
-    "threads": (widgets.IntSlider, os.cpu_count() or 1, 1),
-}
 _RELOADS = {Scope.CONTEXT: "context", Scope.MODEL: "model"}
+_SLIDER_SPAN = 1024  # an int option with a wider range gets a number field, not a slider
 
 
-def _knob(key: str, value: Any) -> widgets.ValueWidget:
-    cls, maximum, step = _KNOBS[key]
-    option = OPTIONS[key]
-    minimum = option.minimum if option.minimum is not None else 0
-    tooltip = f"{key} (default {option.default})"
-    if option.scope in _RELOADS:
-        tooltip += f": changing it reloads the {_RELOADS[option.scope]}"
-    control = cls(
-        value=option.kind(minimum),
-        min=option.kind(minimum),
-        max=option.kind(maximum),
-        step=option.kind(step),
-        description=key,
-        tooltip=tooltip,
-        continuous_update=False,
-        style=_STYLE,
-    )
-    _show_value(control, value)
-    return control
+class _Knob:
+    """The control for one option, built from its description: a slider or a number
+    field over its range, and a checkbox for a value that means something else (the
+    seed's "random", n-predict's "no limit")."""
 
+    def __init__(self, option: Option, value: Any, on_change: Callable[[str, Any], None]) -> None:
+        self.option = option
+        self._on_change = on_change
+        self._showing = False  # a value from the session being shown is no change to make
+        low = option.minimum if option.minimum is not None else 0
+        high = option.maximum if option.maximum is not None else option.soft_maximum
+        if high is None:
+            high = max(abs(option.default) * 4, 1)
+        step = option.step or (1 if option.kind is int else 0.01)
+        if option.kind is float:
+            cls: type[widgets.ValueWidget] = widgets.FloatSlider
+        else:
+            cls = widgets.IntSlider if high - low <= _SLIDER_SPAN else widgets.BoundedIntText
+        special = next(iter(option.special.items()), None)
+        if special is not None and special[0] < low:
+            low = special[0] + 1  # the special value is the checkbox's, not the control's
+        elif special is not None and special[0] >= high:
+            high = special[0] - 1
+        tooltip = f"{option.help} (default {option.describe(option.default)})"
+        if option.scope in _RELOADS:
+            tooltip += f"; changing it reloads the {_RELOADS[option.scope]}"
+        self.control = cls(value=option.kind(low), min=option.kind(low), max=option.kind(high),
+                           step=option.kind(step), description=option.name, tooltip=tooltip,
+                           continuous_update=False, style=_STYLE)
+        self.special = None if special is None else widgets.Checkbox(
+            value=False, description=special[1], indent=False, layout=widgets.Layout(width="auto"))
+        self.widget = self.control if self.special is None else widgets.HBox([self.control, self.special])
+        self.show(value)
+        self.control.observe(self._changed, names="value")
+        if self.special is not None:
+            self.special.observe(self._changed, names="value")
 
-def _show_value(control: widgets.ValueWidget, value: Any) -> None:
-    """Set a control, first widening its range: a bounded widget would clamp a value
-    outside it, and the clamped value would then be written back to the session."""
-    if value > control.max:
-        control.max = value
-    if value < control.min:
-        control.min = value
-    control.value = value
+    def _changed(self, change: dict[str, Any]) -> None:
+        if self.special is not None:
+            self.control.disabled = self.special.value  # the special value has no number to edit
+        if not self._showing:
+            self._on_change(self.option.name, self.value)
+
+    @property
+    def value(self) -> Any:
+        if self.special is not None and self.special.value:
+            return next(iter(self.option.special))
+        return self.control.value
+
+    def show(self, value: Any) -> None:
+        """Show the session's value. A bounded control would clamp a value outside its
+        range, and the clamped value would then be written back: widen it first."""
+        self._showing = True
+        try:
+            self._show(value)
+        finally:
+            self._showing = False
+
+    def _show(self, value: Any) -> None:
+        if self.special is not None:
+            is_special = value in self.option.special
+            self.control.disabled = is_special
+            if is_special:
+                self.special.value = True
+                return
+            self.special.value = False
+        if value > self.control.max:
+            self.control.max = value
+        if value < self.control.min:
+            self.control.min = value
+        self.control.value = value
+
+    def close(self) -> None:
+        _close_tree(self.widget)
 
 
 def _close_tree(widget: widgets.Widget) -> None:
@@ -124,14 +157,15 @@ def _status(text: str, *, error: bool = False) -> str:
 class ParameterPanel(widgets.VBox):
     """Controls for one session's parameters; see the module docstring."""
 
-    def __init__(self, session: str | Session) -> None:
+    def __init__(self, session: str | Session, lab: Lab | None = None) -> None:
         super().__init__()
-        self.session = lab().session(session) if isinstance(session, str) else session
+        self.session = (lab or current_lab()).session(session) if isinstance(session, str) else session
         parameters = self.session.parameters
-        # A backend without llama.cpp's options (echo) gets the ones it has.
-        self.controls: dict[str, widgets.ValueWidget] = {
-            key: _knob(key, parameters[key]) for key in _KNOBS if key in parameters
+        options = self.session.options
+        self.knobs: dict[str, _Knob] = {
+            name: _Knob(option, parameters[name], self._changed) for name, option in options.items() if option.panel
         }
+        self.controls = {name: knob.control for name, knob in self.knobs.items()}
         self.status = widgets.HTML(_status("changes apply to the next generation"))
         self._reloads: list[threading.Thread] = []
         self._reload_lock = threading.Lock()
@@ -140,47 +174,49 @@ class ParameterPanel(widgets.VBox):
             f' <span style="color:#888">· model {html.escape(str(self.session.model))}'
             f" · guest {html.escape(str(self.session.guest))}</span>"
         )
-        self.children = (header, *self.controls.values(), self.status)
-        for key, control in self.controls.items():
-            control.observe(partial(self._changed, key), names="value")
+        self.children = (header, *(knob.widget for knob in self.knobs.values()), self.status)
         self._unwatch = self.session.watch(self._on_set)
         self._unfollow = self.session.on_close(lambda session: self._session_closed())
 
     # -- the widgets' side ----------------------------------------------------------------
 
-    def _changed(self, key: str, change: dict[str, Any]) -> None:
-        value = change["new"]
+    def _changed(self, key: str, value: Any) -> None:
+        option = self.knobs[key].option
         try:
             if self.session.get(key) == value:  # the session's own value, shown: no loop
                 return
             self.session.set({key: value})
-        except (WasiNNLabError, KeyError) as exc:
+        except WasiNNLabError as exc:
             self.status.value = _status(f"{key}: {exc}", error=True)
             if not self.session.closed:
-                _show_value(self.controls[key], self.session.get(key))
+                self.knobs[key].show(self.session.get(key))
             return
-        what = _RELOADS.get(OPTIONS[key].scope)
+        shown = f"{key} = {option.describe(value)}"
+        what = _RELOADS.get(option.scope)
         if what is None:
-            self.status.value = _status(f"{key} = {value}: applies to the next generation")
+            self.status.value = _status(f"{shown}: applies to the next generation")
         else:
-            self._reload(f"{key} = {value}", what)
+            self._reload(shown, what)
 
     def _reload(self, change: str, what: str) -> None:
-        self.status.value = _status(f"{change}: reloading {what}…")
+        self.status.value = _status(f"{change}: reloading the {what}…")
         thread = threading.Thread(target=self._do_reload, args=(change, what), name="wasinn-lab-reload", daemon=True)
         self._reloads = [t for t in self._reloads if t.is_alive()] + [thread]
         thread.start()
 
     def _do_reload(self, change: str, what: str) -> None:
         with self._reload_lock:  # one at a time; a later one finds little left to do
-            self.status.value = _status(f"{change}: reloading {what}…")
             started = time.perf_counter()
             try:
-                self.session.reload()
+                done = self.session.reload()
             except Exception as exc:  # shown, not lost on a thread nobody reads
                 self.status.value = _status(f"{change}: reloading the {what} failed: {exc}", error=True)
                 return
-            self.status.value = _status(f"{change}: reloaded in {time.perf_counter() - started:.2f} s")
+            if done:
+                self.status.value = _status(f"{change}: reloaded the {what} in {time.perf_counter() - started:.2f} s")
+            else:  # never between two tokens of a generation: that would break it
+                self.status.value = _status(f"{change}: pending, the {what} is rebuilt when the running "
+                                            "generation has ended")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for reloads under way; False if one is still running after ``timeout``."""
@@ -192,19 +228,22 @@ class ParameterPanel(widgets.VBox):
     # -- the session's side ---------------------------------------------------------------
 
     def _on_set(self, changed: dict[str, Any]) -> None:
-        """Any ``session.set``, the panel's own included (those find nothing to change)."""
+        """Any change, the panel's own included (those find nothing to change)."""
         for key, value in changed.items():
-            control = self.controls.get(key)
-            if control is None or control.value == value:
+            knob = self.knobs.get(key)
+            if knob is None or knob.value == value:
                 continue
-            _show_value(control, value)
-            what = _RELOADS.get(OPTIONS[key].scope)
+            knob.show(value)
+            what = _RELOADS.get(knob.option.scope)
             if what is not None:
-                self.status.value = _status(f"{key} = {value}: the {what} is rebuilt at the next generation")
+                self.status.value = _status(f"{key} = {knob.option.describe(value)}: the {what} is rebuilt "
+                                            "at the next generation")
 
     def _session_closed(self) -> None:
-        for control in self.controls.values():
-            control.disabled = True
+        for knob in self.knobs.values():
+            knob.control.disabled = True
+            if knob.special is not None:
+                knob.special.disabled = True
         self.status.value = _status(f"session {self.session.id} is closed", error=True)
 
     def close(self) -> None:
@@ -225,8 +264,10 @@ class PromptBox(widgets.VBox):
         session: str | None = None,
         model: str = "default",
         params: Mapping[str, Any] | None = None,
+        lab: Lab | None = None,
     ) -> None:
         super().__init__()
+        self._lab = lab or current_lab()
         self.guest = guest
         self.session = session
         self.model = model
@@ -288,7 +329,7 @@ class PromptBox(widgets.VBox):
     def _work(self, guest: str, text: str, model: str, session: str | None, params: dict[str, Any]) -> None:
         status = "failed"
         try:
-            self.result = lab().generate(
+            self.result = self._lab.generate(
                 guest, text, model=model, session=session, params=params, on_event=self._on_event, on_task=self._on_task
             )
             status = "stopped" if self._stopping else "done" if self.result.exit_code is not None else "waiting for the next turn"
@@ -333,8 +374,9 @@ class PromptBox(widgets.VBox):
 class SessionBrowser(widgets.VBox):
     """The lab's open sessions; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, lab: Lab | None = None) -> None:
         super().__init__()
+        self._lab = lab or current_lab()
         self.selector = widgets.Select(options=[], rows=6, layout=widgets.Layout(width="320px"))
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.close_button = widgets.Button(description="Close", icon="trash", button_style="danger")
@@ -351,7 +393,7 @@ class SessionBrowser(widgets.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        sessions = list(lab().host.sessions)
+        sessions = list(self._lab.host.sessions)
         self.selector.options = [(f"{s.id} · {s.guest or '-'} · {s.state}", s.id) for s in sessions]
         if self.selector.value is None and sessions:
             self.selector.value = sessions[0].id
@@ -363,7 +405,7 @@ class SessionBrowser(widgets.VBox):
         if session_id is None:
             return
         try:
-            lab().close(session_id)  # a generation under way ends after its next token
+            self._lab.close(session_id)  # a generation under way ends before its next token
             self.status.value = _status(f"closed {session_id}")
         except WasiNNLabError as exc:
             self.status.value = _status(f"closing {session_id} failed: {exc}", error=True)
@@ -371,7 +413,7 @@ class SessionBrowser(widgets.VBox):
 
     def _show_selected(self) -> None:
         session_id = self.selector.value
-        session = None if session_id is None else lab().host.sessions.find(session_id)
+        session = None if session_id is None else self._lab.host.sessions.find(session_id)
         if session is None:
             self.details.value = _status("no open sessions" if session_id is None else f"{session_id} is gone: Refresh")
             return
@@ -398,18 +440,22 @@ class SessionBrowser(widgets.VBox):
         super().close()
 
 
-def parameter_panel(session_id: str) -> ParameterPanel:
-    """Sliders for a session's parameters, kept in step with ``session.set``."""
-    return ParameterPanel(session_id)
+def parameter_panel(session_id: str, lab: Lab | None = None) -> ParameterPanel:
+    """Controls for a session's parameters, kept in step with ``session.set``."""
+    return ParameterPanel(session_id, lab)
 
 
 def prompt_box(
-    guest: str = "stream", session: str | None = None, model: str = "default", params: Mapping[str, Any] | None = None
+    guest: str = "stream",
+    session: str | None = None,
+    model: str = "default",
+    params: Mapping[str, Any] | None = None,
+    lab: Lab | None = None,
 ) -> PromptBox:
     """A prompt, Generate and Stop buttons, and the guest's streamed output."""
-    return PromptBox(guest, session, model, params)
+    return PromptBox(guest, session, model, params, lab)
 
 
-def session_browser() -> SessionBrowser:
+def session_browser(lab: Lab | None = None) -> SessionBrowser:
     """The lab's open sessions, with their parameters and counts, and a Close button."""
-    return SessionBrowser()
+    return SessionBrowser(lab)

@@ -1,0 +1,88 @@
+"""The host as an owner: what it starts, it stops; what it takes of the process (llama.cpp's
+log callback), it gives back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import wasmtime
+from conftest import HELLO_GUEST
+
+from wasinn_lab import ConfigError, Host, Timeout
+from wasinn_lab.backends.llama.weights import weights_cache
+from wasinn_lab.models import default_model_path
+
+
+def _threads() -> set[str]:
+    return {thread.name for thread in threading.enumerate() if thread.name.startswith("wasinn-lab-")}
+
+
+def test_a_host_stops_the_threads_it_started_and_can_start_them_again() -> None:
+    with Host(default_model=False) as host:
+        assert host.run(HELLO_GUEST).stdout == "hello\n"
+        assert host.runtime.pump.running and host.runtime.watchdog.running
+    assert not host.runtime.pump.running and not host.runtime.watchdog.running
+    assert host.run(HELLO_GUEST).stdout == "hello\n"  # still usable: it starts them again
+    host.close()
+    assert not host.runtime.pump.running and not host.runtime.watchdog.running
+
+
+def test_closing_a_host_closes_its_sessions_and_lets_the_weights_go() -> None:
+    path = default_model_path()
+    before = weights_cache.copies(path)
+    host = Host()
+    with host:
+        host.run("complete", "default", "Hi", env={"n_predict": "1"}, session="kept")
+        assert len(host.sessions) == 1
+    assert len(host.sessions) == 0
+    assert weights_cache.copies(path) == before  # nothing of this host's holds them
+
+
+def test_misuse_of_a_task_is_an_error_of_the_tree() -> None:
+    with Host(default_model=False) as host:
+        task = host.start(HELLO_GUEST)
+        with pytest.raises(ConfigError, match="interactive=True"):
+            task.send("more")
+        assert [event.kind.value for event in task.events(timeout=30)][-1] == "done"
+        spinning = host.start(wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start")'
+                                                ' (loop (br 0))))'))
+        with pytest.raises(Timeout) as raised:
+            list(spinning.events(timeout=0.2))
+        assert isinstance(raised.value, TimeoutError)  # the tree's, and what Python code expects
+        spinning.interrupt()
+        list(spinning.events(timeout=30))
+
+
+LLAMA_LOG = textwrap.dedent("""
+    import sys
+    from llama_cpp import Llama
+    if sys.argv[1] != "plain":
+        import wasinn_lab
+        if sys.argv[1] == "after-a-host":
+            with wasinn_lab.Host() as host:
+                host.run("complete", "default", "Hi", env={"n_predict": "1"})
+        elif sys.argv[1] == "beside-a-host":
+            host = wasinn_lab.Host()
+            host.run("complete", "default", "Hi", env={"n_predict": "1"}, session="open")
+    Llama(sys.argv[2], n_ctx=256, verbose=True)
+""")
+
+
+@pytest.mark.parametrize("when", ["imported", "after-a-host", "beside-a-host"])
+def test_llama_cpp_logs_as_if_wasinn_lab_were_not_there(when: str) -> None:
+    """wasinn-lab's log callback used to be installed at import, for good: a plain
+    Llama(verbose=True) elsewhere in the process printed 3 lines of its log, not all."""
+
+    def log_lines(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", LLAMA_LOG, mode, str(default_model_path())],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr.count("\n")
+
+    plain = log_lines("plain")
+    assert plain > 50  # llama.cpp's whole log: the check means something
+    assert log_lines(when) == plain

@@ -1,0 +1,56 @@
+"""The GGML backend's options: WasmEdge's kebab-case config keys, their types, defaults,
+ranges and what a change to each one costs (a model reload, a new llama context, or
+nothing until the next generation)."""
+
+from __future__ import annotations
+
+import os
+
+from ...options import Option, Options, Scope
+
+__all__ = ["OPTIONS", "RANDOM_SEED"]
+
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a new seed every generation
+_CORES = os.cpu_count() or 1
+
+OPTIONS = Options(
+    (
+        Option("n-gpu-layers", int, 0, Scope.MODEL, "layers offloaded to the GPU (a CPU build offloads none)",
+               minimum=-1, soft_maximum=1024, step=1, panel=True, special={-1: "all"}, aliases=("ngl",)),
+        Option("main-gpu", int, 0, Scope.MODEL, "the GPU that holds the model when one GPU is used", minimum=0),
+        Option("use-mmap", bool, True, Scope.MODEL, "map the model file instead of reading it into memory"),
+        Option("ctx-size", int, 4096, Scope.CONTEXT, "tokens the context (KV cache) holds; 0: the model's own length",
+               minimum=0, soft_maximum=32768, step=256, panel=True),
+        Option("batch-size", int, 512, Scope.CONTEXT, "prompt tokens evaluated per llama_decode", minimum=1),
+        Option("ubatch-size", int, 512, Scope.CONTEXT, "physical batch size llama.cpp computes at once", minimum=1),
+        Option("threads", int, _CORES, Scope.CONTEXT, "CPU threads for decoding",
+               minimum=1, soft_maximum=_CORES, step=1, panel=True),
+        Option("embedding", bool, False, Scope.CONTEXT, "compute a pooled embedding instead of generating text"),
+        Option("n-predict", int, -1, Scope.GENERATION, "tokens to generate at most",
+               minimum=-1, soft_maximum=4096, step=1, panel=True, special={-1: "no limit"}),
+        Option("temp", float, 0.8, Scope.GENERATION, "sampling temperature; 0: greedy",
+               minimum=0.0, soft_maximum=2.0, step=0.05, panel=True),
+        Option("top-p", float, 0.95, Scope.GENERATION, "nucleus sampling: keep the likeliest tokens up to this mass",
+               minimum=0.0, maximum=1.0, step=0.01, panel=True),
+        Option("top-k", int, 40, Scope.GENERATION, "keep the k likeliest tokens; 0: all",
+               minimum=0, soft_maximum=200, step=1, panel=True),
+        Option("min-p", float, 0.05, Scope.GENERATION, "drop tokens less likely than this times the likeliest",
+               minimum=0.0, maximum=1.0, step=0.01, panel=True),
+        Option("repeat-penalty", float, 1.1, Scope.GENERATION, "penalty for tokens of the last 64; 1: none",
+               minimum=0.0, soft_maximum=2.0, step=0.05, panel=True),
+        Option("presence-penalty", float, 0.0, Scope.GENERATION, "subtracted from the logit of each recent token"),
+        Option("frequency-penalty", float, 0.0, Scope.GENERATION, "subtracted per occurrence of each recent token"),
+        Option("seed", int, RANDOM_SEED, Scope.GENERATION, "the sampler's seed",
+               minimum=0, maximum=RANDOM_SEED, soft_maximum=RANDOM_SEED, step=1, panel=True,
+               special={RANDOM_SEED: "random"}),
+        Option("reverse-prompt", str, "", Scope.GENERATION, "stop once the text contains this"),
+        Option("grammar", str, "", Scope.GENERATION, "a GBNF grammar the text must follow"),
+        Option("json-schema", str, "", Scope.GENERATION, "a JSON schema the text must follow (as a grammar)"),
+        # Ours, after llama.cpp server's option: false re-evaluates the whole prompt every
+        # time, as WasmEdge does (the chat benchmark's baseline).
+        Option("cache-prompt", bool, True, Scope.GENERATION,
+               "keep the KV cache between prompts: a prompt that extends the last one evaluates only its new tokens"),
+        Option("enable-log", bool, False, Scope.GENERATION, "print llama.cpp's log to stderr"),
+        Option("enable-debug-log", bool, False, Scope.GENERATION, "print llama.cpp's debug log too"),
+    )
+)

@@ -1,0 +1,155 @@
+"""Model weights, loaded once per file and set of model-level settings for the whole
+process, and shared by every graph and context that uses them.
+
+A guest that loops load, compute, unload, or many guests and hosts loading the same
+model, share one copy: the cache hands out references and frees the weights when the
+last one is given back. At most ``MAX_WEIGHT_COPIES`` different model-level settings
+of one file live at once, so a guest trying values one after another cannot fill the
+machine's memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import llama_cpp
+from llama_cpp import _internals
+
+from ...errors import BackendError, Busy
+from . import log
+
+if TYPE_CHECKING:
+    from .native import NativeContext
+
+__all__ = ["Weights", "WeightsCache", "MAX_WEIGHT_COPIES", "gpu_offload_supported", "weights_cache"]
+
+MAX_WEIGHT_COPIES = 4  # per model file: one per distinct set of model-level settings in use
+_GPU_SETTINGS = frozenset({"n-gpu-layers", "main-gpu"})
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class Weights:
+    """One load of a model file with one set of model-level settings."""
+
+    def __init__(self, path: Path, settings: Mapping[str, Any]) -> None:
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = settings["n-gpu-layers"]
+        params.main_gpu = settings["main-gpu"]
+        params.use_mmap = settings["use-mmap"]
+        log.acquire()
+        try:
+            with log.Section(False):
+                # verbose=True: llama-cpp-python otherwise redirects the process's file
+                # descriptors while it loads; its log is ours to filter anyway.
+                self.native = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+        except ValueError as exc:
+            log.release()
+            raise BackendError(f"llama.cpp failed to load {path}: {exc}") from exc
+        self.path = path
+        self.requested_gpu_layers = settings["n-gpu-layers"]
+        self.contexts: weakref.WeakSet[NativeContext] = weakref.WeakSet()  # freed before the weights
+        self.n_vocab = self.native.n_vocab()
+        self.n_ctx_train = self.native.n_ctx_train()
+        self.metadata = self.native.metadata()
+        self.vocab = self.native.vocab
+        self.references = 0
+
+    @property
+    def n_layers(self) -> int:
+        return int(llama_cpp.llama_model_n_layer(self.native.model))
+
+    @property
+    def offloaded_layers(self) -> int:
+        if not gpu_offload_supported():
+            return 0
+        total = self.n_layers + 1  # the output layer counts, as in llama.cpp's own report
+        requested = self.requested_gpu_layers
+        return total if requested < 0 else min(requested, total)
+
+    @property
+    def has_pooling(self) -> bool:
+        return any(key.endswith(".pooling_type") for key in self.metadata)
+
+    def tokenize(self, text: bytes) -> list[int]:
+        return self.native.tokenize(text, add_bos=True, special=True)
+
+    def piece(self, token: int) -> bytes:
+        # llama-cpp-python's token_to_piece returns its whole 32-byte buffer, NULs and
+        # all, and truncates longer pieces: ask for the length and size the buffer to it.
+        buffer = ctypes.create_string_buffer(64)
+        length = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True)
+        if length < 0:
+            buffer = ctypes.create_string_buffer(-length)
+            length = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True)
+        return buffer.raw[:length]
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        for context in list(self.contexts):
+            context.close()
+        with log.Section(False):
+            self.native.close()
+        log.release()
+
+
+class WeightsCache:
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, tuple[tuple[str, Any], ...]], Weights] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(path: Path, settings: tuple[tuple[str, Any], ...]) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        # Without GPU offload, the GPU settings change nothing: no copy of the weights for them.
+        if not gpu_offload_supported():
+            settings = tuple(item for item in settings if item[0] not in _GPU_SETTINGS)
+        return os.path.realpath(path), settings
+
+    def acquire(self, path: Path, settings: tuple[tuple[str, Any], ...]) -> Weights:
+        """A reference to the weights of ``path`` with these model-level settings, loaded
+        if no one holds them now; give it back with ``release``."""
+        key = self._key(path, settings)
+        with self._lock:
+            weights = self._loaded.get(key)
+            if weights is None:
+                copies = sum(1 for file, _ in self._loaded if file == key[0])
+                if copies >= MAX_WEIGHT_COPIES:
+                    raise Busy(f"{path.name} is loaded with {MAX_WEIGHT_COPIES} different model-level settings "
+                               "(n-gpu-layers, main-gpu, use-mmap) already; reuse one of them")
+                # Loading under the lock: a second user of the same weights waits for
+                # them rather than loading a copy of its own.
+                weights = self._loaded[key] = Weights(path, dict(settings))
+            weights.references += 1
+            return weights
+
+    def release(self, weights: Weights) -> None:
+        with self._lock:
+            weights.references -= 1
+            if weights.references > 0:
+                return
+            for key, loaded in list(self._loaded.items()):
+                if loaded is weights:
+                    del self._loaded[key]
+        weights.close()
+
+    def copies(self, path: Path) -> int:
+        """How many sets of model-level settings of this file are loaded now."""
+        with self._lock:
+            return sum(1 for file, _ in self._loaded if file == os.path.realpath(path))
+
+    def loaded(self) -> list[Weights]:
+        with self._lock:
+            return list(self._loaded.values())
+
+
+weights_cache = WeightsCache()  # one for the process: its references are its owners

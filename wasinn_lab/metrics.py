@@ -1,0 +1,103 @@
+"""What each generation cost: token counts, prompt evaluation, time to first token, decode
+rate, and where the time went (the backend, the host's wasi-nn calls, the guest)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Generation", "generations_frame", "tokens_frame"]
+
+METRIC_COLUMNS = (
+    "prompt_tokens", "evaluated_tokens", "output_tokens", "prompt_eval_s", "ttft_s",
+    "decode_tok_per_s", "wall_s", "backend_s", "host_boundary_s", "guest_s",
+)
+TOKEN_COLUMNS = ("generation", "token", "text", "t_s", "latency_s")
+
+
+@dataclass
+class Generation:
+    """One generation: from its prompt to its last token.
+
+    Times are ``time.perf_counter()`` seconds. Where the time went: ``backend_seconds``
+    inside the backend (llama.cpp, tokenizing included); ``boundary_seconds`` in the
+    host's wasi-nn calls around it (guest memory, handles, sessions); ``guest_seconds``
+    everything else, in the guest."""
+
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0  # after prefix reuse: what the backend actually had to evaluate
+    output_tokens: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    prompt_seconds: float = 0.0
+    backend_seconds: float = 0.0
+    host_seconds: float = 0.0  # inside wasi-nn host calls on this session, backend included
+    token_times: list[float] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.token_texts)
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        return self.token_times[0] - self.started if self.token_times else None
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        if len(self.token_times) < 2:
+            return None
+        return (len(self.token_times) - 1) / (self.token_times[-1] - self.token_times[0])
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def boundary_seconds(self) -> float:
+        return max(self.host_seconds - self.backend_seconds, 0.0)
+
+    @property
+    def guest_seconds(self) -> float:
+        return max(self.wall_seconds - self.host_seconds, 0.0) if self.host_seconds else 0.0
+
+
+def generations_frame(generations: Sequence[Generation]) -> pd.DataFrame:
+    """One row per generation."""
+    import pandas as pd
+
+    rows = [
+        {
+            "prompt_tokens": g.prompt_tokens,
+            "evaluated_tokens": g.evaluated_tokens,
+            "output_tokens": g.output_tokens,
+            "prompt_eval_s": g.prompt_seconds,
+            "ttft_s": g.time_to_first_token,
+            "decode_tok_per_s": g.decode_tokens_per_second,
+            "wall_s": g.wall_seconds,
+            "backend_s": g.backend_seconds,
+            "host_boundary_s": g.boundary_seconds,
+            "guest_s": g.guest_seconds,
+        }
+        for g in generations
+    ]
+    return pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).rename_axis("generation")
+
+
+def tokens_frame(generations: Sequence[Generation]) -> pd.DataFrame:
+    """One row per generated token: its text, when it came (seconds since its generation
+    started) and its latency (since the previous token, or the start)."""
+    import pandas as pd
+
+    rows = []
+    for number, g in enumerate(generations):
+        previous = g.started
+        for index, (stamp, text) in enumerate(zip(g.token_times, g.token_texts)):
+            rows.append({"generation": number, "token": index, "text": text,
+                         "t_s": stamp - g.started, "latency_s": stamp - previous})
+            previous = stamp
+    return pd.DataFrame(rows, columns=list(TOKEN_COLUMNS))
