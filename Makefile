@@ -8,6 +8,9 @@
 # model once and builds the guests; lab also installs JupyterLab (the `lab` extra).
 # llama-cpp-python is compiled once per set of build flags into $(WHEELS) (pip's own
 # cache ignores CMAKE_ARGS, so it cannot be trusted).
+# The component guests' toolchain (componentize-py, wasm-tools) comes with the project's
+# dependencies; the wasi_snapshot_preview1 command adapter and the WASI WIT come from jco's
+# npm tarball, fetched once into $(JCO) (wasinn_lab/guests.py reads it from there).
 
 PYTHON ?= python3
 VENV := .venv
@@ -28,6 +31,9 @@ endif
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(FLAVOUR)
 INSTALLED := $(VENV)/.installed-$(FLAVOUR)
 LAB_INSTALLED := $(VENV)/.installed-lab
+# Keep in step with JCO_VERSION in wasinn_lab/guests.py.
+JCO_VERSION := 1.35.0
+JCO := $(CACHE)/jco/$(JCO_VERSION)
 LAB_ARGS ?=
 # Jupyter refuses to run as root unless told: containers often run as root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -47,7 +53,7 @@ lab: install model guests $(LAB_INSTALLED)
 	$(PY) -m wasinn_lab kernel install --sys-prefix
 	$(VENV)/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/01-quickstart.ipynb
 
-install: $(INSTALLED)
+install: $(INSTALLED) $(JCO)/.unpacked
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +70,13 @@ $(INSTALLED): pyproject.toml $(WHEELS)/.built | $(PY)
 	$(PY) -m pip install --quiet --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
+
+# npm pack fetches the package's tarball without installing anything (no node_modules).
+$(JCO)/.unpacked:
+	mkdir -p "$(JCO)"
+	cd "$(JCO)" && npm pack --silent "@bytecodealliance/jco@$(JCO_VERSION)" >/dev/null
+	tar xzf "$(JCO)/bytecodealliance-jco-$(JCO_VERSION).tgz" -C "$(JCO)"
+	touch "$@"
 
 # $(INSTALLED)'s recipe removes this stamp too, so the extras follow a reinstall.
 $(LAB_INSTALLED): pyproject.toml $(INSTALLED)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from wasinn_lab.models import default_model_path
+from wasinn_lab.guests import guest_name, sources
+from wasinn_lab.models import cache_dir, default_model_path
 
 pytestmark = [pytest.mark.model]
 if importlib.util.find_spec("pytest_timeout") is not None:
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "out"
 )
-GUESTS = {path.stem for pattern in ("*.c", "*.wat") for path in (ROOT / "guests").glob(pattern)}
+GUESTS = {guest_name(source) for source in sources(ROOT / "guests")}  # modules and components
 
 
 @dataclass
@@ -102,6 +103,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     model = default_model_path()  # in the real cache, assembled there if need be
     (cache / "models").mkdir(parents=True)
     (cache / "models" / model.name).symlink_to(model)
+    (cache / "jco").symlink_to(cache_dir() / "jco")  # what `make install` fetched: the WASI adapter and WIT
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
     env = {key: value for key, value in os.environ.items()

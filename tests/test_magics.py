@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 
 from wasinn_lab.notebook import current_lab as lab
@@ -19,7 +20,7 @@ from wasinn_lab.notebook import current_lab as lab
 
 @pytest.fixture(scope="module")
 def shell() -> Iterator[InteractiveShell]:
-    ip = start_ipython()
+    ip = start_ipython() or get_ipython()  # one global shell: a second start gives None
     ip.run_line_magic("load_ext", "wasinn_lab")
     yield ip
     ip.run_line_magic("unload_ext", "wasinn_lab")

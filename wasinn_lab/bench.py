@@ -2,7 +2,8 @@
 
 The same generation (model, prompt, seed, n-predict, threads, batch size; greedy, so
 every path makes the same tokens) runs through (a) llama-cpp-python's ``Llama.generate``,
-(b) the ``complete`` guest (``compute``) and (c) the ``stream`` guest (``compute_single``),
+(b) the ``complete`` guest (``compute``), (c) the ``stream`` guest (``compute_single``)
+and, when asked, (d) ``stream_llm``, the same guest as a component on wasinn:llm,
 interleaved run by run in one process, the order rotated each run. Guest runs use a
 fresh context each (no prefix reuse between runs) and are read from their session
 metrics afterwards, so the harness adds nothing per token.
@@ -10,6 +11,7 @@ metrics afterwards, so the harness adds nothing per token.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import statistics
@@ -29,11 +31,12 @@ from .metrics import Generation
 from .nn import GuestNN
 from .runtime import GuestOptions
 
-__all__ = ["Workload", "Bench", "PATHS", "write", "add_arguments", "command"]
+__all__ = ["Workload", "Bench", "PATHS", "ALL_PATHS", "write", "add_arguments", "command"]
 
 PATHS = ("direct", "guest-compute", "guest-stream")
+ALL_PATHS = (*PATHS, "component-stream")  # the stream guest as a component, on wasinn:llm
 MIN_RUNS = 5  # what the command line reports medians over, at the least
-_GUESTS = {"guest-compute": "complete", "guest-stream": "stream"}
+_GUESTS = {"guest-compute": "complete", "guest-stream": "stream", "component-stream": "stream_llm"}
 _TEXT = (
     "The history of computing is a story of abstraction. Each generation of engineers built "
     "tools that hid the details of the machine below, so that the next could think in larger "
@@ -193,9 +196,10 @@ class Bench:
 
         return medians.join(medians.apply(against_direct, axis=1))
 
-    def sweep(self, parameter: str, values: Sequence[int], base: Workload = Workload(), runs: int = 5) -> pd.DataFrame:
+    def sweep(self, parameter: str, values: Sequence[int], base: Workload = Workload(), runs: int = 5,
+              paths: Sequence[str] = PATHS) -> pd.DataFrame:
         field = parameter.replace("-", "_")
-        frames = [self.compare(replace(base, **{field: value}), runs) for value in values]
+        frames = [self.compare(replace(base, **{field: value}), runs, paths) for value in values]
         return pd.concat(frames, ignore_index=True)
 
     # -- the rest of the host -----------------------------------------------------------------------
@@ -321,8 +325,18 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="PARAM=V1,V2,...",
                         help="sweep a workload parameter (prompt-tokens, n-predict, threads, batch-size, n-gpu-layers)")
     parser.add_argument("--chat-turns", type=int, default=0, help="also time the first token at turns 1..N of a chat")
+    parser.add_argument("--paths", type=_paths, default=PATHS, metavar="PATH,...",
+                        help=f"which paths to compare, direct first (default {','.join(PATHS)}; also: component-stream)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="where CSV, JSON and PNG go")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    paths = tuple(text.split(","))
+    unknown = [path for path in paths if path not in ALL_PATHS]
+    if unknown or paths[:1] != ("direct",):
+        raise argparse.ArgumentTypeError(f"{text!r}: direct first, then any of {', '.join(ALL_PATHS[1:])}")
+    return paths
 
 
 def _sweep_spec(text: str) -> tuple[str, list[int]]:
@@ -345,12 +359,12 @@ def command(options: Any) -> int:
     bench = Bench(progress=not options.no_progress)
     base = Workload(options.prompt_tokens, options.n_predict, options.threads, options.batch_size, options.n_gpu_layers)
     # Each measurement is written as soon as it is made: a long sweep is never lost.
-    frames = {"compare": bench.compare(base, options.runs)}
+    frames = {"compare": bench.compare(base, options.runs, options.paths)}
     write({"compare": frames["compare"]}, options.out)
     print(Bench.summary(frames["compare"]).round(3).to_string(), end="\n\n")
     for name, values in sweeps:
         key, column = f"sweep-{name}", name.replace("-", "_")
-        frames[key] = bench.sweep(name, values, base, options.runs)
+        frames[key] = bench.sweep(name, values, base, options.runs, options.paths)
         medians = frames[key].groupby([column, "path"])["decode_tok_per_s"].median().reset_index()
         write({key: frames[key]}, options.out, {key: partial(plots.sweep, medians, column, hue="path")})
         print(Bench.summary(frames[key], by=[column]).round(3).to_string(), end="\n\n")

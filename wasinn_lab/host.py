@@ -11,8 +11,9 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
+from .abi.llm import STDIN_TURNS
 from .backends.echo import EchoBackend
 from .backends.llama import LlamaBackend
 from .errors import ConfigError, GuestExitError, NNError
@@ -238,10 +239,15 @@ class Host:
         (``instance.call("nn_load_by_name", ...)``); close it when done."""
         options = GuestOptions(args=args, env=dict(env or {}), limits=self.limits)
         name, compiled = self._compile(guest, options.limits)
+        if compiled.kind != "module":
+            raise ConfigError(f"{name} is a component: instantiate() is for core modules, whose exports are called "
+                              "one by one; run a component with run() or start()")
         nn = GuestNN(self.registry, self.sessions, guest=name, load_bytes=options.limits.load_bytes)
-        return self.runtime.instantiate(compiled, name=name, options=options, nn=nn)
+        return cast(ModuleInstance, self.runtime.instantiate(compiled, name=name, options=options, nn=nn))
 
     def reads_stdin_turns(self, guest: Guest) -> bool:
-        """Whether the guest declares that it reads turns from stdin (it exports
-        ``wasinn-lab.input.stdin``) rather than taking a prompt argument."""
-        return STDIN_TURNS_EXPORT in self._compile(guest, self.limits)[1].exports
+        """Whether the guest declares that it reads turns from stdin (a module exports
+        ``wasinn-lab.input.stdin``, a component ``wasinn:llm/stdin-turns``) rather than
+        taking a prompt argument."""
+        exports = self._compile(guest, self.limits)[1].exports
+        return STDIN_TURNS_EXPORT in exports or STDIN_TURNS in exports

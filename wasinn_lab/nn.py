@@ -13,11 +13,12 @@ import itertools
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import EndOfSequence, InvalidArgument, InvalidEncoding, NNError, TooLarge
+from .errors import BackendError, EndOfSequence, InvalidArgument, InvalidEncoding, NNError, TooLarge
 from .registry import LoadedGraph, ModelRegistry
 from .sessions import Session, SessionManager
 from .types import ExecutionTarget, GraphEncoding
@@ -25,6 +26,7 @@ from .types import ExecutionTarget, GraphEncoding
 __all__ = ["GuestNN", "MAX_ERRORS"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MAX_ERRORS = 100  # messages kept per guest: one that loops on a failing call must not fill memory
 
 
@@ -99,6 +101,14 @@ class GuestNN:
         except KeyError:
             raise InvalidArgument(f"unknown or freed graph handle {handle}") from None
 
+    def drop_graph(self, handle: int) -> None:
+        """The guest no longer needs the graph (WIT: it dropped the resource): a graph it
+        built from bytes goes with the guest; contexts made from it keep working."""
+        loaded = self.graph(handle)
+        del self._graphs[handle]
+        if loaded.model is None:
+            self._unloaded.append(loaded)
+
     def unload(self, handle: int) -> None:
         """Drop the graph: a registered model's weights go once nothing uses them (the
         next load loads them again), and this guest's contexts made from it free their
@@ -161,7 +171,21 @@ class GuestNN:
     def sessions(self) -> list[Session]:
         return list(self._contexts.values())
 
+    # -- the host's backends, for front-ends that describe them ------------------------------
+
+    def backends(self) -> dict[str, dict[str, Any]]:
+        """Each backend's properties, by its encoding's name."""
+        return self._registry.backend_properties()
+
     # -- what front-ends report -----------------------------------------------------------
+
+    def timed(self, context: int, call: Callable[[], T]) -> T:
+        """``call()``, its time accounted to the context (``account``)."""
+        started = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self.account(context, time.perf_counter() - started)
 
     def account(self, context: int, seconds: float) -> None:
         """Host time one call on this context took: the session's metrics split its time
@@ -171,11 +195,12 @@ class GuestNN:
             session.account(seconds)
 
     def failed(self, call: str, error: NNError) -> None:
-        """Keep what a failed call said, for the person running the guest: a guest sees
-        only a code. The ends of streams and too-small buffers are answers, not failures."""
+        """Keep what a failed call (named as its ABI names it: "wasi-nn load") said, for
+        the person running the guest: a guest sees only a code. The ends of streams and
+        too-small buffers are answers, not failures."""
         if isinstance(error, EndOfSequence) or (isinstance(error, TooLarge) and error.required):
             return
-        message = f"wasi-nn {call} failed: {error}"
+        message = f"{call} failed: {error}"
         log.info("%s: %s", self.guest, message)
         if len(self.errors) >= MAX_ERRORS:
             self.errors_dropped += 1
@@ -183,6 +208,14 @@ class GuestNN:
         self.errors.append(message)
         if self._on_error is not None:
             self._on_error(message)
+
+    def failed_unexpectedly(self, call: str, exc: Exception) -> BackendError:
+        """A host bug in a call: logged with its traceback, kept like any failure, and the
+        runtime-error the guest gets instead (never a trap with a traceback)."""
+        log.exception("%s: %s failed unexpectedly", self.guest, call)
+        error = BackendError(f"the host failed unexpectedly ({type(exc).__name__}: {exc})")
+        self.failed(call, error)
+        return error
 
     def close(self) -> None:
         """Free every context the guest left open (named sessions stay), the graphs it

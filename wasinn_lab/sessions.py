@@ -96,6 +96,7 @@ class Session:
         self._pending_host = 0.0  # host-call time before a generation starts (set_input)
         self._pending_since = 0.0
         self._stop_requested = False
+        self._stopped = False  # the latest generation ended at a stop() request
         self._holder: object | None = None  # the guest that drives this session now
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._watchers: list[Callable[[dict[str, Any]], None]] = []
@@ -115,6 +116,11 @@ class Session:
     def generating(self) -> bool:
         """A generation is under way (a compute, or a token stream not yet ended)."""
         return self._stream is not None or self._running
+
+    @property
+    def stopped(self) -> bool:
+        """The latest generation ended because ``stop`` was asked for (not by itself)."""
+        return self._stopped
 
     @property
     def streaming(self) -> bool:
@@ -371,7 +377,7 @@ class Session:
     # -- inside the lock ------------------------------------------------------------------
 
     def _begin_record(self) -> Generation:
-        self._stop_requested = False
+        self._stop_requested = self._stopped = False
         self._decoder.reset()
         # A generation starts where its input was given, if a front-end timed that.
         started = self._pending_since if self._pending_host else time.perf_counter()
@@ -397,6 +403,7 @@ class Session:
         backend has evicted the interpreter from the CPU caches: it is kept short."""
         stream = self._stream
         if stream is None or self._stop_requested:
+            self._stopped = self._stop_requested
             self._end_generation()
             return None
         try:

@@ -148,12 +148,10 @@ class Preview1:
                 method(GuestMemory(caller, self._memory), *args)
                 return 0
             except NNError as exc:
-                nn.failed(method.__name__, exc)
+                nn.failed(f"wasi-nn {method.__name__}", exc)
                 return errno_for(exc)
-            except Exception as exc:  # a host bug must not become a guest trap with a traceback
-                log.exception("wasi_ephemeral_nn.%s failed unexpectedly", method.__name__)
-                nn.failed(method.__name__, BackendError(f"the host failed unexpectedly ({type(exc).__name__}: {exc})"))
-                return _RUNTIME_ERROR
+            except Exception as exc:
+                return errno_for(nn.failed_unexpectedly(f"wasi-nn {method.__name__}", exc))
             finally:
                 if on_context:
                     nn.account(args[0] & _MASK, time.perf_counter() - started)

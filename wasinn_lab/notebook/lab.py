@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, GuestExitError, NotFound
-from ..guests import build
+from ..guests import build, build_python_source
 from ..host import Host
 from ..limits import Limits
 from ..models import cache_dir
@@ -65,12 +65,17 @@ class Lab:
     # -- guests -------------------------------------------------------------------------------
 
     def build(self, name: str, source: str, language: str) -> Path:
-        """Build a guest from cell source; ``name`` can then be used as a guest."""
+        """Build a guest from cell source; ``name`` can then be used as a guest. C and WAT
+        make core modules; Python makes a component on the LLM interface (world
+        ``llm-guest``, or ``llm-chat-guest`` when it defines ``class StdinTurns``)."""
         if not name.isidentifier():
             raise ConfigError(f"guest name {name!r} must be an identifier (letters, digits, _)")
+        if language == "python":
+            self._built[name] = build_python_source(name, source)
+            return self._built[name]
         suffix = {"c": ".c", "wat": ".wat"}.get(language)
         if suffix is None:
-            raise ConfigError(f"--build takes c or wat, not {language!r}")
+            raise ConfigError(f"--build takes c, wat or python, not {language!r}")
         source_file = cache_dir() / "cells" / f"{name}{suffix}"
         source_file.parent.mkdir(parents=True, exist_ok=True)
         source_file.write_text(source)

@@ -97,7 +97,8 @@ class WasiNNMagics(Magics):
     @argument("--fuel", type=int, help="instruction budget (metered; default: none)")
     @argument("--limit", action="append", default=[], metavar="NAME=VALUE",
               help="any limit by name: instances, tables, table_elements, load_bytes, ... (repeatable)")
-    @argument("--build", choices=("c", "wat"), help="the cell is guest source in this language: build it")
+    @argument("--build", choices=("c", "wat", "python"),
+              help="the cell is guest source in this language: build it (python: a component on the LLM interface)")
     @argument("--name", help="with --build: the name to use the guest by")
     @argument("--run", action="store_true", help="with --build: run the guest once built")
     @argument("--args", nargs=argparse.REMAINDER, default=[],
@@ -107,7 +108,7 @@ class WasiNNMagics(Magics):
 
         A guest that takes a prompt argument (complete, stream) gets the cell as argv[2];
         a guest that reads turns from stdin (chat; it exports `wasinn-lab.input.stdin`)
-        gets the cell as one turn. With --build, the cell is C or WAT source instead.
+        gets the cell as one turn. With --build, the cell is C, WAT or Python source instead.
         The result (text, stdout, stderr, sessions) is stored in `_wasi_nn`.
         """
         args = _parse(self.wasi_nn_cell, line)
@@ -177,8 +178,10 @@ class WasiNNMagics(Magics):
         try:
             path = self.lab.build(name, source, language)
         except GuestBuildError as exc:
-            # Compiler messages name the cached source file; show them as lines of the cell.
+            # Compiler messages name the cached source file; show them as lines of the cell
+            # (C, WAT: "cell:LINE:"; Python's tracebacks: 'File "cell", line LINE').
             log = re.sub(r"\S*/cells/" + re.escape(name) + r"\.(c|wat):", "cell:", exc.log)
+            log = re.sub(r'"[^"]*/cells/' + re.escape(name) + r'/app\.py"', '"cell"', log)
             raise GuestBuildError(f"guest {name!r} did not build", log=log) from None
         print(f"built {name} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f} s): use it as %%wasi_nn {name}")
 

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
+from wasmtime import component as cm
 
 from ..errors import GuestLoadError
 from ..nn import GuestNN
+from .component import ComponentInstance
 from .instance import GuestInstance, GuestOptions, RunResult, engine_config
 from .module import ModuleInstance
 from .output import OutputPump
 from .watchdog import Watchdog
 
-__all__ = ["GuestRuntime", "GuestInstance", "ModuleInstance", "CompiledGuest", "GuestOptions", "RunResult", "kind_of"]
+__all__ = ["GuestRuntime", "GuestInstance", "ModuleInstance", "ComponentInstance", "CompiledGuest", "GuestOptions",
+           "RunResult", "kind_of"]
 
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 _MAGIC = b"\0asm"
@@ -38,11 +41,13 @@ def kind_of(wasm: bytes) -> str:
 
 @dataclass(frozen=True)
 class CompiledGuest:
-    """A guest compiled once, loaded into each run's own engine in under a millisecond."""
+    """A guest compiled once, loaded into each run's own engine in milliseconds: from
+    ``path`` (the disk cache, mapped) where there is one, else from ``serialized``."""
 
-    kind: str
+    kind: str  # "module" or "component"
     serialized: bytes
-    exports: tuple[str, ...]
+    exports: tuple[str, ...]  # a module's export names; a component's exported interfaces
+    path: Path | None = None
 
 
 class GuestRuntime:
@@ -81,37 +86,48 @@ class GuestRuntime:
 
     def _from_disk(self, key: tuple[str, bool], kind: str) -> CompiledGuest | None:
         path = self._cached_path(key)
-        if path is None or not path.is_file() or kind != "module":
+        if path is None or not path.is_file():
             return None
+        engine = self._engines[key[1]]
         try:
-            module = wasmtime.Module.deserialize_file(self._engines[key[1]], str(path))
+            if kind == "component":
+                component = cm.Component.deserialize_file(engine, str(path))
+                return CompiledGuest(kind, b"", tuple(component.type.exports(engine)), path)
+            module = wasmtime.Module.deserialize_file(engine, str(path))
         except wasmtime.WasmtimeError:
             path.unlink(missing_ok=True)  # stale or damaged: compile afresh
             return None
         return CompiledGuest(kind, path.read_bytes(), tuple(e.name for e in module.exports))
 
     def _compile(self, wasm: bytes, key: tuple[str, bool], kind: str) -> CompiledGuest:
-        if kind != "module":
-            raise GuestLoadError("this is a WebAssembly component; this host runs core modules only")
+        engine = self._engines[key[1]]
         try:
-            module = wasmtime.Module(self._engines[key[1]], wasm)
+            if kind == "component":
+                component = cm.Component(engine, wasm)
+                serialized, exports = bytes(component.serialize()), tuple(component.type.exports(engine))
+            else:
+                module = wasmtime.Module(engine, wasm)
+                serialized, exports = bytes(module.serialize()), tuple(e.name for e in module.exports)
         except wasmtime.WasmtimeError as exc:
-            raise GuestLoadError(f"not a valid WebAssembly module: {exc}") from exc
-        compiled = CompiledGuest(kind, bytes(module.serialize()), tuple(e.name for e in module.exports))
+            raise GuestLoadError(f"not a valid WebAssembly {kind}: {exc}") from exc
         path = self._cached_path(key)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-            partial.write_bytes(compiled.serialized)
-            partial.replace(path)
-        return compiled
+        if path is None:
+            return CompiledGuest(kind, serialized, exports)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(serialized)
+        partial.replace(path)
+        # A component's compiled code is large (35 MB for a Python guest): runs map the file.
+        return CompiledGuest(kind, b"" if kind == "component" else serialized, exports,
+                             path if kind == "component" else None)
 
     # -- running --------------------------------------------------------------------------
 
-    def instantiate(self, compiled: CompiledGuest, *, name: str, options: GuestOptions, nn: GuestNN) -> ModuleInstance:
-        """The guest, instantiated (it owns ``nn`` from here on, even if this fails)."""
+    def instantiate(self, compiled: CompiledGuest, *, name: str, options: GuestOptions, nn: GuestNN) -> GuestInstance:
+        """The guest, instantiated by its kind (it owns ``nn`` from here on, even if this fails)."""
+        kind = ComponentInstance if compiled.kind == "component" else ModuleInstance
         try:
-            return ModuleInstance(self, compiled, name=name, options=options, nn=nn)
+            return kind(self, compiled, name=name, options=options, nn=nn)
         except BaseException:
             nn.close()
             raise

@@ -212,9 +212,10 @@ class GuestInstance(abc.ABC):
                          list(self.nn.errors))
 
     def close(self) -> None:
+        if self._store is not None:
+            self._release()  # what the guest still holds goes back through its wasi-nn state
         self.nn.close()
         if self._store is not None:
-            self._release()
             self._store.close()
             self._store = None
         self.stdout.close()

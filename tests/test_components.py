@@ -1,0 +1,224 @@
+"""Components through the host: the standard wasi:nn WIT, our wasinn:llm interface, their
+resources and errors, and components that misbehave. Real wasmtime, the default model,
+guests built from guests/components/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from wasinn_lab import ConfigError, GuestLimitError, GuestLoadError, GuestTrap, Host, Limits, errors
+from wasinn_lab.guests import resolve
+from wasinn_lab.notebook.lab import Lab
+from wasinn_lab.runtime import kind_of
+
+SEEDED = {"n_predict": "12", "seed": "42", "temp": "0.8"}
+
+
+def usage(stderr: str) -> dict[str, int]:
+    return json.loads(re.findall(r"^usage: (\{.*\})$", stderr, re.M)[-1])
+
+
+def test_a_component_is_told_from_a_module_and_runs_as_a_command(host: Host) -> None:
+    assert kind_of(resolve("stream_llm").read_bytes()) == "component"
+    assert kind_of(resolve("stream").read_bytes()) == "module"
+    result = host.run("echo_nn", "echo")
+    assert result.exit_code == 0, result.stderr
+    with pytest.raises(ConfigError, match="is a component: instantiate"):
+        host.instantiate("echo_nn")
+
+
+def test_the_same_seed_gives_the_same_text_through_preview1_and_through_components(host: Host) -> None:
+    module = host.run("stream", "default", "Once upon a time", env=SEEDED)
+    llm = host.run("stream_llm", "default", "Once upon a time", env=SEEDED)
+    tensors = host.run("tensor_py", "default", "Once upon a time", env=SEEDED)
+    assert module.exit_code == llm.exit_code == tensors.exit_code == 0, (llm.stderr, tensors.stderr)
+    assert module.stdout.strip() and module.stdout == llm.stdout == tensors.stdout
+    assert usage(llm.stderr)["output_tokens"] == usage(module.stderr)["output_tokens"] == 12
+
+
+def test_every_tensor_type_comes_back_unchanged_from_the_echo_model(host: Host) -> None:
+    result = host.run("tensor_py", "echo")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert re.search(r"\b15 tensors came back unchanged", result.stdout)
+    for ty in ("FP16", "FP32", "FP64", "BF16", "U8", "I32", "I64"):
+        assert f"type={ty}" in result.stdout, ty
+    assert "dims=1048576" in result.stdout  # one of them is 1 MiB
+
+
+def test_wasi_nn_errors_are_error_resources_with_a_code_and_what_to_fix(host: Host) -> None:
+    result = host.run("hostile", "bad-tensor")
+    assert result.exit_code == 0, result.stdout
+    assert "compute: invalid-argument: tensor 'bad' has 4 bytes of data, but dims [3] of f32 need 12" in result.stdout
+    assert result.errors == ["wasi:nn compute failed: tensor 'bad' has 4 bytes of data, but dims [3] of f32 need 12"]
+    result = host.run("echo_nn", "no-such-model")
+    assert result.exit_code != 0
+    assert "not-found" in result.stdout + result.stderr and "no model named 'no-such-model'" in result.stderr + result.stdout
+
+
+def test_a_bad_parameter_is_an_error_that_names_it(host: Host) -> None:
+    result = host.run("hostile", "bad-parameter", "default")
+    assert result.exit_code == 0, result.stdout
+    assert "set-parameter: invalid-parameter, name temp: 'temp' takes a number" in result.stdout
+
+
+def test_pulling_after_cancel_gives_nothing_and_the_context_streams_again(host: Host) -> None:
+    result = host.run("hostile", "after-cancel", "default", env={"n_predict": "8"})
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "after cancel: none, none; finish cancelled" in result.stdout
+
+
+def test_what_a_component_never_drops_is_freed_when_it_ends(host: Host) -> None:
+    before = len(host.sessions)
+    result = host.run("hostile", "never-drops", "default", env={"n_predict": "8"})
+    assert result.exit_code == 0 and "holding" in result.stdout
+    assert len(host.sessions) == before
+
+
+def test_a_component_that_traps_mid_generation_frees_its_context(host: Host) -> None:
+    before = len(host.sessions)
+    with pytest.raises(GuestTrap, match="wasm trap"):
+        host.run("hostile", "traps", "default", env={"n_predict": "64"})
+    assert len(host.sessions) == before
+    assert host.run("stream_llm", "default", "Hi", env={"n_predict": "2"}).exit_code == 0
+
+
+def test_a_spinning_component_is_stopped_at_its_time_limit(host: Host) -> None:
+    started = time.monotonic()
+    with pytest.raises(GuestLimitError, match="time limit of 1 s"):
+        host.run("hostile", "spins", limits=Limits(timeout=1))
+    assert time.monotonic() - started < 10
+
+
+def test_a_missing_import_is_named_before_the_guest_runs(host: Host, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from wasinn_lab.guests import _run, _wasm_tools  # the project's own wasm-tools
+
+    wat = tmp_path / "needs.wat"
+    wat.write_text('(component (import "example:missing/thing@1.0.0" (instance (export "f" (func))))'
+                   ' (import "wasi:nn/graph@0.1.0" (instance (export "g" (func)))))')
+    wasm = tmp_path / "needs.wasm"
+    done = _run([_wasm_tools(), "parse", str(wat), "-o", str(wasm)])
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(GuestLoadError, match=re.escape("imports what this host does not provide: "
+                       "example:missing/thing@1.0.0, wasi:nn/graph@0.1.0. It provides WASI 0.2")):
+        host.run(str(wasm))
+
+
+def test_a_components_context_is_a_session_like_a_modules(host: Host) -> None:
+    result = host.run("stream_llm", "default", "Once upon a time", env={"n_predict": "4"}, session="comp",
+                      params={"temp": 0.0})
+    try:
+        assert result.exit_code == 0, result.stderr
+        session = host.session("comp")
+        assert session.guest == "stream_llm.wasm" and session.get("temp") == 0.0
+        assert session.generations[-1].output_tokens == 4
+        session.set(n_predict=3)  # read and set from outside, like any session
+        again = host.run("stream_llm", "default", "Once upon a time", session="comp")
+        assert again.exit_code == 0 and session.generations[-1].output_tokens == 3
+        assert session.generations[-1].evaluated_tokens == 1  # prefix reuse: the same prompt
+    finally:
+        host.sessions.close("comp")
+
+
+def test_ctrl_c_ends_a_components_generation_within_a_token_and_the_session_lives_on(host: Host) -> None:
+    lab = Lab(host)
+    task_events: list[str] = []
+
+    def on_event(event) -> None:  # type: ignore[no-untyped-def]
+        task_events.append(event.kind.value)
+        if event.kind.value == "token" and task_events.count("token") == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # one Ctrl-C, on the thread that waits, as in a cell
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        lab.generate("stream_llm", "Once upon a time", session="comp-int", params={"n-predict": 5000, "temp": 0},
+                     on_event=on_event)
+    try:
+        assert time.monotonic() - started < 60
+        session = host.session("comp-int")
+        assert session.state == "idle" and not session.streaming  # the guest has unwound
+        assert 5 <= session.generations[-1].output_tokens < 50
+        assert lab.generate("stream_llm", " And", session="comp-int", params={"n-predict": 3}).exit_code == 0
+        assert session.generations[-1].output_tokens == 3
+    finally:
+        lab.close("comp-int")
+
+
+def test_a_thousand_component_runs_leave_nothing_behind(host: Host) -> None:
+    before = len(host.sessions)
+    for _ in range(1000):
+        assert host.run("hostile", "bad-tensor").exit_code == 0
+    assert len(host.sessions) == before
+
+
+def test_a_compiled_component_starts_from_the_disk_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from wasinn_lab.runtime import GuestRuntime
+
+    wasm = resolve("tensor_py").read_bytes()
+    first = GuestRuntime(tmp_path)
+    compiled = first.compile(wasm)
+    assert compiled.kind == "component" and compiled.path is not None and compiled.path.is_file()
+    assert any(name.startswith("wasi:cli/run@0.2.") for name in compiled.exports)
+    started = time.perf_counter()
+    again = GuestRuntime(tmp_path).compile(wasm)  # a new process's runtime: from the disk cache
+    assert time.perf_counter() - started < 5 and again.path == compiled.path
+
+
+def test_a_python_chat_component_takes_turns_on_stdin_and_reuses_the_prefix(host: Host) -> None:
+    assert host.reads_stdin_turns("chat_py") and not host.reads_stdin_turns("stream_llm")
+    result = host.run("chat_py", "default", stdin="Hi there\nHow are you?\n", env={"n_predict": "8", "temp": "0"},
+                      session="comp-turns")
+    try:
+        assert result.exit_code == 0, result.stderr
+        assert result.stderr.count("usage: {") == 2 and "User:" not in result.stdout
+        first, second = host.session("comp-turns").generations[-2:]
+        assert second.prompt_tokens > first.prompt_tokens
+        assert second.evaluated_tokens < second.prompt_tokens - first.prompt_tokens + 8  # the conversation was cached
+    finally:
+        host.sessions.close("comp-turns")
+
+
+@pytest.mark.parametrize(
+    ("error", "nn_code", "llm_code"),
+    [
+        (errors.InvalidArgument("x"), "invalid-argument", "invalid-argument"),
+        (errors.InvalidEncoding("x"), "invalid-encoding", "runtime-error"),
+        (errors.NotFound("x"), "not-found", "not-found"),
+        (errors.ModelNotFound("x"), "not-found", "not-found"),
+        (errors.UnsupportedOperation("x"), "unsupported-operation", "unsupported-operation"),
+        (errors.TooLarge("x"), "too-large", "too-large"),
+        (errors.PromptTooLong("x"), "too-large", "too-large"),
+        (errors.ContextFull("x"), "too-large", "too-large"),
+        (errors.Busy("x"), "runtime-error", "busy"),
+        (errors.BackendError("x"), "runtime-error", "runtime-error"),
+        (errors.Timeout("x"), "timeout", None),
+    ],
+)
+def test_each_error_of_the_tree_has_its_code_in_each_wit_front_end(
+    error: Exception, nn_code: str, llm_code: str | None
+) -> None:
+    from wasinn_lab.abi import llm, wit
+
+    assert wit.error_code_for(error) == nn_code
+    if llm_code is not None:
+        assert llm.code_for(error) == llm_code  # type: ignore[arg-type]
+
+
+def test_the_value_overrides_find_what_they_patch_in_this_wasmtime(host: Host) -> None:
+    """component_values patches private wasmtime-py code (pinned <51): a change there must
+    fail here, not as a wrong tensor."""
+    from wasmtime.component import _linker, _types
+
+    from wasinn_lab.runtime import component_values
+
+    host.run("echo_nn", "echo")  # the first component enables them
+    assert component_values.installed()
+    for owner, name in ((_types.ListType, "convert_to_c"), (_types.ListType, "convert_from_c"),
+                        (_types.VariantLikeType, "_lower"), (_linker, "func_impl"), (_linker, "func_finalize")):
+        assert hasattr(owner, name), name
+    assert _types.ListType.convert_to_c is component_values._list_to_c
