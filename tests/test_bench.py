@@ -5,23 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from wasinn_lab import Host
-from wasinn_lab.bench import PATHS, Bench, Workload, write
+from wasinn_lab.bench import ALL_PATHS, PATHS, Bench, Workload, write
 
 
 def test_compare_sweep_and_summary(host: Host, tmp_path: Path) -> None:
     bench = Bench(host, progress=False)
-    small = Workload(prompt_tokens=8, n_predict=4)
-    frame = bench.compare(small, runs=2)
-    assert sorted(frame["path"].unique()) == sorted(PATHS) and len(frame) == 6
-    assert (frame["output_tokens"] == 4).all()  # greedy, bounded: every path made the same count
-    summary = Bench.summary(frame)
-    assert summary.loc["direct", "decode_ratio"] == 1.0 and summary.loc["guest-stream", "decode_ratio"] > 0
-    sweep = bench.sweep("prompt-tokens", [8, 16], small, runs=1)
-    by = Bench.summary(sweep, by=["prompt_tokens"])
-    assert set(by.index.get_level_values("prompt_tokens")) == {8, 16}
-    assert (by.xs("direct", level="path")["decode_ratio"] == 1.0).all()
-    written = write({"sweep": sweep}, tmp_path)
-    assert {p.name for p in written} == {"sweep.csv", "sweep.json"}
+    small = Workload(prompt_tokens=8, n_predict=4, sampling="greedy")
+    try:
+        frame = bench.compare(small, runs=2, paths=ALL_PATHS)
+        assert sorted(frame["path"].unique()) == sorted(ALL_PATHS) and len(frame) == 2 * len(ALL_PATHS)
+        assert (frame["output_tokens"] == 4).all()  # greedy, bounded: every path made the same count
+        assert frame["load_1min"].notna().all()  # the machine's load, with every run
+        summary = Bench.summary(frame)
+        assert summary.loc["direct", "decode_ratio"] == 1.0 and summary.loc["floor", "vs_floor"] == 1.0
+        assert summary.loc["guest-stream", "vs_direct_q1"] <= summary.loc["guest-stream", "vs_direct"] \
+            <= summary.loc["guest-stream", "vs_direct_q3"]  # paired ratios and their spread
+        assert summary.loc["guest-stream", "output_boundary_us"] > 0  # the host's time per kind of call
+        # One context per path for all its runs: every run still evaluates the whole prompt.
+        streams = [s for s in host.sessions if s.id.startswith("bench-guest-stream")]
+        assert len(streams) == 1 and len(streams[0].generations) == 3
+        assert all(g.evaluated_tokens == g.prompt_tokens for g in streams[0].generations)
+        sweep = bench.sweep("prompt-tokens", [8, 16], small, runs=1, paths=PATHS)
+        by = Bench.summary(sweep, by=["prompt_tokens"])
+        assert set(by.index.get_level_values("prompt_tokens")) == {8, 16}
+        assert (by.xs("direct", level="path")["decode_ratio"] == 1.0).all()
+        written = write({"sweep": sweep}, tmp_path)
+        assert {p.name for p in written} == {"sweep.csv", "sweep.json"}
+    finally:
+        bench.close()
+    assert not [s for s in host.sessions if s.id.startswith("bench-")]
 
 
 def test_chat_turns_and_load_timings(host: Host) -> None:

@@ -1,12 +1,16 @@
-"""Benchmarks: what a wasm guest costs next to llama-cpp-python called directly.
+"""Benchmarks: what a wasm guest costs next to llama.cpp driven directly.
 
-The same generation (model, prompt, seed, n-predict, threads, batch size; greedy, so
-every path makes the same tokens) runs through (a) llama-cpp-python's ``Llama.generate``,
-(b) the ``complete`` guest (``compute``), (c) the ``stream`` guest (``compute_single``)
-and, when asked, (d) ``stream_llm``, the same guest as a component on wasinn:llm,
-interleaved run by run in one process, the order rotated each run. Guest runs use a
-fresh context each (no prefix reuse between runs) and are read from their session
-metrics afterwards, so the harness adds nothing per token.
+The same generation (model, prompt, seed, n-predict, threads, batch size, flash
+attention, sampling) runs through (a) ``floor``: llama.cpp from the tightest loop one can
+write in Python (one ``llama_decode`` per token and llama.cpp's own sampler chain, nothing
+else), (b) ``direct``: llama-cpp-python's ``Llama.generate``, (c) the ``complete`` guest
+(``compute``), (d) the ``stream`` guest (``compute_single``) and, when asked, (e)
+``stream_llm``, the stream guest as a component on wasinn:llm. The paths run interleaved,
+run by run, in one process, the order rotated each run, and each keeps one llama context
+for all its runs (so no path pays for making one in its time to first token); every run
+evaluates the whole prompt again. Guest runs are read from their session metrics
+afterwards, so the harness adds nothing per token. Ratios are paired: each run's path
+against the same run's direct and floor, then their median and spread.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 
@@ -31,12 +35,18 @@ from .metrics import Generation
 from .nn import GuestNN
 from .runtime import GuestOptions
 
-__all__ = ["Workload", "Bench", "PATHS", "ALL_PATHS", "write", "add_arguments", "command"]
+__all__ = ["Workload", "Bench", "PATHS", "ALL_PATHS", "SAMPLINGS", "write", "add_arguments", "command"]
 
-PATHS = ("direct", "guest-compute", "guest-stream")
+PATHS = ("floor", "direct", "guest-compute", "guest-stream")
 ALL_PATHS = (*PATHS, "component-stream")  # the stream guest as a component, on wasinn:llm
 MIN_RUNS = 5  # what the command line reports medians over, at the least
 _GUESTS = {"guest-compute": "complete", "guest-stream": "stream", "component-stream": "stream_llm"}
+# The same on every path. "default": llama.cpp's usual chain, which is what guests get
+# unless they ask otherwise; "greedy": every path makes the same tokens.
+SAMPLINGS: dict[str, dict[str, Any]] = {
+    "default": {"temp": 0.8, "top-k": 40, "top-p": 0.95, "min-p": 0.05, "repeat-penalty": 1.1},
+    "greedy": {"temp": 0.0, "top-k": 40, "top-p": 0.95, "min-p": 0.05, "repeat-penalty": 1.0},
+}
 _TEXT = (
     "The history of computing is a story of abstraction. Each generation of engineers built "
     "tools that hid the details of the machine below, so that the next could think in larger "
@@ -53,11 +63,78 @@ class Workload:
     n_gpu_layers: int = 0
     ctx_size: int = 2048
     seed: int = 42
+    sampling: str = "default"  # a key of SAMPLINGS
+    flash_attn: bool = False  # the same on every path (llama-cpp-python's Llama has no "auto")
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What makes a context: runs of workloads with the same key share one."""
+        return (self.threads, self.batch_size, self.n_gpu_layers, self.ctx_size, self.flash_attn)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The whole configuration, as the host's options name it."""
+        return {"n-predict": self.n_predict, "threads": self.threads, "batch-size": self.batch_size,
+                "ubatch-size": self.batch_size, "ctx-size": self.ctx_size, "n-gpu-layers": self.n_gpu_layers,
+                "seed": self.seed, "flash-attn": "on" if self.flash_attn else "off", **SAMPLINGS[self.sampling]}
 
 
 def _median(values: Iterable[float | None]) -> float:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else float("nan")
+
+
+def _rate(stamps: Sequence[float]) -> float | None:
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
+
+
+class _Floor:
+    """llama.cpp driven as tightly as Python can: the host's weights and a context made
+    once with the host's own parameters; per run the KV cache cleared, the prompt
+    decoded, then one llama_decode and one sample from llama.cpp's own chain per token."""
+
+    def __init__(self, path: Path, w: Workload) -> None:
+        from .backends.llama.context import context_params
+        from .backends.llama.native import NativeContext
+        from .backends.llama.options import OPTIONS
+        from .backends.llama.weights import weights_cache
+        from .options import Scope
+
+        self._config = {**OPTIONS.defaults, **w.config}
+        self._weights = weights_cache.acquire(path, OPTIONS.scoped(self._config, Scope.MODEL))
+        self._native = NativeContext(self._weights, context_params(self._config, self._weights))
+
+    def run(self, w: Workload, prompt: str) -> dict[str, Any]:
+        import llama_cpp
+
+        from .backends.llama.sampling import make_sampler
+
+        weights, native = self._weights, self._native
+        started = time.perf_counter()
+        tokens = weights.tokenize(prompt.encode())
+        native.clear()
+        native.decode(tokens, 0)
+        chain = make_sampler(weights, self._config)
+        stamps: list[float] = []
+        n_past = len(tokens)
+        try:
+            while len(stamps) < w.n_predict:
+                token = chain.sample(native, -1)  # type: ignore[arg-type]  # it reads `.ctx`
+                stamps.append(time.perf_counter())
+                if llama_cpp.llama_vocab_is_eog(weights.vocab, token):
+                    break
+                native.decode([token], n_past)
+                n_past += 1
+        finally:
+            chain.close()
+        return {"measured_prompt_tokens": len(tokens), "output_tokens": len(stamps), "ttft_s": stamps[0] - started,
+                "decode_tok_per_s": _rate(stamps), "boundary_us_per_token": None, "guest_us_per_token": None}
+
+    def close(self) -> None:
+        from .backends.llama.weights import weights_cache
+
+        self._native.close()
+        weights_cache.release(self._weights)
 
 
 class Bench:
@@ -69,17 +146,18 @@ class Bench:
         if path is None:
             raise ConfigError(f"benchmarks need a GGUF model; {model!r} has no file")
         self.model_path = path
-        self._llamas: dict[tuple[int, ...], Any] = {}
+        self._llamas: dict[tuple[Any, ...], Any] = {}
+        self._floors: dict[tuple[Any, ...], _Floor] = {}
+        self._sessions: set[str] = set()
         self._ids = itertools.count()
 
-    # -- the three paths --------------------------------------------------------------------------
+    # -- the paths --------------------------------------------------------------------------------
 
     def _llama(self, w: Workload) -> Any:
         from llama_cpp import Llama
 
-        key = (w.threads, w.batch_size, w.n_gpu_layers, w.ctx_size)
-        if key not in self._llamas:
-            self._llamas[key] = Llama(
+        if w.key not in self._llamas:
+            self._llamas[w.key] = Llama(
                 str(self.model_path),
                 n_ctx=w.ctx_size,
                 n_batch=w.batch_size,
@@ -87,10 +165,13 @@ class Bench:
                 n_threads=w.threads,
                 n_threads_batch=w.threads,
                 n_gpu_layers=w.n_gpu_layers,
+                flash_attn=w.flash_attn,
+                swa_full=True,  # as the host's contexts: prefix reuse needs the whole cache
+                last_n_tokens_size=64,  # the penalties' window, as the host's
                 seed=w.seed,
                 verbose=False,
             )
-        return self._llamas[key]
+        return self._llamas[w.key]
 
     def prompt(self, n_tokens: int, w: Workload | None = None) -> str:
         """A text of about ``n_tokens`` tokens (the guest's tokenizer may differ by one)."""
@@ -103,27 +184,34 @@ class Bench:
     def _direct(self, w: Workload, prompt: str) -> dict[str, Any]:
         llm = self._llama(w)
         llm.reset()
+        llm.set_seed(w.seed)
+        sampling = SAMPLINGS[w.sampling]
         started = time.perf_counter()
         tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
         stamps: list[float] = []
-        for _ in llm.generate(tokens, temp=0.0, repeat_penalty=1.0, reset=True):
+        for _ in llm.generate(tokens, temp=sampling["temp"], top_k=sampling["top-k"], top_p=sampling["top-p"],
+                              min_p=sampling["min-p"], repeat_penalty=sampling["repeat-penalty"], reset=True):
             stamps.append(time.perf_counter())
             if len(stamps) >= w.n_predict:
                 break
-        return {
-            "measured_prompt_tokens": len(tokens),
-            "output_tokens": len(stamps),
-            "ttft_s": stamps[0] - started,
-            "decode_tok_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]),
-            "boundary_us_per_token": None,
-            "guest_us_per_token": None,
-        }
+        return {"measured_prompt_tokens": len(tokens), "output_tokens": len(stamps), "ttft_s": stamps[0] - started,
+                "decode_tok_per_s": _rate(stamps), "boundary_us_per_token": None, "guest_us_per_token": None}
+
+    def _floor(self, w: Workload, prompt: str) -> dict[str, Any]:
+        if w.key not in self._floors:
+            self._floors[w.key] = _Floor(self.model_path, w)
+        return self._floors[w.key].run(w, prompt)
 
     def guest_env(self, w: Workload) -> dict[str, str]:
+        """The workload as WasmEdge-style guests read it (environment variables)."""
+        sampling = SAMPLINGS[w.sampling]
         return {
             "n_predict": str(w.n_predict),
-            "temp": "0",
-            "repeat_penalty": "1.0",
+            "temp": str(sampling["temp"]),
+            "top_k": str(sampling["top-k"]),
+            "top_p": str(sampling["top-p"]),
+            "min_p": str(sampling["min-p"]),
+            "repeat_penalty": str(sampling["repeat-penalty"]),
             "threads": str(w.threads),
             "batch_size": str(w.batch_size),
             "ubatch_size": str(w.batch_size),
@@ -132,13 +220,20 @@ class Bench:
             "seed": str(w.seed),
         }
 
-    def _guest(self, w: Workload, prompt: str, guest: str) -> dict[str, Any]:
-        session_id = f"bench-{next(self._ids)}"
-        result = self.host.run(guest, self.model, prompt, env=self.guest_env(w), session=session_id)
+    def _guest(self, w: Workload, prompt: str, path: str) -> dict[str, Any]:
+        # One session per path and context settings, kept between runs (its context is made
+        # once); cache-prompt off makes every run evaluate the whole prompt, as the others do.
+        session_id = f"bench-{path}-{'-'.join(map(str, w.key))}"
+        self._sessions.add(session_id)
+        params = {"cache-prompt": False, "flash-attn": "on" if w.flash_attn else "off"}
+        result = self.host.run(_GUESTS[path], self.model, prompt, env=self.guest_env(w), session=session_id,
+                               params=params)
         if result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         g: Generation = self.host.session(session_id).generations[-1]
-        self.host.sessions.close(session_id)
+        calls = {name: (seconds / count * 1e6) for name, (count, seconds) in g.host_calls.items()}
+        step = calls.get("compute_single", calls.get("next-chunk"))
+        backend_per_token = g.backend_seconds / g.output_tokens * 1e6
         return {
             "measured_prompt_tokens": g.prompt_tokens,
             "output_tokens": g.output_tokens,
@@ -146,10 +241,28 @@ class Bench:
             "decode_tok_per_s": g.decode_tokens_per_second,
             "boundary_us_per_token": g.boundary_seconds / g.output_tokens * 1e6,
             "guest_us_per_token": g.guest_seconds / g.output_tokens * 1e6,
+            # The host's own time in each kind of call (a step's: its call less the backend's work).
+            "step_boundary_us": None if step is None else step - backend_per_token,
+            "output_boundary_us": calls.get("get_output_single"),
         }
 
     def _run(self, path: str, w: Workload, prompt: str) -> dict[str, Any]:
-        return self._direct(w, prompt) if path == "direct" else self._guest(w, prompt, _GUESTS[path])
+        if path == "direct":
+            return self._direct(w, prompt)
+        if path == "floor":
+            return self._floor(w, prompt)
+        return self._guest(w, prompt, path)
+
+    def close(self) -> None:
+        """Free the contexts the paths kept (the host stays the caller's)."""
+        for session_id in self._sessions:
+            if self.host.sessions.find(session_id) is not None:
+                self.host.sessions.close(session_id)
+        for floor in self._floors.values():
+            floor.close()
+        self._sessions.clear()
+        self._floors.clear()
+        self._llamas.clear()
 
     # -- comparisons ------------------------------------------------------------------------------
 
@@ -159,7 +272,11 @@ class Bench:
         return tqdm(total=total, desc=description, disable=not self.progress, leave=False)
 
     def compare(self, w: Workload = Workload(), runs: int = 5, paths: Sequence[str] = PATHS) -> pd.DataFrame:
-        """One row per run and path; one warm-up run per path first, not recorded."""
+        """One row per run and path (with the machine's load average as it ran); one
+        warm-up run per path first, not recorded."""
+        unknown = [path for path in paths if path not in ALL_PATHS]
+        if unknown:
+            raise ConfigError(f"unknown paths {unknown}; the paths are: {', '.join(ALL_PATHS)}")
         prompt = self.prompt(w.prompt_tokens, w)
         rows = []
         with self._bar((runs + 1) * len(paths), f"prompt {w.prompt_tokens}, n-predict {w.n_predict}") as bar:
@@ -169,37 +286,53 @@ class Bench:
             for run in range(runs):
                 shift = run % len(paths)
                 for path in [*paths[shift:], *paths[:shift]]:
-                    rows.append({"path": path, "run": run, **asdict(w), **self._run(path, w, prompt)})
+                    measured = self._run(path, w, prompt)
+                    rows.append({"path": path, "run": run, **asdict(w), "load_1min": os.getloadavg()[0], **measured})
                     bar.update()
         return pd.DataFrame(rows)
 
     @staticmethod
     def summary(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
-        """Medians per path (and ``by``), each path's ratio to the direct path, and the
-        per-token overhead against it."""
+        """Medians per path (and ``by``); each path's decode rate against the direct path
+        and the floor, paired run by run: the median ratio and its interquartile range
+        (``vs_direct``, ``vs_direct_q1``, ``vs_direct_q3``, the same for the floor); time to
+        first token against direct, paired too; the per-token overhead against direct."""
         keys = [*by, "path"]
-        medians = frame.groupby(keys, sort=False)[
-            ["ttft_s", "decode_tok_per_s", "boundary_us_per_token", "guest_us_per_token", "output_tokens"]
-        ].median()
-        direct = medians.xs("direct", level="path") if by else medians.loc["direct"]
+        columns = [c for c in ("ttft_s", "decode_tok_per_s", "boundary_us_per_token", "step_boundary_us",
+                               "output_boundary_us", "guest_us_per_token", "output_tokens", "load_1min")
+                   if c in frame]
+        table = frame.groupby(keys, sort=False)[columns].median()
 
-        def against_direct(row: pd.Series) -> pd.Series:
-            key = cast(tuple[Any, ...], row.name)[:-1] if by else None
-            base = direct.loc[key[0] if len(key) == 1 else key] if key is not None else direct
-            return pd.Series(
-                {
-                    "decode_ratio": row["decode_tok_per_s"] / base["decode_tok_per_s"],
-                    "ttft_ratio": row["ttft_s"] / base["ttft_s"],
-                    "overhead_us_per_token": (1 / row["decode_tok_per_s"] - 1 / base["decode_tok_per_s"]) * 1e6,
-                }
-            )
+        def paired(value: str, base: str, names: tuple[str, str, str]) -> pd.DataFrame | None:
+            wide = frame.set_index([*by, "run", "path"])[value].unstack("path")
+            if base not in wide:
+                return None
+            ratios = pd.Series(wide.div(wide[base], axis=0).stack(), name="ratio").reset_index()
+            grouped = ratios.groupby(keys)["ratio"]
+            return pd.concat({name: grouped.quantile(q) for name, q in zip(names, (0.25, 0.5, 0.75))}, axis=1)
 
-        return medians.join(medians.apply(against_direct, axis=1))
+        for value, base, names in (
+            ("decode_tok_per_s", "direct", ("vs_direct_q1", "vs_direct", "vs_direct_q3")),
+            ("decode_tok_per_s", "floor", ("vs_floor_q1", "vs_floor", "vs_floor_q3")),
+            ("ttft_s", "direct", ("ttft_ratio_q1", "ttft_ratio", "ttft_ratio_q3")),
+        ):
+            stats = paired(value, base, names)
+            if stats is not None:
+                table = table.join(stats)
+        if "vs_direct" in table:
+            table["decode_ratio"] = table["vs_direct"]  # the name the targets and notebooks read
+            if by:
+                direct = table.xs("direct", level="path")["decode_tok_per_s"].rename("direct_tok_per_s")
+                direct_rate: Any = table.join(direct)["direct_tok_per_s"]
+            else:
+                direct_rate = table.loc["direct", "decode_tok_per_s"]
+            table["overhead_us_per_token"] = (1 / table["decode_tok_per_s"] - 1 / direct_rate) * 1e6
+        return table
 
     def sweep(self, parameter: str, values: Sequence[int], base: Workload = Workload(), runs: int = 5,
               paths: Sequence[str] = PATHS) -> pd.DataFrame:
         field = parameter.replace("-", "_")
-        frames = [self.compare(replace(base, **{field: value}), runs, paths) for value in values]
+        frames = [self.compare(replace(base, **{field: value}), runs, paths) for value in values]  # type: ignore[arg-type]
         return pd.concat(frames, ignore_index=True)
 
     # -- the rest of the host -----------------------------------------------------------------------

@@ -36,6 +36,7 @@ class Generation:
     prompt_seconds: float = 0.0
     backend_seconds: float = 0.0
     host_seconds: float = 0.0  # inside wasi-nn host calls on this session, backend included
+    host_calls: dict[str, tuple[int, float]] = field(default_factory=dict)  # per call: how many, their seconds
     token_times: list[float] = field(default_factory=list)
     token_texts: list[str] = field(default_factory=list)
 

@@ -179,20 +179,20 @@ class GuestNN:
 
     # -- what front-ends report -----------------------------------------------------------
 
-    def timed(self, context: int, call: Callable[[], T]) -> T:
-        """``call()``, its time accounted to the context (``account``)."""
+    def timed(self, context: int, name: str, call: Callable[[], T]) -> T:
+        """``call()``, its time accounted to the context as the host call ``name``."""
         started = time.perf_counter()
         try:
             return call()
         finally:
-            self.account(context, time.perf_counter() - started)
+            self.account(context, name, time.perf_counter() - started)
 
-    def account(self, context: int, seconds: float) -> None:
+    def account(self, context: int, name: str, seconds: float) -> None:
         """Host time one call on this context took: the session's metrics split its time
         between the backend, the host and the guest."""
         session = self._contexts.get(context)
         if session is not None:
-            session.account(seconds)
+            session.account(name, seconds)
 
     def failed(self, call: str, error: NNError) -> None:
         """Keep what a failed call (named as its ABI names it: "wasi-nn load") said, for

@@ -47,6 +47,7 @@ class Option:
     panel: bool = False  # one of the backend's main knobs: the parameter panel shows it
     special: Mapping[Any, str] = field(default_factory=dict)  # values that mean something else, e.g. -1: "no limit"
     aliases: tuple[str, ...] = ()  # other spellings guests send (canonical names are kebab-case)
+    choices: tuple[Any, ...] = ()  # the values it takes, where they are few
 
     def check(self, value: Any) -> Any:
         """The value in this option's type, or InvalidArgument naming the option and what
@@ -63,7 +64,7 @@ class Option:
             value = float(value) if ok else value
         else:
             ok = isinstance(value, str)
-        if not ok:
+        if not ok or (self.choices and value not in self.choices):
             raise InvalidArgument(f"{self.name!r} takes {self.accepts()}, got {value!r}")
         if value in self.special:
             return value
@@ -73,6 +74,8 @@ class Option:
 
     def accepts(self) -> str:
         """What the option takes, in words: "a float from 0.0 to 1.0"."""
+        if self.choices:
+            return "one of " + ", ".join(repr(choice) for choice in self.choices)
         noun = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[self.kind]
         if self.minimum is not None and self.maximum is not None:
             noun += f" from {self.minimum:g} to {self.maximum:g}"

@@ -215,16 +215,19 @@ class Session:
         """One row per generated token: its text, when it came and its latency."""
         return tokens_frame(self.generations)
 
-    def account(self, seconds: float) -> None:
-        """Host time spent in one wasi-nn call on this session (the front-ends report it)."""
+    def account(self, call: str, seconds: float) -> None:
+        """Host time spent in one wasi-nn call on this session (the front-ends report it,
+        naming the call as their ABI does)."""
         current = self._current
         if current is None:
             if not self._pending_host:
                 self._pending_since = time.perf_counter() - seconds
             self._pending_host += seconds
-        else:
-            current.host_seconds += seconds
-            current.ended = time.perf_counter()
+            return
+        current.host_seconds += seconds
+        count, total = current.host_calls.get(call, (0, 0.0))
+        current.host_calls[call] = (count + 1, total + seconds)
+        current.ended = time.perf_counter()
 
     def add_listener(self, listener: TokenListener) -> Callable[[], None]:
         """Call ``listener(token)`` for every generated token; returns its remover."""

@@ -3,6 +3,11 @@
 Marshalling only, like the other front-ends: graphs and contexts are the guest's wasi-nn
 state (``GuestNN``) and its sessions; a generation is a session's token stream, pulled a
 chunk at a time. Errors are records whose code comes from one function, ``code_for``.
+
+``wasinn:llm/preview1`` (guests/wit/preview1.wit) is the few calls the ``wasi_ephemeral_nn``
+adapter (wasinn_lab/adapters/) needs besides the rest: loads whose errors keep the host's
+error kind (``kind_for``), unload, a JSON config, an embedding. The adapter, not the host,
+holds preview1's wire formats.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +24,14 @@ from typing import Any
 import wasmtime
 from wasmtime import component as cm
 
-from ..backends.base import PROMPT, TEXT, Usage
+from ..backends.base import EMBEDDING, PROMPT, TEXT, Usage
+from ..config import parse_config_json
 from ..errors import (
+    BackendError,
     Busy,
     ContextFull,
     InvalidArgument,
+    InvalidEncoding,
     ModelNotFound,
     NNError,
     NotFound,
@@ -32,10 +41,10 @@ from ..errors import (
 )
 from ..nn import GuestNN
 from ..sessions import Session
-from ..types import Tensor, TensorType
+from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 from .resources import ResourceKind, Resources
 
-__all__ = ["LLM", "VERSION", "PACKAGE", "STDIN_TURNS", "code_for"]
+__all__ = ["LLM", "VERSION", "PACKAGE", "STDIN_TURNS", "code_for", "kind_for"]
 
 VERSION = "0.1.0"
 PACKAGE = f"wasinn:llm@{VERSION}"
@@ -58,6 +67,28 @@ def code_for(exc: NNError) -> str:
     for cls in type(exc).__mro__:
         if cls in _CODES:
             return _CODES[cls]
+    return "runtime-error"
+
+
+# wasinn:llm/preview1's error-kind: one case per class of the error tree.
+_KINDS: dict[type[NNError], str] = {
+    InvalidArgument: "invalid-argument",
+    InvalidEncoding: "invalid-encoding",
+    Busy: "busy",
+    BackendError: "runtime-error",
+    UnsupportedOperation: "unsupported-operation",
+    TooLarge: "too-large",
+    NotFound: "not-found",
+    ContextFull: "context-full",
+    PromptTooLong: "prompt-too-long",
+    ModelNotFound: "model-not-found",
+}
+
+
+def kind_for(exc: NNError) -> str:
+    for cls in type(exc).__mro__:
+        if cls in _KINDS:
+            return _KINDS[cls]
     return "runtime-error"
 
 
@@ -109,7 +140,7 @@ class LLM:
     """The ``wasinn:llm`` interfaces for one component instance (``types`` has no
     functions: nothing to define for it, but a guest may import it)."""
 
-    INTERFACES = tuple(f"wasinn:llm/{name}@{VERSION}" for name in ("types", "backends", "prompt", "graphs"))
+    INTERFACES = tuple(f"wasinn:llm/{name}@{VERSION}" for name in ("types", "backends", "prompt", "graphs", "preview1"))
 
     def __init__(self, nn: GuestNN, resources: Resources) -> None:
         self._nn = nn
@@ -141,6 +172,11 @@ class LLM:
                                ("init-context", self._result(self._init_context))):
                 instance.add_func(f"[method]graph.{name}", shield(call))
             instance.add_func("load-by-name", shield(self._result(self._load_by_name)))
+        with root.add_instance(f"wasinn:llm/preview1@{VERSION}") as instance:
+            for name, call in (("load-by-name", self._p1_load_by_name), ("load", self._p1_load),
+                               ("unload", self._p1_unload), ("configure", self._p1_configure),
+                               ("embed", self._p1_embed)):
+                instance.add_func(name, shield(self._kind_result(name, call)))
 
     # -- results: every failure an error record ---------------------------------------------
 
@@ -153,6 +189,22 @@ class LLM:
                 return call(store, *args)
             except Exception as exc:
                 return self._error(call.__name__.strip("_").replace("_", "-"), exc)
+
+        return result
+
+    def _kind_result(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``result<T, error-kind>`` (wasinn:llm/preview1): the error tree's own kind."""
+
+        @functools.wraps(call)
+        def result(store: wasmtime.StoreContext, *args: Any) -> cm.Variant:
+            try:
+                return cm.Variant("ok", call(store, *args))
+            except Exception as exc:
+                if isinstance(exc, NNError):
+                    self._nn.failed(f"wasinn:llm preview1.{name}", exc)
+                else:
+                    exc = self._nn.failed_unexpectedly(f"wasinn:llm preview1.{name}", exc)
+                return cm.Variant("err", kind_for(exc))
 
         return result
 
@@ -232,14 +284,14 @@ class LLM:
     def _compute(self, store: wasmtime.StoreContext, context: cm.ResourceAny, prompt: str) -> str:
         handle, session = self._session(store, context)
         self._end(handle, "cancelled")
-        outputs = self._nn.timed(handle, lambda: session.compute({PROMPT: _text(prompt)}))
+        outputs = self._nn.timed(handle, "compute", lambda: session.compute({PROMPT: _text(prompt)}))
         return outputs[TEXT].data.decode("utf-8", "replace")
 
     def _generate(self, store: wasmtime.StoreContext, context: cm.ResourceAny, prompt: str) -> cm.ResourceHost:
         handle, session = self._session(store, context)
         self._end(handle, "cancelled")  # a new input ends the generation under way
         started = time.perf_counter()
-        self._nn.timed(handle, lambda: self._start(session, prompt))
+        self._nn.timed(handle, "generate", lambda: self._start(session, prompt))
         generation = self._current[handle] = _Generation(handle, started)
         return self._resources.add(self.generation, generation)
 
@@ -260,7 +312,7 @@ class LLM:
             return cm.Variant("err", self._error("next-chunk", exc))
         try:
             while True:  # whole characters only: a token that ends inside one gives no text
-                token = self._nn.timed(generation.context, session.next_token)
+                token = self._nn.timed(generation.context, "next-chunk", session.next_token)
                 if token is None:
                     generation.end(self._reason(session), session.usage())
                     return cm.Variant("ok", None)
@@ -299,6 +351,36 @@ class LLM:
         return _record(prompt_tokens=usage.input_tokens, evaluated_tokens=usage.evaluated_tokens,
                        completion_tokens=usage.output_tokens, prompt_ms=usage.prompt_seconds * 1e3,
                        total_ms=(ended - generation.started) * 1e3, finish=generation.finish)
+
+    # -- preview1: what the wasi_ephemeral_nn adapter needs besides ----------------------------
+
+    def _loaded(self, handle: int) -> cm.Record:
+        loaded = self._nn.graph(handle)
+        return _record(graph=self._resources.add(self.graph, handle), text=loaded.backend.inputs is not None,
+                       build=loaded.backend.build)
+
+    def _p1_load_by_name(self, store: wasmtime.StoreContext, name: str, config: bytes | None) -> cm.Record:
+        options = parse_config_json(bytes(config)) if config is not None else None
+        return self._loaded(self._nn.load_by_name(name, options))
+
+    def _p1_load(self, store: wasmtime.StoreContext, builders: list[bytes], encoding: str, target: str) -> cm.Record:
+        # The WIT enums' case names are the neutral enums' values.
+        return self._loaded(self._nn.load([bytes(b) for b in builders], GraphEncoding(encoding), ExecutionTarget(target)))
+
+    def _p1_unload(self, store: wasmtime.StoreContext, graph: cm.ResourceAny) -> None:
+        self._nn.unload(self._resources.take(store, graph, self.graph))
+
+    def _p1_configure(self, store: wasmtime.StoreContext, context: cm.ResourceAny, config: bytes) -> None:
+        self._session(store, context)[1].configure(parse_config_json(bytes(config)))
+
+    def _p1_embed(self, store: wasmtime.StoreContext, context: cm.ResourceAny, text: str) -> str:
+        handle, session = self._session(store, context)
+        self._end(handle, "cancelled")
+        outputs = self._nn.timed(handle, "embed", lambda: session.compute({PROMPT: _text(text)}))
+        if EMBEDDING not in outputs:
+            raise UnsupportedOperation("this context makes no embeddings: make it with `embedding` true")
+        data = outputs[EMBEDDING].data
+        return json.dumps(struct.unpack(f"<{len(data) // 4}f", data))
 
     def _finalize(self, context: int) -> None:
         self._end(context, "cancelled")

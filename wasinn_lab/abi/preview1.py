@@ -138,6 +138,7 @@ class Preview1:
     def _entry(self, method: Callable[..., None]) -> Callable[..., int]:
         on_context = method.__name__ in _CONTEXT_CALLS
         nn = self._nn
+        name = method.__name__
 
         @functools.wraps(method)
         def entry(caller: wasmtime.Caller, *args: int) -> int:
@@ -154,7 +155,7 @@ class Preview1:
                 return errno_for(nn.failed_unexpectedly(f"wasi-nn {method.__name__}", exc))
             finally:
                 if on_context:
-                    nn.account(args[0] & _MASK, time.perf_counter() - started)
+                    nn.account(args[0] & _MASK, name, time.perf_counter() - started)
 
         return entry
 

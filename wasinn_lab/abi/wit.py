@@ -165,7 +165,7 @@ class WasiNN:
         session = self._nn.context(handle)
         if session.inputs is not None and CONFIG in tensors:
             session.configure(parse_config_json(tensors.pop(CONFIG).data))
-        outputs = self._nn.timed(handle, lambda: session.compute(tensors))
+        outputs = self._nn.timed(handle, "compute", lambda: session.compute(tensors))
         if session.inputs is not None:
             usage = session.usage()
             report = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}

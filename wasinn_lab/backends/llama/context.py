@@ -30,9 +30,29 @@ from .weights import Weights, weights_cache
 if TYPE_CHECKING:
     from .graph import LlamaGraph
 
-__all__ = ["LlamaContext", "LlamaStream"]
+__all__ = ["LlamaContext", "LlamaStream", "context_params"]
 
 MAX_THREADS = 4 * (os.cpu_count() or 1)
+_FLASH_ATTN = {"auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+               "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+
+
+def context_params(config: Mapping[str, Any], weights: Weights) -> llama_cpp.llama_context_params:
+    """llama.cpp's context parameters for these options."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = config["ctx-size"]  # 0: the model's own context length
+    params.n_batch = config["batch-size"]
+    params.n_ubatch = min(config["ubatch-size"], config["batch-size"])
+    params.n_threads = params.n_threads_batch = config["threads"]
+    params.swa_full = True  # a sliding-window cache cannot keep a prefix for reuse
+    params.flash_attn_type = _FLASH_ATTN[config["flash-attn"]]
+    if config["embedding"]:
+        params.embeddings = True
+        if not weights.has_pooling:
+            params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        # Pooled embeddings need the whole prompt in one micro-batch.
+        params.n_batch = params.n_ubatch = config["ctx-size"] or weights.n_ctx_train
+    return params
 
 
 class LlamaStream:
@@ -133,22 +153,9 @@ class LlamaContext:
         if self._native is not None:
             return self._native
         weights = self._ensure_weights()
-        cfg = self._config
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = cfg["ctx-size"]  # 0: the model's own context length
-        params.n_batch = cfg["batch-size"]
-        params.n_ubatch = min(cfg["ubatch-size"], cfg["batch-size"])
-        params.n_threads = params.n_threads_batch = cfg["threads"]
-        params.swa_full = True  # a sliding-window cache cannot keep a prefix for reuse
-        if cfg["embedding"]:
-            params.embeddings = True
-            if not weights.has_pooling:
-                params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
-            # Pooled embeddings need the whole prompt in one micro-batch.
-            params.n_batch = params.n_ubatch = cfg["ctx-size"] or weights.n_ctx_train
-        self._native = native = NativeContext(weights, params)
+        self._native = native = NativeContext(weights, context_params(self._config, weights))
         # llama.cpp pads n_ctx up (to 256): hold the context to the size the user asked for.
-        self._n_ctx = min(cfg["ctx-size"] or native.n_ctx, native.n_ctx)
+        self._n_ctx = min(self._config["ctx-size"] or native.n_ctx, native.n_ctx)
         return native
 
     def _drop_native(self) -> None:

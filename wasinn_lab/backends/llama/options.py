@@ -26,6 +26,8 @@ OPTIONS = Options(
         Option("threads", int, _CORES, Scope.CONTEXT, "CPU threads for decoding",
                minimum=1, soft_maximum=_CORES, step=1, panel=True),
         Option("embedding", bool, False, Scope.CONTEXT, "compute a pooled embedding instead of generating text"),
+        Option("flash-attn", str, "auto", Scope.CONTEXT, "flash attention: on, off, or auto (llama.cpp decides)",
+               choices=("auto", "on", "off")),
         Option("n-predict", int, -1, Scope.GENERATION, "tokens to generate at most",
                minimum=-1, soft_maximum=4096, step=1, panel=True, special={-1: "no limit"}),
         Option("temp", float, 0.8, Scope.GENERATION, "sampling temperature; 0: greedy",
