@@ -49,6 +49,7 @@ from functools import partial
 from typing import Any
 
 import ipywidgets as widgets
+import traitlets
 
 from ..backends.llama_options import OPTIONS, Scope
 from ..errors import WasiNNLabError
@@ -71,12 +72,48 @@ _KNOBS: dict[str, tuple[type[widgets.ValueWidget], float, float]] = {
     "min-p": (widgets.FloatSlider, 1.0, 0.01),
     "repeat-penalty": (widgets.FloatSlider, 2.0, 0.05),
     "n-predict": (widgets.BoundedIntText, 1 << 20, 1),
-    "seed": (widgets.BoundedIntText, 0xFFFFFFFF, 1),
+    "seed": (widgets.BoundedIntText, 0xFFFFFFFF, 1),  # shown by SeedField: "random" or the number
     "ctx-size": (widgets.BoundedIntText, 1 << 20, 256),
     "n-gpu-layers": (widgets.BoundedIntText, 1024, 1),
     "threads": (widgets.IntSlider, os.cpu_count() or 1, 1),
 }
 _RELOADS = {Scope.CONTEXT: "context", Scope.MODEL: "model"}
+RANDOM_SEED = OPTIONS["seed"].default  # llama.cpp's "a new seed every generation"
+
+
+class SeedField(widgets.HBox):
+    """The seed as a person reads it: "random" (llama.cpp's 4294967295) or a number.
+    ``value`` is the number the session holds; type a seed, or "random" (or -1, or
+    nothing) to go back to a random one. Text that is neither is put back."""
+
+    value = traitlets.Int(RANDOM_SEED)
+    disabled = traitlets.Bool(False)
+
+    def __init__(self, value: int, *, description: str, tooltip: str, style: Mapping[str, str]) -> None:
+        self.text = widgets.Text(description=description, tooltip=tooltip, placeholder="random, or a number",
+                                 continuous_update=False, style=dict(style))
+        super().__init__([self.text])
+        self.min, self.max = 0, RANDOM_SEED
+        traitlets.link((self, "disabled"), (self.text, "disabled"))
+        self.text.observe(self._typed, names="value")
+        self.observe(lambda change: self._show(), names="value")
+        self.value = value
+        self._show()
+
+    @property
+    def continuous_update(self) -> bool:  # as the other knobs: a value is sent on Enter or blur
+        return bool(self.text.continuous_update)
+
+    def _show(self) -> None:
+        self.text.value = "random" if self.value == RANDOM_SEED else str(self.value)
+
+    def _typed(self, change: dict[str, Any]) -> None:
+        typed = change["new"].strip().lower()
+        if typed in ("", "random", "-1"):
+            self.value = RANDOM_SEED
+        elif typed.isdigit() and int(typed) < RANDOM_SEED:
+            self.value = int(typed)
+        self._show()  # normalised, or put back
 
 
 def _knob(key: str, value: Any) -> widgets.ValueWidget:
@@ -86,6 +123,8 @@ def _knob(key: str, value: Any) -> widgets.ValueWidget:
     tooltip = f"{key} (default {option.default})"
     if option.scope in _RELOADS:
         tooltip += f": changing it reloads the {_RELOADS[option.scope]}"
+    if key == "seed":
+        return SeedField(value, description=key, tooltip=f"{key}: random, or a number", style=_STYLE)
     control = cls(
         value=option.kind(minimum),
         min=option.kind(minimum),
@@ -313,8 +352,9 @@ class PromptBox(widgets.VBox):
     # -- showing it -------------------------------------------------------------------------
 
     def _reset(self, status: str) -> None:
-        session = f" · session {self.session}" if self.session else ""
-        self._transcript = Transcript(f"{self.guest} · {self.model}{session}")
+        self._transcript = Transcript(f"{self.guest} · {self.model}")  # the caption adds the session, once
+        if self.session:
+            self._transcript.sessions.append(self.session)
         self._transcript.status = status
 
     def _render(self) -> None:
