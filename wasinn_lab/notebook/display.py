@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import re
 import sys
 import time
 from typing import Any
@@ -19,7 +21,7 @@ from IPython.display import display
 
 from ..tasks import Event, EventKind
 
-__all__ = ["CellStream", "LivePlot", "Transcript"]
+__all__ = ["CellStream", "LivePlot", "Transcript", "describe_usage", "split_usage"]
 
 UPDATES_PER_SECOND = 15
 
@@ -27,6 +29,46 @@ _STYLE_CAPTION = "color:#888;font-size:80%"
 _STYLE_TEXT = "white-space:pre-wrap;margin:0;padding:4px 8px;border-left:3px solid #4a7fd6;font-size:95%"
 _STYLE_GUEST = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#666;font-size:85%"
 _STYLE_STDERR = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#a33;background:#fff4f4;font-size:85%"
+_STYLE_NOTES = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#555;background:#f6f6f6;font-size:85%"
+
+# A guest's usage report on stderr: "usage: {...}" on a line of its own (guests/wasi_nn.h).
+_USAGE_LINE = re.compile(r"usage: (\{.*\})\s*")
+_USAGE_LABELS = {"input_tokens": "input tokens", "output_tokens": "output tokens"}
+
+
+def split_usage(stderr: str, *, complete: bool = True) -> tuple[list[dict[str, Any]], str]:
+    """The usage reports in a guest's stderr, and the rest of it (a line that only looks
+    like a report, with no JSON object after ``usage:``, stays in the rest). While the
+    guest runs (``complete=False``) a report still being written is held back."""
+    usages: list[dict[str, Any]] = []
+    rest: list[str] = []
+    for line in stderr.splitlines(keepends=True):
+        if not complete and not line.endswith("\n") and line.startswith("usage: {"):
+            break
+        match = _USAGE_LINE.fullmatch(line)
+        if match is not None:
+            try:
+                usage = json.loads(match[1])
+            except json.JSONDecodeError:
+                usage = None
+            if isinstance(usage, dict):
+                usages.append(usage)
+                continue
+        rest.append(line)
+    return usages, "".join(rest)
+
+
+def describe_usage(usage: dict[str, Any]) -> str:
+    """``12 input tokens · 32 output tokens``; other fields (build, commit) are left to
+    the tooltip (``usage_details``)."""
+    shown = [f"{usage[key]} {label}" for key, label in _USAGE_LABELS.items() if key in usage]
+    shown += [f"{key.replace('_', ' ')} {value}" for key, value in usage.items()
+              if key.endswith("_tokens") and key not in _USAGE_LABELS]
+    return " · ".join(shown) or json.dumps(usage)
+
+
+def usage_details(usage: dict[str, Any]) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in usage.items())
 
 
 class Transcript:
@@ -83,29 +125,67 @@ class Transcript:
         sessions = f" · session {', '.join(self.sessions)}" if self.sessions else ""
         return f"{self.header}{sessions} · {self.status}"
 
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("running", "stopping")
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.status == "failed"
+
+    def kept_and_dropped(self) -> tuple[str, str]:
+        """The model text as the guest kept it, and the tail it dropped. A guest that
+        printed a proper prefix of the text (``chat`` stops at its turn marker, which the
+        model has already written) kept that much; any other guest, all of it. Only once
+        the run is over: while tokens come, the guest's output lags behind them."""
+        text, printed = self.text, self.stdout.rstrip()
+        if self.finished and printed and len(printed) < len(text.rstrip()) and text.startswith(printed):
+            return text[: len(printed)], text[len(printed) :]
+        return text, ""
+
+    def split_stderr(self) -> tuple[list[dict[str, Any]], str]:
+        """The guest's usage reports, and the rest of its stderr."""
+        return split_usage(self.stderr, complete=self.finished)
+
     def distinct_stdout(self) -> str:
         # A guest that prints its tokens would otherwise show everything twice.
         stdout = self.stdout
-        return stdout if stdout.strip() and stdout.strip() != self.text.strip() else ""
+        kept = self.kept_and_dropped()[0]
+        return stdout if stdout.strip() and stdout.strip() != kept.strip() else ""
 
     def html(self) -> str:
-        parts = [f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption())}</div>',
-                 f'<pre style="{_STYLE_TEXT}">{html.escape(self.text)}</pre>']
-        if self.distinct_stdout():
-            parts.append(f'<details><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
-                         f'<pre style="{_STYLE_GUEST}">{html.escape(self.stdout)}</pre></details>')
-        if self._stderr:
-            parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(self.stderr)}</pre>')
+        kept, dropped = self.kept_and_dropped()
+        stdout = self.distinct_stdout()
+        usages, stderr = self.split_stderr()
+        parts = [f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption())}</div>']
+        if kept or not self.finished:  # nothing came: no empty box (a guest that only prints shows its stdout)
+            parts.append(f'<pre style="{_STYLE_TEXT}">{html.escape(kept)}</pre>')
+        if dropped:
+            note = dropped if len(dropped) <= 60 else dropped[:60] + "…"
+            parts.append(f'<div style="{_STYLE_CAPTION}">the guest stopped here; the model went on with '
+                         f'{html.escape(json.dumps(note, ensure_ascii=False))}</div>')
+        if stdout:
+            opened = "" if kept else " open"
+            parts.append(f'<details{opened}><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
+                         f'<pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>')
+        for usage in usages:
+            parts.append(f'<div style="{_STYLE_CAPTION}" title="{html.escape(usage_details(usage))}">'
+                         f"usage · {html.escape(describe_usage(usage))}</div>")
+        if stderr.strip():
+            style = _STYLE_STDERR if self.failed else _STYLE_NOTES
+            parts.append(f'<pre style="{style}">{html.escape(stderr)}</pre>')
         if self.error is not None:
             parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(f"{type(self.error).__name__}: {self.error}")}</pre>')
         return "".join(parts)
 
     def plain(self) -> str:
-        lines = [f"[{self.caption()}]", self.text]
+        usages, stderr = self.split_stderr()
+        lines = [f"[{self.caption()}]", self.kept_and_dropped()[0]]
         if self.distinct_stdout():
             lines += ["[guest stdout]", self.stdout]
-        if self._stderr:
-            lines += ["[guest stderr]", self.stderr]
+        lines += [f"[usage: {describe_usage(usage)}]" for usage in usages]
+        if stderr.strip():
+            lines += ["[guest stderr]", stderr]
         return "\n".join(lines)
 
 
@@ -142,8 +222,11 @@ class CellStream:
             sys.stdout.write("\n")
         if transcript.distinct_stdout():
             sys.stdout.write(f"[guest stdout]\n{transcript.stdout}")
-        if transcript.stderr:
-            sys.stderr.write(f"[guest stderr]\n{transcript.stderr}")
+        usages, stderr = transcript.split_stderr()
+        if stderr.strip():
+            sys.stderr.write(f"[guest stderr]\n{stderr}")
+        for usage in usages:
+            print(f"[usage: {describe_usage(usage)}]")
         print(f"[{transcript.caption()}]")
 
     def _bundle(self) -> dict[str, str]:
