@@ -55,6 +55,9 @@ def test_the_chat_reply_is_shown_without_the_turn_marker_the_guest_stopped_at() 
     assert shown.plain().splitlines()[1] == " Python."
     assert "User:" not in shown.plain() and "guest stdout" not in shown.html()
     assert "the guest stopped here" in shown.html()
+    # A stopped or interrupted guest never printed the last token the model made: no note.
+    stopped = transcript([" Once", " upon"], b" Once\n", status="stopped")
+    assert stopped.kept_and_dropped() == (" Once upon", "")
     # A guest whose output is not a prefix of the text (shout upper-cases it) keeps it all.
     shout = transcript([" the", " end"], b" THE END\n")
     assert shout.kept_and_dropped() == (" the end", "") and "guest stdout" in shout.html()

@@ -135,11 +135,14 @@ class Transcript:
 
     def kept_and_dropped(self) -> tuple[str, str]:
         """The model text as the guest kept it, and the tail it dropped. A guest that
-        printed a proper prefix of the text (``chat`` stops at its turn marker, which the
-        model has already written) kept that much; any other guest, all of it. Only once
-        the run is over: while tokens come, the guest's output lags behind them."""
-        text, printed = self.text, self.stdout.rstrip()
-        if self.finished and printed and len(printed) < len(text.rstrip()) and text.startswith(printed):
+        printed a proper prefix of the text and ended its line (``chat`` stops at its turn
+        marker, which the model has already written) kept that much; any other guest, all
+        of it. Only for a run that ended by itself: while tokens come the guest's output
+        lags behind them, and a stopped or interrupted guest never sees the last token."""
+        text, stdout = self.text, self.stdout
+        printed = stdout.rstrip()
+        if (self.status in ("done", "waiting for the next turn") and stdout.endswith("\n") and printed
+                and len(printed) < len(text.rstrip()) and text.startswith(printed)):
             return text[: len(printed)], text[len(printed) :]
         return text, ""
 
