@@ -33,7 +33,7 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 KERNEL = {"display_name": "Python 3 (wasinn-lab)", "language": "python", "name": "wasinn-lab"}
 SCRATCH = "interrupt.ipynb"
 STREAMING_CELL = "%%wasi_nn stream --session long -p n-predict=4000 -p temp=0.8\nOnce upon a time"
-PLOT_CELL = "%%wasi_nn stream --live-plot -p n-predict=64 -p temp=0\nThe three most useful things to know about WebAssembly are"
+PLOT_CELL = "%%wasi_nn stream --live-plot -p n-predict=32 -p temp=0\nThe three most useful things to know about WebAssembly are"
 # What the chat guest stops at ("\nUser:"), or the start of it.
 MARKER_TAIL = re.compile(r"\n\s*U(s(e(r:?)?)?)?\s*$")
 
@@ -79,6 +79,8 @@ def page_factory(chromium: Chromium, lab: JupyterLab, request: pytest.FixtureReq
     for number, page in enumerate(pages):
         try:
             screenshot(page, f"{request.node.name}-{number}-end")
+        except Exception as exc:  # best effort: a crashed page has nothing to show
+            print(f"no end screenshot of page {number}: {exc}")
         finally:
             page.context.close()
     lab.shutdown_kernels()
@@ -118,8 +120,8 @@ def test_the_quickstart_runs_every_cell_and_its_streaming_cell_streams(page_fact
     for index in [i for i in notebook.code_cells() if notebook.js(
             "(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel.getSource()", i
     ).startswith("%%wasi_nn chat")]:
-        reply = notebook.cell(index).locator(".jp-OutputArea pre").first.inner_text()
-        assert not MARKER_TAIL.search(reply), f"the chat reply shows the turn marker: {reply!r}"
+        texts = notebook.cell(index).locator(".jp-OutputArea pre").all_inner_texts()  # none: an empty reply
+        assert not (texts and MARKER_TAIL.search(texts[0])), f"the chat reply shows the turn marker: {texts[0]!r}"
     # No "notified about official Jupyter news?" toast (jupyter/lab/settings/overrides.json).
     assert page.get_by_text("official Jupyter news").count() == 0
 
