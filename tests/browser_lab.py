@@ -73,6 +73,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Steps:
+    """Prints how long each step of a test took (pytest shows it when the test fails)."""
+
+    def __init__(self) -> None:
+        self._started = self._last = time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        now = time.monotonic()
+        print(f"{now - self._started:6.1f} s (+{now - self._last:4.1f}) {what}")
+        self._last = now
+
+
 def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll ``condition()`` until it is truthy (returned) or ``timeout`` passes (raises)."""
     deadline = time.monotonic() + timeout
@@ -236,6 +248,7 @@ _HELPERS = r"""
   const app = window.jupyterapp;
   const current = () => app.shell.currentWidget;
   const cells = () => current().content.widgets;
+  document.addEventListener('click', () => window.__wasinn.clicks.push(performance.now()), true);
   window.__wasinn = {
     // Index of the first cell whose source starts with `prefix`.
     cellIndex(prefix) {
@@ -262,6 +275,8 @@ _HELPERS = r"""
         .finally(() => { state.done = true; });
     },
     jobs: {},
+    // When the page last saw a click (its own clock: what Playwright's click costs is not counted).
+    clicks: [],
     // Record every change of `element()`'s innerText, frame by frame, with the time and
     // what `state()` said then.
     watch(name, element, state) {
@@ -407,6 +422,10 @@ class NotebookPage:
 
     def now(self) -> float:
         return float(self.js("() => performance.now()"))
+
+    def last_click(self) -> float:
+        """When the page last saw a click (``performance.now()``)."""
+        return float(self.js("() => window.__wasinn.clicks[window.__wasinn.clicks.length - 1]"))
 
     def outputs(self, index: int) -> list[dict[str, Any]]:
         return self.js("(i) => window.__wasinn.outputs(i)", index)

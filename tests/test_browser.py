@@ -25,7 +25,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from browser_lab import ROOT, Chromium, JupyterLab, NotebookPage, running_lab, screenshot, wait_until
+from browser_lab import ROOT, Chromium, JupyterLab, NotebookPage, Steps, running_lab, screenshot, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
@@ -97,13 +97,16 @@ def plain_outputs(page: NotebookPage, index: int) -> str:
 
 
 def test_the_quickstart_runs_every_cell_and_its_streaming_cell_streams(page_factory: Any, lab: JupyterLab) -> None:
+    step = Steps()
     page = page_factory()
     notebook = NotebookPage(page, lab, "01-quickstart.ipynb")
+    step("notebook and kernel ready")
     # The kernel the notebook names, found from kernels/ with no "select a kernel" dialog.
     assert (notebook.kernel_name(), notebook.kernel_display_name()) == ("wasinn-lab", "Python 3 (wasinn-lab)")
     stream = notebook.cell_index("%%wasi_nn stream")
     notebook.watch("stream", f"() => window.__wasinn.outputNode({stream})", f"() => window.__wasinn.executing({stream})")
     assert notebook.wait_job(notebook.start_all(), timeout=240), "Run All stopped at a failing cell"
+    step("Run All")
     assert notebook.errors() == []
     counts = notebook.js("() => window.jupyterapp.shell.currentWidget.content.widgets"
                          ".filter(c => c.model.type === 'code').map(c => c.model.executionCount)")
@@ -132,10 +135,13 @@ def test_the_quickstart_runs_every_cell_and_its_streaming_cell_streams(page_fact
 
 
 def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: Any, lab: JupyterLab) -> None:
+    step = Steps()
     page = page_factory(height=1500)
     notebook = NotebookPage(page, lab, "02-parameters.ipynb")
+    step("notebook and kernel ready")
     last = notebook.cell_index("browser = session_browser()")
     assert notebook.run_cells([i for i in notebook.code_cells() if i <= last], timeout=120)
+    step("the widget cells ran")
     assert notebook.errors() == []
     panel = notebook.cell(notebook.cell_index("from wasinn_lab.notebook.lab import lab"))
     box_index = notebook.cell_index("box = prompt_box")
@@ -161,6 +167,7 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
     wait_until(lambda: float(python(notebook, f"print({knobs}.get('temp'))")) == expected, 10,
                f"temp reaching {expected} in the kernel")
     assert f"temp = {expected}: applies to the next generation" in status()
+    step("temp moved with the keyboard")
 
     # Generate streams into the box.
     output = f"() => window.__wasinn.cellNode({box_index}).querySelector('.widget-vbox > .widget-html .widget-html-content')"
@@ -171,6 +178,7 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
     page.wait_for_function(f"() => ({caption})().endsWith('· done')", timeout=60_000)
     assert len([c for c in notebook.changes("box") if c["state"] == running]) >= 3, notebook.changes("box")
     assert "session knobs · session knobs" not in box.inner_text()
+    step("Generate streamed")
 
     # Stop halts a long generation mid-stream, within a second. n-predict typed in.
     n_predict = knob("n-predict", "text").locator("input")  # BoundedIntText: .widget-text too
@@ -181,14 +189,15 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
     notebook.watch("long", output, caption)
     box.get_by_role("button", name="Generate").click()
     notebook.wait_changes("long", 3, running, timeout=60)
-    clicked = notebook.now()
     box.get_by_role("button", name="Stop").click()
+    clicked = notebook.last_click()
     page.wait_for_function(f"() => ({caption})().endsWith('· stopped')", timeout=10_000)
     changes = notebook.changes("long", stop=True)
     stopped = next(change["t"] for change in changes if change["state"] and change["state"].endswith("· stopped"))
     assert stopped - clicked < 1000, f"stopped {stopped - clicked:.0f} ms after the click"
     state, tokens = python(notebook, f"print({knobs}.state, {knobs}.generations[-1].output_tokens)").split()
     assert state == "idle" and 0 < int(tokens) < 2000, (state, tokens)
+    step("Stop")
     screenshot(page, "parameters-stopped")
 
     # A context-size change reloads the context and says so.
@@ -199,18 +208,22 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
         f"() => window.__wasinn.cellNode({notebook.cell_index('from wasinn_lab.notebook.lab import lab')})"
         ".innerText.includes('ctx-size = 2048: reloaded in')", timeout=60_000)
     assert python(notebook, f"print({knobs}.get('ctx-size'))") == "2048"
+    step("ctx-size reloaded")
     notebook.scroll_to(notebook.cell_index("from wasinn_lab.notebook.lab import lab"))
     screenshot(panel, "parameters-panel", readme="parameter-panel.png")
     screenshot(box, "parameters-prompt-box")
 
 
 def test_an_interrupt_stops_a_streaming_cell_and_the_next_cell_works(page_factory: Any, lab: JupyterLab) -> None:
+    step = Steps()
     page = page_factory()
     notebook = NotebookPage(page, lab, SCRATCH)
+    step("notebook and kernel ready")
     long, plot = notebook.cell_index("%%wasi_nn stream --session long"), notebook.cell_index("%%wasi_nn stream --live-plot")
     notebook.watch("long", f"() => window.__wasinn.outputNode({long})", f"() => window.__wasinn.executing({long})")
     job = notebook.start_cells([long])
     notebook.wait_changes("long", 4, True, timeout=60)  # tokens are flowing
+    step("streaming")
     interrupted = notebook.now()
     page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:interrupt-kernel']").click()
     assert notebook.wait_job(job, timeout=30) is False  # the cell failed...
@@ -222,6 +235,7 @@ def test_an_interrupt_stops_a_streaming_cell_and_the_next_cell_works(page_factor
     generated = int(python(notebook, "s = __import__('wasinn_lab.notebook.lab', fromlist=['lab']).lab().session('long')\n"
                                      "print(s.generations[-1].output_tokens)"))
     assert 0 < generated < 4000
+    step("interrupted")
     screenshot(notebook.cell(long), "interrupted-cell")
 
     assert notebook.run_cells([plot], timeout=60)  # the next cell works
@@ -229,5 +243,6 @@ def test_an_interrupt_stops_a_streaming_cell_and_the_next_cell_works(page_factor
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), outputs  # the latency plot
     assert "· done" in plain_outputs(notebook, plot)
+    step("the next cell ran")
     notebook.scroll_to(plot)
     screenshot(notebook.cell(plot), "latency-plot", readme="latency-plot.png")

@@ -94,3 +94,21 @@ def test_the_seed_reads_random_and_takes_a_number() -> None:
     field.disabled = True
     assert field.text.disabled
     field.close()
+
+
+def test_the_live_plot_uses_when_tokens_were_made_not_when_it_got_them() -> None:
+    from types import SimpleNamespace
+
+    from wasinn_lab.notebook.display import LivePlot
+
+    plot = LivePlot()
+    start = plot._since + 1
+    made = [start + 0.01 * i for i in range(5)]  # 10 ms apart, as the session measured them
+    session = SimpleNamespace(generations=[SimpleNamespace(started=plot._since - 5, token_times=[0.0, 9.0]),  # before
+                                           SimpleNamespace(started=start, token_times=made)])
+    plot.REDRAWS_PER_SECOND = 1e-9  # no drawing here
+    plot(Event(EventKind.SESSION, session))
+    for _ in made:
+        plot(Event(EventKind.TOKEN, "x"))  # arriving late, all at once
+    count, latencies = plot.latencies()
+    assert count == 5 and [round(ms) for ms in latencies] == [10, 10, 10, 10]

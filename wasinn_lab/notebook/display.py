@@ -237,23 +237,41 @@ class CellStream:
 
 
 class LivePlot:
-    """An ``on_event`` callback that redraws per-token latency while tokens stream."""
+    """An ``on_event`` callback that redraws per-token latency while tokens stream.
+
+    The latencies are the session's own (``Generation.token_times``: when each token was
+    made, on the guest's thread), not when this callback got round to a token: a redraw
+    takes a while, and the tokens that came meanwhile would show its cost as theirs.
+    Without a session (no SESSION event) it falls back to when the tokens arrived."""
 
     REDRAWS_PER_SECOND = 2
 
     def __init__(self) -> None:
-        self._times: list[float] = []
+        self._arrivals: list[float] = []
+        self._sessions: list[Any] = []
+        self._since = time.perf_counter()
         self._last_draw = 0.0
         self._handle: Any = display({"text/plain": "waiting for tokens…"}, raw=True, display_id=True)
 
     def __call__(self, event: Event) -> None:
-        if event.kind is EventKind.TOKEN:
-            self._times.append(time.perf_counter())
+        if event.kind is EventKind.SESSION and all(event.data is not s for s in self._sessions):
+            self._sessions.append(event.data)
+        elif event.kind is EventKind.TOKEN:
+            self._arrivals.append(time.perf_counter())
             if time.monotonic() - self._last_draw >= 1 / self.REDRAWS_PER_SECOND:
                 self._draw()
 
     def finish(self, status: str) -> None:
         self._draw()
+
+    def latencies(self) -> tuple[int, list[float]]:
+        """Tokens so far, and the milliseconds between each and the one before it (within
+        a generation)."""
+        generations = sorted((g for session in self._sessions for g in list(session.generations)
+                              if g.started >= self._since), key=lambda g: g.started)
+        runs = [list(g.token_times) for g in generations] or [list(self._arrivals)]
+        latencies = [(b - a) * 1e3 for times in runs for a, b in zip(times, times[1:])]
+        return sum(len(times) for times in runs), latencies
 
     def _draw(self) -> None:
         import io
@@ -261,17 +279,17 @@ class LivePlot:
         import matplotlib.pyplot as plt
 
         self._last_draw = time.monotonic()
-        if len(self._times) < 2:
+        count, latencies = self.latencies()
+        if not latencies:
             return
-        latencies = [(b - a) * 1e3 for a, b in zip(self._times, self._times[1:])]
         figure, ax = plt.subplots(figsize=(6, 2.4))
-        ax.plot(range(1, len(self._times)), latencies, linewidth=1)
+        ax.plot(range(1, len(latencies) + 1), latencies, linewidth=1)
         ax.set_xlabel("token")
         ax.set_ylabel("latency (ms)")
-        ax.set_title(f"{len(self._times)} tokens, {1e3 * len(latencies) / sum(latencies):.1f} tokens/s")
+        ax.set_title(f"{count} tokens, {1e3 * len(latencies) / sum(latencies):.1f} tokens/s")
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
         plt.close(figure)
         png = base64.b64encode(buffer.getvalue()).decode("ascii")  # raw image data travels as base64
-        self._handle.update({"image/png": png, "text/plain": f"<{len(self._times)} tokens>"}, raw=True)
+        self._handle.update({"image/png": png, "text/plain": f"<{count} tokens>"}, raw=True)
