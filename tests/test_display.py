@@ -4,6 +4,8 @@ panel's seed."""
 
 from __future__ import annotations
 
+import pytest
+
 from wasinn_lab.notebook.display import Transcript, describe_usage, split_usage
 from wasinn_lab.notebook.widgets import RANDOM_SEED, SeedField
 from wasinn_lab.tasks import Event, EventKind
@@ -96,17 +98,17 @@ def test_the_seed_reads_random_and_takes_a_number() -> None:
     field.close()
 
 
-def test_the_live_plot_uses_when_tokens_were_made_not_when_it_got_them() -> None:
+def test_the_live_plot_uses_when_tokens_were_made_not_when_it_got_them(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
     from wasinn_lab.notebook.display import LivePlot
 
+    monkeypatch.setattr(LivePlot, "REDRAWS_PER_SECOND", 1e-9)  # no drawing here
     plot = LivePlot()
     start = plot._since + 1
     made = [start + 0.01 * i for i in range(5)]  # 10 ms apart, as the session measured them
     session = SimpleNamespace(generations=[SimpleNamespace(started=plot._since - 5, token_times=[0.0, 9.0]),  # before
                                            SimpleNamespace(started=start, token_times=made)])
-    plot.REDRAWS_PER_SECOND = 1e-9  # no drawing here
     plot(Event(EventKind.SESSION, session))
     for _ in made:
         plot(Event(EventKind.TOKEN, "x"))  # arriving late, all at once

@@ -236,21 +236,49 @@ class CellStream:
         return {"text/html": self.transcript.html(), "text/plain": self.transcript.plain()}
 
 
+_matplotlib_warm = False
+
+
+def _warm_up_matplotlib() -> None:
+    """Import matplotlib and render once (fonts, the Agg canvas): the first redraw of a
+    live plot did all that while holding the GIL, stalling the generation it plotted by
+    seconds on a busy machine."""
+    global _matplotlib_warm
+    if _matplotlib_warm:
+        return
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.subplots().set_title("warm-up")
+    figure.savefig(io.BytesIO(), format="png")
+    _matplotlib_warm = True
+
+
 class LivePlot:
     """An ``on_event`` callback that redraws per-token latency while tokens stream.
 
     The latencies are the session's own (``Generation.token_times``: when each token was
     made, on the guest's thread), not when this callback got round to a token: a redraw
     takes a while, and the tokens that came meanwhile would show its cost as theirs.
-    Without a session (no SESSION event) it falls back to when the tokens arrived."""
+    Without a session (no SESSION event) it falls back to when the tokens arrived.
+
+    A redraw runs on the kernel's thread and holds the GIL for much of it, so it slows the
+    generation it plots: redraws are at most ``REDRAWS_PER_SECOND``, and further apart when
+    drawing is slow (never more than a fifth of the time), with a matplotlib ``Figure`` of
+    its own rather than pyplot's."""
 
     REDRAWS_PER_SECOND = 2
+    DRAWING_SHARE = 0.2
 
     def __init__(self) -> None:
         self._arrivals: list[float] = []
         self._sessions: list[Any] = []
         self._since = time.perf_counter()
         self._last_draw = 0.0
+        self._gap = 1 / self.REDRAWS_PER_SECOND
+        _warm_up_matplotlib()  # before the guest starts, not in the middle of its tokens
         self._handle: Any = display({"text/plain": "waiting for tokens…"}, raw=True, display_id=True)
 
     def __call__(self, event: Event) -> None:
@@ -258,7 +286,7 @@ class LivePlot:
             self._sessions.append(event.data)
         elif event.kind is EventKind.TOKEN:
             self._arrivals.append(time.perf_counter())
-            if time.monotonic() - self._last_draw >= 1 / self.REDRAWS_PER_SECOND:
+            if time.monotonic() - self._last_draw >= self._gap:
                 self._draw()
 
     def finish(self, status: str) -> None:
@@ -276,13 +304,14 @@ class LivePlot:
     def _draw(self) -> None:
         import io
 
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
-        self._last_draw = time.monotonic()
+        started = self._last_draw = time.monotonic()
         count, latencies = self.latencies()
         if not latencies:
             return
-        figure, ax = plt.subplots(figsize=(6, 2.4))
+        figure = Figure(figsize=(6, 2.4))
+        ax = figure.subplots()
         ax.plot(range(1, len(latencies) + 1), latencies, linewidth=1)
         ax.set_xlabel("token")
         ax.set_ylabel("latency (ms)")
@@ -290,6 +319,7 @@ class LivePlot:
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
-        plt.close(figure)
         png = base64.b64encode(buffer.getvalue()).decode("ascii")  # raw image data travels as base64
         self._handle.update({"image/png": png, "text/plain": f"<{count} tokens>"}, raw=True)
+        spent = time.monotonic() - started
+        self._gap = max(1 / self.REDRAWS_PER_SECOND, spent / self.DRAWING_SHARE)
