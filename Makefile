@@ -3,11 +3,16 @@
 # make demo CUDA=1 [CUDA_ARCH=90]   the same with llama.cpp built for CUDA
 # make lab    JupyterLab on notebooks/01-quickstart.ipynb, with the wasinn-lab kernel
 #             installed into .venv (LAB_ARGS="--no-browser --port=8888" to pass options)
+# make readme-images   the browser tests, writing the README's pictures to docs/images/
+# make binder-check    repo2docker's plan for binder/, then binder/ replayed in a fresh
+#             venv and the quickstart run on the result (about 11 minutes; not in `test`)
 #
 # Each creates .venv when missing, installs the project into it, assembles the default
 # model once and builds the guests; lab also installs JupyterLab (the `lab` extra).
 # llama-cpp-python is compiled once per set of build flags into $(WHEELS) (pip's own
-# cache ignores CMAKE_ARGS, so it cannot be trusted).
+# cache ignores CMAKE_ARGS, so it cannot be trusted). test also installs Debian's
+# Chromium with apt when it is missing (the browser tests drive it; Playwright's own
+# browser download cannot work here).
 # The component guests' toolchain (componentize-py, wasm-tools) comes with the project's
 # dependencies; the wasi_snapshot_preview1 command adapter and the WASI WIT come from jco's
 # npm tarball, fetched once into $(JCO) (wasinn_lab/guests.py reads it from there).
@@ -38,19 +43,25 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root unless told: containers often run as root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test lab install guests model clean
+.PHONY: demo test lab install guests model chromium readme-images binder-check clean
 
 demo: install model guests
 	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
 
-test: install model guests
+test: install model guests chromium
 	$(VENV)/bin/ruff check wasinn_lab tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
-# Only this target needs JupyterLab (the `lab` extra); demo and test do not.
+# The browser tests (tests/test_browser.py) only, writing the README's pictures.
+readme-images: install model guests chromium
+	WASINN_LAB_README_IMAGES=1 $(PY) -m pytest -m browser tests/test_browser.py
+
+# The lab extra is JupyterLab; the test extra has it too (the browser tests start one).
+# overrides.json: no "notified about official Jupyter news?" prompt, no update check.
 lab: install model guests $(LAB_INSTALLED)
 	$(PY) -m wasinn_lab kernel install --sys-prefix
+	install -D -m 644 jupyter/lab/settings/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(VENV)/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/01-quickstart.ipynb
 
 install: $(INSTALLED) $(JCO)/.unpacked
@@ -83,6 +94,26 @@ $(LAB_INSTALLED): pyproject.toml $(INSTALLED)
 	$(PY) -m pip install --quiet -e ".[test,lab]"
 	touch $@
 
+# Debian's Chromium, when no Chromium is found (WASINN_LAB_CHROMIUM names another one).
+chromium:
+	@if [ -n "$$WASINN_LAB_CHROMIUM" ] || [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null; then \
+		exit 0; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "The browser tests need Chromium, and installing it takes root: run" >&2; \
+		echo "  sudo apt-get update && sudo apt-get install -y chromium" >&2; \
+		echo "or set WASINN_LAB_CHROMIUM to a Chromium executable." >&2; \
+		exit 1; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "The browser tests need Chromium: install it, or set WASINN_LAB_CHROMIUM to one." >&2; \
+		exit 1; \
+	else \
+		echo "Installing Debian's Chromium for the browser tests (once; about a minute)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+binder-check:
+	PYTHON=$(PYTHON) bash tools/binder_check.sh
+
 model: install
 	$(PY) -c "from wasinn_lab.models import default_model_path; print(default_model_path())"
 
@@ -90,4 +121,4 @@ guests: install
 	$(PY) -m wasinn_lab guests build
 
 clean:
-	rm -rf $(VENV) guests/build "$(CACHE)/guests" "$(CACHE)/compiled"
+	rm -rf $(VENV) guests/build .binder-check "$(CACHE)/guests" "$(CACHE)/compiled"

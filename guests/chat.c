@@ -54,6 +54,7 @@ int main(int argc, char **argv)
         reply.len = 0;
         nn_buf_add(&reply, "", 0);
         size_t shown = 0;
+        int cut_at_marker = 0;
         while ((token = nn_next_token(ctx, &token_len))) {
             nn_buf_add(&reply, token, token_len);
             free(token);
@@ -61,12 +62,18 @@ int main(int argc, char **argv)
             if (cut) {
                 reply.len = (size_t)(cut - reply.p);
                 reply.p[reply.len] = '\0';
+                cut_at_marker = 1;
                 break;
             }
             size_t safe = reply.len - marker_tail(reply.p, reply.len);
             show(reply.p + shown, safe - shown);
             shown = safe;
         }
+        /* The reply ended (end of generation, n-predict) on what may be the start of the
+         * marker: the model was beginning the user's turn, so that is not the reply. */
+        if (!cut_at_marker)
+            reply.len -= marker_tail(reply.p, reply.len);
+        reply.p[reply.len] = '\0';
         show(reply.p + shown, reply.len - shown);
         nn_check(wasi_nn_fini_single(ctx), "fini_single");
 

@@ -22,7 +22,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 # The first line of a %%wasi_nn cell's output: "[GUEST · MODEL · session ID · STATUS]".
 CAPTION = re.compile(r"^\[(?P<guest>\S+) · (?P<model>\S+)(?: · session [^\]]+)? · (?P<status>[^\]·]+)\]$", re.M)
-SECTIONS = re.compile(r"^\[guest (?:stdout|stderr)\]$", re.M)
+SECTIONS = re.compile(r"^\[(?:guest (?:stdout|stderr)|usage: [^\]]*)\]$", re.M)
 
 
 def model_texts(cell: Any) -> list[str]:
@@ -48,7 +48,9 @@ def test_notebooks_are_saved_clean(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
     assert notebook.nbformat == 4
-    assert notebook.metadata.kernelspec.name == "python3"
+    # They open on the project's kernel (kernels/wasinn-lab), which loads the extension.
+    assert notebook.metadata.kernelspec.name == "wasinn-lab"
+    assert notebook.metadata.kernelspec.display_name == "Python 3 (wasinn-lab)"
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -59,7 +61,10 @@ def test_notebooks_are_saved_clean(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
 def test_notebook_runs_headless_and_generates_text(path: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    # The kernel the notebook names, from kernels/ (installed or not).
+    kernel = KernelManager(kernel_name=notebook.metadata.kernelspec.name,
+                           kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(ROOT / "kernels")]))
+    client = NotebookClient(notebook, km=kernel, timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     try:
         client.execute()  # raises CellExecutionError, with the cell and its traceback, on an error
     finally:

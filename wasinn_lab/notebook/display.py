@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
+import json
+import re
 import sys
 import time
 from typing import Any
@@ -19,7 +22,7 @@ from IPython.display import display
 
 from ..tasks import Event, EventKind
 
-__all__ = ["CellStream", "LivePlot", "Transcript"]
+__all__ = ["CellStream", "LivePlot", "Transcript", "describe_usage", "split_usage"]
 
 UPDATES_PER_SECOND = 15
 
@@ -27,6 +30,46 @@ _STYLE_CAPTION = "color:#888;font-size:80%"
 _STYLE_TEXT = "white-space:pre-wrap;margin:0;padding:4px 8px;border-left:3px solid #4a7fd6;font-size:95%"
 _STYLE_GUEST = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#666;font-size:85%"
 _STYLE_STDERR = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#a33;background:#fff4f4;font-size:85%"
+_STYLE_NOTES = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#555;background:#f6f6f6;font-size:85%"
+
+# A guest's usage report on stderr: "usage: {...}" on a line of its own (guests/wasi_nn.h).
+_USAGE_LINE = re.compile(r"usage: (\{.*\})\s*")
+_USAGE_LABELS = {"input_tokens": "input tokens", "output_tokens": "output tokens"}
+
+
+def split_usage(stderr: str, *, complete: bool = True) -> tuple[list[dict[str, Any]], str]:
+    """The usage reports in a guest's stderr, and the rest of it (a line that only looks
+    like a report, with no JSON object after ``usage:``, stays in the rest). While the
+    guest runs (``complete=False``) a report still being written is held back."""
+    usages: list[dict[str, Any]] = []
+    rest: list[str] = []
+    for line in stderr.splitlines(keepends=True):
+        if not complete and not line.endswith("\n") and line.startswith("usage: {"):
+            break
+        match = _USAGE_LINE.fullmatch(line)
+        if match is not None:
+            try:
+                usage = json.loads(match[1])
+            except json.JSONDecodeError:
+                usage = None
+            if isinstance(usage, dict):
+                usages.append(usage)
+                continue
+        rest.append(line)
+    return usages, "".join(rest)
+
+
+def describe_usage(usage: dict[str, Any]) -> str:
+    """``12 input tokens · 32 output tokens``; other fields (build, commit) are left to
+    the tooltip (``usage_details``)."""
+    shown = [f"{usage[key]} {label}" for key, label in _USAGE_LABELS.items() if key in usage]
+    shown += [f"{key.replace('_', ' ')} {value}" for key, value in usage.items()
+              if key.endswith("_tokens") and key not in _USAGE_LABELS]
+    return " · ".join(shown) or json.dumps(usage)
+
+
+def usage_details(usage: dict[str, Any]) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in usage.items())
 
 
 class Transcript:
@@ -85,29 +128,70 @@ class Transcript:
         sessions = f" · session {', '.join(self.sessions)}" if self.sessions else ""
         return f"{self.header}{sessions} · {self.status}"
 
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("running", "stopping")
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.status == "failed"
+
+    def kept_and_dropped(self) -> tuple[str, str]:
+        """The model text as the guest kept it, and the tail it dropped. A guest that
+        printed a proper prefix of the text and ended its line (``chat`` stops at its turn
+        marker, which the model has already written) kept that much; any other guest, all
+        of it. Only for a run that ended by itself: while tokens come the guest's output
+        lags behind them, and a stopped or interrupted guest never sees the last token."""
+        text, stdout = self.text, self.stdout
+        printed = stdout.rstrip()
+        if (self.status in ("done", "waiting for the next turn") and stdout.endswith("\n") and printed
+                and len(printed) < len(text.rstrip()) and text.startswith(printed)):
+            return text[: len(printed)], text[len(printed) :]
+        return text, ""
+
+    def split_stderr(self) -> tuple[list[dict[str, Any]], str]:
+        """The guest's usage reports, and the rest of its stderr."""
+        return split_usage(self.stderr, complete=self.finished)
+
     def distinct_stdout(self) -> str:
         # A guest that prints its tokens would otherwise show everything twice.
         stdout = self.stdout
-        return stdout if stdout.strip() and stdout.strip() != self.text.strip() else ""
+        kept = self.kept_and_dropped()[0]
+        return stdout if stdout.strip() and stdout.strip() != kept.strip() else ""
 
     def html(self) -> str:
-        parts = [f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption())}</div>',
-                 f'<pre style="{_STYLE_TEXT}">{html.escape(self.text)}</pre>']
-        if self.distinct_stdout():
-            parts.append(f'<details><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
-                         f'<pre style="{_STYLE_GUEST}">{html.escape(self.stdout)}</pre></details>')
-        if self._stderr:
-            parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(self.stderr)}</pre>')
+        kept, dropped = self.kept_and_dropped()
+        stdout = self.distinct_stdout()
+        usages, stderr = self.split_stderr()
+        parts = [f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption())}</div>']
+        if kept or not self.finished:  # nothing came: no empty box (a guest that only prints shows its stdout)
+            parts.append(f'<pre style="{_STYLE_TEXT}">{html.escape(kept)}</pre>')
+        if dropped:
+            note = dropped if len(dropped) <= 60 else dropped[:60] + "…"
+            parts.append(f'<div style="{_STYLE_CAPTION}">the guest stopped here; the model went on with '
+                         f'{html.escape(json.dumps(note, ensure_ascii=False))}</div>')
+        if stdout:
+            opened = "" if kept else " open"
+            parts.append(f'<details{opened}><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
+                         f'<pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>')
+        for usage in usages:
+            parts.append(f'<div style="{_STYLE_CAPTION}" title="{html.escape(usage_details(usage))}">'
+                         f"usage · {html.escape(describe_usage(usage))}</div>")
+        if stderr.strip():
+            style = _STYLE_STDERR if self.failed else _STYLE_NOTES
+            parts.append(f'<pre style="{style}">{html.escape(stderr)}</pre>')
         if self.error is not None:
             parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(f"{type(self.error).__name__}: {self.error}")}</pre>')
         return "".join(parts)
 
     def plain(self) -> str:
-        lines = [f"[{self.caption()}]", self.text]
+        usages, stderr = self.split_stderr()
+        lines = [f"[{self.caption()}]", self.kept_and_dropped()[0]]
         if self.distinct_stdout():
             lines += ["[guest stdout]", self.stdout]
-        if self._stderr:
-            lines += ["[guest stderr]", self.stderr]
+        lines += [f"[usage: {describe_usage(usage)}]" for usage in usages]
+        if stderr.strip():
+            lines += ["[guest stderr]", stderr]
         return "\n".join(lines)
 
 
@@ -144,50 +228,101 @@ class CellStream:
             sys.stdout.write("\n")
         if transcript.distinct_stdout():
             sys.stdout.write(f"[guest stdout]\n{transcript.stdout}")
-        if transcript.stderr:
-            sys.stderr.write(f"[guest stderr]\n{transcript.stderr}")
+        usages, stderr = transcript.split_stderr()
+        if stderr.strip():
+            sys.stderr.write(f"[guest stderr]\n{stderr}")
+        for usage in usages:
+            print(f"[usage: {describe_usage(usage)}]")
         print(f"[{transcript.caption()}]")
 
     def _bundle(self) -> dict[str, str]:
         return {"text/html": self.transcript.html(), "text/plain": self.transcript.plain()}
 
 
+_matplotlib_warm = False
+
+
+def _warm_up_matplotlib() -> None:
+    """Import matplotlib and render once (fonts, the Agg canvas): the first redraw of a
+    live plot did all that while holding the GIL, stalling the generation it plotted by
+    seconds on a busy machine."""
+    global _matplotlib_warm
+    if _matplotlib_warm:
+        return
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.subplots().set_title("warm-up")
+    figure.savefig(io.BytesIO(), format="png")
+    _matplotlib_warm = True
+
+
 class LivePlot:
-    """An ``on_event`` callback that redraws per-token latency while tokens stream."""
+    """An ``on_event`` callback that redraws per-token latency while tokens stream.
+
+    The latencies are the session's own (``Generation.token_times``: when each token was
+    made, on the guest's thread), not when this callback got round to a token: a redraw
+    takes a while, and the tokens that came meanwhile would show its cost as theirs.
+    Without a session (no SESSION event) it falls back to when the tokens arrived.
+
+    A redraw runs on the kernel's thread and holds the GIL for much of it, so it slows the
+    generation it plots: redraws are at most ``REDRAWS_PER_SECOND``, and further apart when
+    drawing is slow (never more than a fifth of the time), with a matplotlib ``Figure`` of
+    its own rather than pyplot's."""
 
     REDRAWS_PER_SECOND = 2
+    DRAWING_SHARE = 0.2
 
     def __init__(self) -> None:
-        self._times: list[float] = []
+        self._arrivals: list[float] = []
+        self._sessions: list[Any] = []
+        self._since = time.perf_counter()
         self._last_draw = 0.0
+        self._gap = 1 / self.REDRAWS_PER_SECOND
+        _warm_up_matplotlib()  # before the guest starts, not in the middle of its tokens
         self._handle: Any = display({"text/plain": "waiting for tokens…"}, raw=True, display_id=True)
 
     def __call__(self, event: Event) -> None:
-        if event.kind is EventKind.TOKEN:
-            self._times.append(time.perf_counter())
-            if time.monotonic() - self._last_draw >= 1 / self.REDRAWS_PER_SECOND:
+        if event.kind is EventKind.SESSION and all(event.data is not s for s in self._sessions):
+            self._sessions.append(event.data)
+        elif event.kind is EventKind.TOKEN:
+            self._arrivals.append(time.perf_counter())
+            if time.monotonic() - self._last_draw >= self._gap:
                 self._draw()
 
     def finish(self, status: str) -> None:
         self._draw()
 
+    def latencies(self) -> tuple[int, list[float]]:
+        """Tokens so far, and the milliseconds between each and the one before it (within
+        a generation)."""
+        generations = sorted((g for session in self._sessions for g in list(session.generations)
+                              if g.started >= self._since), key=lambda g: g.started)
+        runs = [list(g.token_times) for g in generations] or [list(self._arrivals)]
+        latencies = [(b - a) * 1e3 for times in runs for a, b in itertools.pairwise(times)]
+        return sum(len(times) for times in runs), latencies
+
     def _draw(self) -> None:
         import io
 
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
-        self._last_draw = time.monotonic()
-        if len(self._times) < 2:
+        started = self._last_draw = time.monotonic()
+        count, latencies = self.latencies()
+        if not latencies:
             return
-        latencies = [(b - a) * 1e3 for a, b in zip(self._times, self._times[1:])]
-        figure, ax = plt.subplots(figsize=(6, 2.4))
-        ax.plot(range(1, len(self._times)), latencies, linewidth=1)
+        figure = Figure(figsize=(6, 2.4))
+        ax = figure.subplots()
+        ax.plot(range(1, len(latencies) + 1), latencies, linewidth=1)
         ax.set_xlabel("token")
         ax.set_ylabel("latency (ms)")
-        ax.set_title(f"{len(self._times)} tokens, {1e3 * len(latencies) / sum(latencies):.1f} tokens/s")
+        ax.set_title(f"{count} tokens, {1e3 * len(latencies) / sum(latencies):.1f} tokens/s")
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
-        plt.close(figure)
         png = base64.b64encode(buffer.getvalue()).decode("ascii")  # raw image data travels as base64
-        self._handle.update({"image/png": png, "text/plain": f"<{len(self._times)} tokens>"}, raw=True)
+        self._handle.update({"image/png": png, "text/plain": f"<{count} tokens>"}, raw=True)
+        spent = time.monotonic() - started
+        self._gap = max(1 / self.REDRAWS_PER_SECOND, spent / self.DRAWING_SHARE)

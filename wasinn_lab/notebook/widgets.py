@@ -86,7 +86,7 @@ class _Knob:
         else:
             cls = widgets.IntSlider if high - low <= _SLIDER_SPAN else widgets.BoundedIntText
         special = next(iter(option.special.items()), None)
-        if special is not None and special[0] < low:
+        if special is not None and special[0] <= low:
             low = special[0] + 1  # the special value is the checkbox's, not the control's
         elif special is not None and special[0] >= high:
             high = special[0] - 1
@@ -354,8 +354,9 @@ class PromptBox(widgets.VBox):
     # -- showing it -------------------------------------------------------------------------
 
     def _reset(self, status: str) -> None:
-        session = f" · session {self.session}" if self.session else ""
-        self._transcript = Transcript(f"{self.guest} · {self.model}{session}")
+        self._transcript = Transcript(f"{self.guest} · {self.model}")  # the caption adds the session, once
+        if self.session:
+            self._transcript.sessions.append(self.session)
         self._transcript.status = status
 
     def _render(self) -> None:
