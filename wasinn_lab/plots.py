@@ -3,10 +3,11 @@ and benchmark frames). Each takes an optional ``ax`` and returns the figure."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -22,12 +23,20 @@ def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
     return figure, ax
 
 
+def _whole_numbers(axis: Any) -> None:
+    """Ticks at whole numbers only: there is no token 2.5 or generation 0.5."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def token_latency(tokens: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Per-token latency across each generation (the first point is the time to first token)."""
     figure, ax = _axes(ax)
     for generation, frame in tokens.groupby("generation"):
         ax.plot(frame["token"], frame["latency_s"] * 1e3, marker=".", linewidth=1, label=f"generation {generation}")
     ax.set_xlabel("token")
+    _whole_numbers(ax.xaxis)
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
     ax.set_title("per-token latency")
@@ -42,6 +51,7 @@ def runs(metrics: pd.DataFrame, ax: Axes | None = None) -> Figure:
     index = range(len(metrics))
     ax.bar(index, metrics["ttft_s"] * 1e3, color="#9ab7e6", label="time to first token")
     ax.set_xlabel("generation")
+    _whole_numbers(ax.xaxis)
     ax.set_ylabel("time to first token (ms)")
     rate = ax.twinx()
     rate.plot(index, metrics["decode_tok_per_s"], color="#c0392b", marker="o", label="decode rate")
@@ -59,6 +69,8 @@ def sweep(frame: pd.DataFrame, x: str, y: str = "decode_tok_per_s", hue: str | N
         ax.plot(ordered[x], ordered[y], marker="o", label=str(label))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
+    if pd.api.types.is_integer_dtype(frame[x]):
+        _whole_numbers(ax.xaxis)
     if hue:
         ax.legend(fontsize="small")
     return figure

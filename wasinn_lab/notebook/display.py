@@ -81,6 +81,7 @@ class Transcript:
         self.header = header
         self.status = "running"
         self.sessions: list[str] = []
+        self._closed: set[str] = set()
         self.error: BaseException | None = None
         self._text: list[str] = []
         self._stdout = bytearray()
@@ -98,6 +99,7 @@ class Transcript:
             self._stderr += f"wasinn-lab: {event.data}\n".encode()
         elif event.kind is EventKind.SESSION and event.data.id not in self.sessions:
             self.sessions.append(event.data.id)
+            event.data.on_close(lambda session: self._closed.add(session.id))
 
     @property
     def text(self) -> str:
@@ -125,7 +127,9 @@ class Transcript:
         self._last_shown = time.monotonic()
 
     def caption(self) -> str:
-        sessions = f" · session {', '.join(self.sessions)}" if self.sessions else ""
+        # A session that closed with its guest (one run without --session) is gone: not named.
+        live = [sid for sid in self.sessions if sid not in self._closed]
+        sessions = f" · session {', '.join(live)}" if live else ""
         return f"{self.header}{sessions} · {self.status}"
 
     @property

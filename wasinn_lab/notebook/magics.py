@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..config import parse_assignment
 from ..errors import Busy, ConfigError, GuestBuildError, InvalidArgument, NotFound, WasiNNLabError
 from ..limits import Limits
+from ..sessions import Session
 from ..tasks import Event
 from .display import CellStream, LivePlot
 from .lab import CellResult, Lab
@@ -57,6 +58,14 @@ def _parse(magic: Any, line: str) -> argparse.Namespace:
 def _usage_error(magic: Any, message: str) -> UsageError:
     usage = magic.parser.format_usage().removeprefix("::").strip()  # IPython formats it as reST
     return UsageError(f"{message}\nusage: {usage}")
+
+
+def _changed(session: Session) -> str:
+    """The parameters that differ from the backend's defaults, short enough for a table
+    cell (all of them: ``%wasi_nn get SESSION``)."""
+    defaults = session.options.defaults
+    changed = [f"{key}={value}" for key, value in session.parameters.items() if defaults.get(key) != value]
+    return ", ".join(changed) or "(defaults)"
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -158,7 +167,8 @@ class WasiNNMagics(Magics):
             status = "done" if result.exit_code is not None else "waiting for the next turn"
         except KeyboardInterrupt:
             status = "interrupted"
-            raise
+            # A fresh one: its traceback would otherwise run through the whole host.
+            raise KeyboardInterrupt from None
         finally:
             for sink in sinks:
                 sink.finish(status)
@@ -241,7 +251,7 @@ class WasiNNMagics(Magics):
                 "id": session.id,
                 "guest": session.guest,
                 "model": session.model,
-                "parameters": session.parameters,
+                "parameters": _changed(session),
                 "tokens in": sum(g.evaluated_tokens for g in session.generations),
                 "tokens out": sum(g.output_tokens for g in session.generations),
                 "last used": (now - timedelta(seconds=now_monotonic - session.last_used)).strftime("%H:%M:%S"),
