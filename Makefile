@@ -43,7 +43,7 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root unless told: containers often run as root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test lab install guests model chromium readme-images binder-check clean
+.PHONY: demo test lab install jco guests model chromium readme-images binder-check clean
 
 demo: install model guests
 	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
@@ -64,7 +64,10 @@ lab: install model guests $(LAB_INSTALLED)
 	install -D -m 644 jupyter/lab/settings/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(VENV)/bin/jupyter lab $(LAB_ROOT) $(LAB_ARGS) notebooks/01-quickstart.ipynb
 
-install: $(INSTALLED) $(JCO)/.unpacked
+install: $(INSTALLED) jco
+
+# The component guests' WASI adapter and WIT (binder/postBuild runs this target too).
+jco: $(JCO)/.unpacked
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
