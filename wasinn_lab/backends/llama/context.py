@@ -11,7 +11,8 @@ import array
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
@@ -53,6 +54,35 @@ def context_params(config: Mapping[str, Any], weights: Weights) -> llama_cpp.lla
         # Pooled embeddings need the whole prompt in one micro-batch.
         params.n_batch = params.n_ubatch = config["ctx-size"] or weights.n_ctx_train
     return params
+
+
+class _DecodeAhead:
+    """A context's thread for decoding the token it has just handed out, started with the
+    first such decode and stopped with the context. ctypes lets go of the GIL inside
+    llama_decode, so the guest's own work on the token runs meanwhile."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._future: Future[float] | None = None
+
+    def start(self, decode: Callable[[], float]) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="wasinn-lab-decode")
+        self._future = self._executor.submit(decode)
+
+    def wait(self) -> float:
+        """The seconds the decode under way took (0 if none); raises what it raised."""
+        future, self._future = self._future, None
+        return future.result() if future is not None else 0.0
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        except Exception:  # the context is going: what went wrong in its last decode no longer matters
+            pass
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
 
 class LlamaStream:
@@ -106,6 +136,8 @@ class LlamaContext:
         self._prompt_seconds = 0.0
         self.backend_seconds = 0.0
         self.log_section = log.Section(config["enable-log"], config["enable-debug-log"])
+        self._ahead = _DecodeAhead()
+        self._decode_ahead = False  # for the generation under way
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -159,6 +191,7 @@ class LlamaContext:
         return native
 
     def _drop_native(self) -> None:
+        self._settle()
         if self._native is not None:
             self._native.close()
         self._native = None
@@ -174,6 +207,7 @@ class LlamaContext:
     # -- inputs and outputs ---------------------------------------------------------------
 
     def set_input(self, name: str, tensor: Tensor) -> None:
+        self._settle()
         if name != PROMPT:
             raise InvalidArgument(f"the GGML backend takes one input, {PROMPT!r} (UTF-8 text), not {name!r}")
         try:
@@ -239,6 +273,8 @@ class LlamaContext:
         self._output_tokens = []
         self._output = bytearray()
         self._evaluate_prompt()
+        ahead = self._config["decode-ahead"]
+        self._decode_ahead = ahead == "on" or (ahead == "auto" and self._ensure_weights().offloaded_layers > 0)
         if self._sampler is not None:
             self._sampler.close()
             self._sampler = None
@@ -246,6 +282,7 @@ class LlamaContext:
         self._prompt_seconds += time.perf_counter() - started
 
     def _evaluate_prompt(self) -> None:
+        self._settle()
         native = self._ensure_native()
         prompt = self._prompt
         if len(prompt) >= self._n_ctx:
@@ -274,10 +311,9 @@ class LlamaContext:
         n_predict = self._config["n-predict"]
         if 0 <= n_predict <= len(self._output_tokens):
             return None
+        self._settle()
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            native.decode([pending], len(self._cached))
-            self._cached.append(pending)
+            self._decode_pending()
         if len(self._cached) >= self._n_ctx:
             raise ContextFull(f"the context of {self._n_ctx} tokens is full")
         token = sampler.sample(native, -1)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
@@ -288,7 +324,29 @@ class LlamaContext:
         self._pending = token
         self._output_tokens.append(token)
         self._output += piece
+        if self._decode_ahead:
+            self._ahead.start(self._decode_ahead_pending)
         return TokenEvent(piece, token, sampled)
+
+    def _decode_pending(self) -> None:
+        native, pending = self._native, self._pending
+        if native is not None and pending is not None:
+            self._pending = None
+            native.decode([pending], len(self._cached))
+            self._cached.append(pending)
+
+    def _decode_ahead_pending(self) -> float:
+        """On the decode thread: the log section is per thread, so it is entered here too."""
+        started = time.perf_counter()
+        with self.log_section:
+            self._decode_pending()
+        return time.perf_counter() - started
+
+    def _settle(self) -> None:
+        """Wait for a decode ahead to finish: nothing may touch the KV cache or the pending
+        token while it runs. (What a generation counts as the backend's time is then what
+        was waited for: the rest ran while the guest worked.)"""
+        self._ahead.wait()
 
     def stop_after_this(self, piece: bytes) -> bool:
         """Whether the text now contains the reverse prompt (looked for where it can have
@@ -322,6 +380,7 @@ class LlamaContext:
         self._prompt_seconds += time.perf_counter() - started
 
     def close(self) -> None:
+        self._ahead.close()
         self.release()
         if self._sampler is not None:
             self._sampler.close()

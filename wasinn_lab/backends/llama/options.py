@@ -52,6 +52,12 @@ OPTIONS = Options(
         # time, as WasmEdge does (the chat benchmark's baseline).
         Option("cache-prompt", bool, True, Scope.GENERATION,
                "keep the KV cache between prompts: a prompt that extends the last one evaluates only its new tokens"),
+        # Ours: decode the token just handed out on a thread of the context's own, while
+        # the guest works on it. auto: where the model runs on a GPU (on the CPU the two
+        # compete for the same cores).
+        Option("decode-ahead", str, "auto", Scope.GENERATION,
+               "decode each token while the guest handles it: on, off, or auto (on when layers run on a GPU)",
+               choices=("auto", "on", "off")),
         Option("enable-log", bool, False, Scope.GENERATION, "print llama.cpp's log to stderr"),
         Option("enable-debug-log", bool, False, Scope.GENERATION, "print llama.cpp's debug log too"),
     )
