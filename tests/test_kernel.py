@@ -35,7 +35,8 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 300) -> tu
 
 def test_tokens_stream_into_one_display_that_ends_with_the_whole_text(kernel) -> None:  # type: ignore[no-untyped-def]
     _, client = kernel
-    reply, messages = execute(client, "%%wasi_nn stream -p n-predict=48 -p temp=0\nOnce upon a time")
+    # A named session outlives the guest, so its token timeline can be read afterwards.
+    reply, messages = execute(client, "%%wasi_nn stream --session timeline -p n-predict=48 -p temp=0\nOnce upon a time")
     assert reply["content"]["status"] == "ok"
     displays = [m for m in messages if m["msg_type"] == "display_data"]
     updates = [m for m in messages if m["msg_type"] == "update_display_data"]
@@ -43,7 +44,7 @@ def test_tokens_stream_into_one_display_that_ends_with_the_whole_text(kernel) ->
     display_id = displays[0]["content"]["transient"]["display_id"]
     assert all(m["content"]["transient"]["display_id"] == display_id for m in updates)
     timeline = execute(client, "from wasinn_lab.notebook import current_lab\n"
-                               "print(current_lab().session(_wasi_nn.sessions[0]).generations[-1].token_times)")[1]
+                               "print(current_lab().session('timeline').generations[-1].token_times)")[1]
     token_times = eval(next(m for m in timeline if m["msg_type"] == "stream")["content"]["text"])
     expected = updates_expected(token_times, at_most=3)
     assert len(updates) >= expected  # text arrived in several steps, not only at the end

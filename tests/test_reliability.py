@@ -23,7 +23,7 @@ from wasinn_lab.backends.llama import weights
 from wasinn_lab.backends.llama.weights import weights_cache
 from wasinn_lab.models import default_model_path
 from wasinn_lab.notebook.lab import Lab
-from wasinn_lab.tasks import GRACE
+from wasinn_lab.tasks import GRACE, Event, EventKind
 
 PROMPTS = [
     f"{opening} {topic}"
@@ -261,3 +261,33 @@ def test_an_interrupt_stops_a_guest_that_never_stops_writing(host: Host, tmp_pat
     took = time.monotonic() - started
     assert seen, "it was writing"
     assert took < 1.0 + GRACE + 5, f"the interrupt took {took:.1f} s"
+
+
+# Writes "é" as two writes of one byte each, 50 ms apart, so they reach the host apart.
+SPLIT_CHARACTER_GUEST = """(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\\40\\00\\00\\00\\01\\00\\00\\00\\41\\00\\00\\00\\01\\00\\00\\00")
+  (data (i32.const 64) "\\c3\\a9")
+  (func (export "_start")
+    ;; one clock subscription at 128: relative, 50 ms
+    (i64.store (i32.const 152) (i64.const 50000000))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 256)))
+    (drop (call $poll (i32.const 128) (i32.const 192) (i32.const 1) (i32.const 256)))
+    (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 256)))))"""
+
+
+def test_a_character_written_in_two_pieces_arrives_whole(host: Host, tmp_path: Path) -> None:
+    """Each chunk of output was decoded on its own: the two bytes of "é" became two "\\ufffd"."""
+    guest = tmp_path / "split.wat"
+    guest.write_text(SPLIT_CHARACTER_GUEST)
+    chunks: list[bytes] = []
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.STDOUT:
+            chunks.append(event.data)
+
+    result = Lab(host).generate(str(guest), None, on_event=on_event)
+    assert chunks == [b"\xc3", b"\xa9"], "the two bytes came apart, as the test needs"
+    assert result.stdout == "é"

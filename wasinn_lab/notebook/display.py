@@ -61,14 +61,14 @@ def split_usage(stderr: str, *, complete: bool = True) -> tuple[list[dict[str, A
 
 def describe_usage(usage: dict[str, Any]) -> str:
     """``12 input tokens · 32 output tokens``; other fields (build, commit) are left to
-    the tooltip (``usage_details``)."""
+    the tooltip (``_usage_details``)."""
     shown = [f"{usage[key]} {label}" for key, label in _USAGE_LABELS.items() if key in usage]
     shown += [f"{key.replace('_', ' ')} {value}" for key, value in usage.items()
               if key.endswith("_tokens") and key not in _USAGE_LABELS]
     return " · ".join(shown) or json.dumps(usage)
 
 
-def usage_details(usage: dict[str, Any]) -> str:
+def _usage_details(usage: dict[str, Any]) -> str:
     return ", ".join(f"{key}: {value}" for key, value in usage.items())
 
 
@@ -179,7 +179,7 @@ class Transcript:
             parts.append(f'<details{opened}><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
                          f'<pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>')
         for usage in usages:
-            parts.append(f'<div style="{_STYLE_CAPTION}" title="{html.escape(usage_details(usage))}">'
+            parts.append(f'<div style="{_STYLE_CAPTION}" title="{html.escape(_usage_details(usage))}">'
                          f"usage · {html.escape(describe_usage(usage))}</div>")
         if stderr.strip():
             style = _STYLE_STDERR if self.failed else _STYLE_NOTES

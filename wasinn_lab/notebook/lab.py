@@ -33,11 +33,22 @@ class CellResult:
     guest: str
     session: str | None
     text: str = ""  # model text, token by token
-    stdout: str = ""
-    stderr: str = ""
     exit_code: int | None = None  # None while the guest lives on (a chat session)
     sessions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what failed wasi-nn calls said
+    # Bytes as they came: a str grown chunk by chunk is copied whole each time (a guest
+    # that writes without end made an interrupt wait on that), and a character split
+    # across two chunks must be decoded whole.
+    stdout_bytes: bytearray = field(default_factory=bytearray, repr=False)
+    stderr_bytes: bytearray = field(default_factory=bytearray, repr=False)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", "replace")
 
 
 class Lab:
@@ -232,9 +243,9 @@ class Lab:
         if event.kind is EventKind.TOKEN:
             result.text += event.data
         elif event.kind is EventKind.STDOUT:
-            result.stdout += event.data.decode("utf-8", "replace")
+            result.stdout_bytes += event.data
         elif event.kind is EventKind.STDERR:
-            result.stderr += event.data.decode("utf-8", "replace")
+            result.stderr_bytes += event.data
         elif event.kind is EventKind.SESSION:
             result.sessions.append(event.data.id)
         elif event.kind is EventKind.NN_ERROR:
