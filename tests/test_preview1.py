@@ -75,6 +75,17 @@ def test_load_by_name_pointers_outside_memory(probe: Probe, bad: str) -> None:
     assert probe.call("load_by_name", name_ptr, name_len, out) == INVALID_ARGUMENT
 
 
+def test_memory_grown_between_calls_is_reachable_and_its_end_still_checked(probe: Probe) -> None:
+    """The host keeps where the guest's memory lies between calls: growth must still be
+    seen, in the calls after it, and the new end must still be the end."""
+    assert probe.load_by_name("no-such-model")[0] == NOT_FOUND  # memory seen at its size now
+    end = probe.instance.call("grow", 0) * 65536
+    assert probe.instance.call("grow", 2) >= 0
+    probe.instance.write(end + 65536, b"default")
+    assert probe.call("load_by_name", end + 65536, 7, end + 65544) == SUCCESS  # in the new pages
+    assert probe.call("load_by_name", end + 2 * 65536 - 3, 7, end + 65544) == INVALID_ARGUMENT  # past them
+
+
 def test_load_by_name_length_overflowing_memory(probe: Probe) -> None:
     name_ptr, _ = probe.put(b"default")
     assert probe.call("load_by_name", name_ptr, 0xFFFF_FFFF, probe.alloc(4)) == INVALID_ARGUMENT

@@ -4,8 +4,9 @@ Every pointer and length a guest passes is untrusted: anything outside memory is
 InvalidArgument (an errno for the guest), never a host exception or a crash.
 
 This sits on every per-token call, so it works on the raw memory: the export is looked
-up once per guest instance, and each call reads and writes with ``ctypes`` at the base
-address and length the memory has now (it may have grown, and moved, since the last call).
+up once per guest instance, and calls read and write with ``ctypes`` at its base address.
+Where the memory lies is kept between calls (``MemoryExtent``): asking wasmtime again on
+every call cost most of a per-token call right after a decode, when its code is cold.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import wasmtime
 
 from ..errors import InvalidArgument, MissingMemory
 
-__all__ = ["GuestMemory", "memory_of"]
+__all__ = ["GuestMemory", "MemoryExtent", "memory_of"]
 
 _U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
@@ -30,37 +31,51 @@ def memory_of(caller: wasmtime.Caller) -> wasmtime.Memory:
     return memory
 
 
+class MemoryExtent:
+    """Where one guest memory lies, kept from one host call to the next. The host's engines
+    never move a memory (``memory_may_move`` off: see ``runtime.instance.engine_config``)
+    and a wasm memory never shrinks, so a base and size once read stay true; only an access
+    past the size read asks again (the memory may have grown)."""
+
+    __slots__ = ("base", "size")
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.size = 0
+
+
 class GuestMemory:
     """A guest's memory as it is now: during a host call (through its ``Caller``), or
     between calls (through its ``Store``)."""
 
-    def __init__(self, caller: wasmtime.Caller | wasmtime.Store, memory: wasmtime.Memory) -> None:
+    def __init__(self, caller: wasmtime.Caller | wasmtime.Store, memory: wasmtime.Memory,
+                 extent: MemoryExtent | None = None) -> None:
         self._caller = caller
         self._memory = memory
-        self._size = -1  # read on first use: most per-token calls never touch memory
-        self._base = 0
+        self._extent = extent or MemoryExtent()
 
     def _span(self, pointer: int, length: int) -> int:
-        if self._size < 0:
-            self._size = self._memory.data_len(self._caller)
-            self._base = ctypes.addressof(self._memory.data_ptr(self._caller).contents) if self._size else 0
         # wasmtime hands i32 arguments over as signed integers.
         pointer &= _MASK
         length &= _MASK
-        if pointer + length > self._size:
-            raise InvalidArgument(
-                f"guest range [{pointer:#x}, {pointer + length:#x}) is outside its {self._size}-byte memory"
-            )
+        extent = self._extent
+        if pointer + length > extent.size:
+            extent.size = self._memory.data_len(self._caller)
+            extent.base = ctypes.addressof(self._memory.data_ptr(self._caller).contents) if extent.size else 0
+            if pointer + length > extent.size:
+                raise InvalidArgument(
+                    f"guest range [{pointer:#x}, {pointer + length:#x}) is outside its {extent.size}-byte memory"
+                )
         return pointer
 
     def read(self, pointer: int, length: int) -> bytes:
         pointer = self._span(pointer, length)
-        return ctypes.string_at(self._base + pointer, length & _MASK) if length else b""
+        return ctypes.string_at(self._extent.base + pointer, length & _MASK) if length else b""
 
     def write(self, pointer: int, data: bytes) -> None:
         pointer = self._span(pointer, len(data))
         if data:
-            ctypes.memmove(self._base + pointer, data, len(data))
+            ctypes.memmove(self._extent.base + pointer, data, len(data))
 
     def read_u32(self, pointer: int) -> int:
         return _U32.unpack(self.read(pointer, 4))[0]

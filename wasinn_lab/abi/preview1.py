@@ -45,7 +45,7 @@ from ..errors import (
 from ..nn import GuestNN
 from ..sessions import Session
 from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
-from .memory import GuestMemory, memory_of
+from .memory import GuestMemory, MemoryExtent, memory_of
 
 __all__ = ["Preview1", "errno_for", "ERRNO", "MODULE"]
 
@@ -126,6 +126,7 @@ class Preview1:
         self._stream_stdout: dict[tuple[str, int], bool] = {}  # ("graph" | "context", handle) -> on
         self._last_piece: dict[int, bytes] = {}  # context -> its latest streamed token
         self._memory: wasmtime.Memory | None = None  # the guest's export, looked up once
+        self._extent = MemoryExtent()  # and where it lies
 
     def define(self, linker: wasmtime.Linker) -> None:
         i32 = wasmtime.ValType.i32()
@@ -146,7 +147,7 @@ class Preview1:
             try:
                 if self._memory is None:
                     self._memory = memory_of(caller)
-                method(GuestMemory(caller, self._memory), *args)
+                method(GuestMemory(caller, self._memory, self._extent), *args)
                 return 0
             except NNError as exc:
                 nn.failed(f"wasi-nn {method.__name__}", exc)

@@ -62,6 +62,9 @@ class GuestOptions:
 def engine_config(*, fuel: bool) -> wasmtime.Config:
     config = wasmtime.Config()
     config.epoch_interruption = True
+    # A memory's base address then stays put for its life, which lets the host keep it
+    # between calls (abi.memory.MemoryExtent); memories still grow, within the reservation.
+    config.memory_may_move = False
     config.consume_fuel = fuel
     return config
 
