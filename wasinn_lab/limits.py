@@ -22,6 +22,10 @@ class Limits:
     # spinning without host calls is stopped too (wasmtime epoch interruption).
     timeout: float | None = 600.0
     memory_bytes: int = 2048 * MiB  # linear memory (a guest may have one: preview1 guests do)
+    # A component holds one memory per core module in it (a composed one, several), each
+    # capped at memory_bytes, so its total is at most memories x memory_bytes. A core
+    # module may have one.
+    memories: int = 4
     fuel: int | None = None  # wasm instructions, roughly; None: not metered (metering costs speed)
     instances: int = 16
     tables: int = 16

@@ -11,7 +11,7 @@ guest has unwound.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
@@ -30,7 +30,7 @@ from .instance import GuestInstance, GuestOptions, limit_at_instantiation
 if TYPE_CHECKING:
     from . import CompiledGuest, GuestRuntime
 
-__all__ = ["ComponentInstance", "load_component", "RUN_INTERFACE", "PROVIDED"]
+__all__ = ["ComponentInstance", "load_component", "RUN_INTERFACE", "PROVIDED", "unprovided"]
 
 RUN_INTERFACE = "wasi:cli/run@0.2."  # any 0.2.x
 
@@ -64,9 +64,12 @@ class ComponentInstance(GuestInstance):
         try:
             instance = linker.instantiate(store, component)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise (limit_at_instantiation(str(exc), self.limits)
+            raise (limit_at_instantiation(str(exc), self.limits, self._memories())
                    or GuestLoadError(f"cannot instantiate {self.name}: {exc}")) from exc
         self._run = _run_function(store, instance, component, self.engine, self.name)
+
+    def _memories(self) -> int:
+        return self.limits.memories
 
     def _shield(self, function: Callable[..., Any]) -> Callable[..., Any]:
         def shielded(store: wasmtime.StoreContext, *args: Any) -> Any:
@@ -123,10 +126,14 @@ _WASI_P2 = re.compile(r"^wasi:(cli|clocks|filesystem|io|random|sockets)/[a-z-]+@
 PROVIDED = (*WasiNN.INTERFACES, *LLM.INTERFACES)
 
 
+def unprovided(imports: Iterable[str]) -> list[str]:
+    """The imports, of those named, that this host does not provide."""
+    return [name for name in imports if name not in PROVIDED and not _WASI_P2.match(name)]
+
+
 def _check_imports(component: cm.Component, engine: wasmtime.Engine, name: str) -> None:
     """Every import the host does not provide, named, before the guest runs."""
-    missing = [imported for imported in component.type.imports(engine)
-               if imported not in PROVIDED and not _WASI_P2.match(imported)]
+    missing = unprovided(component.type.imports(engine))
     if missing:
         raise GuestLoadError(
             f"{name} imports what this host does not provide: {', '.join(missing)}. It provides WASI 0.2, "

@@ -95,7 +95,7 @@ class GuestInstance(abc.ABC):
             limits = self.limits
             # wasmtime caps each memory, not their sum: one memory makes the cap a total.
             store.set_limits(memory_size=limits.memory_bytes, table_elements=limits.table_elements,
-                             instances=limits.instances, tables=limits.tables, memories=1)
+                             instances=limits.instances, tables=limits.tables, memories=self._memories())
             store.set_epoch_deadline(1)  # the watchdog's first tick on this engine stops it
             if limits.fuel is not None:
                 store.set_fuel(limits.fuel)
@@ -225,6 +225,10 @@ class GuestInstance(abc.ABC):
         self.stderr.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
 
+    def _memories(self) -> int:
+        """How many linear memories this kind of guest may have: a core module one."""
+        return 1
+
     def _release(self) -> None:  # noqa: B027 - most kinds hold nothing to drop
         """Drop the kind's references into the store before it closes."""
 
@@ -241,10 +245,14 @@ def _size(n_bytes: int | None) -> str:
     return f"{n_bytes / MiB:g} MiB" if n_bytes >= MiB else f"{n_bytes:,} bytes"
 
 
-def limit_at_instantiation(message: str, limits: Limits) -> GuestLimitError | None:
-    """Which store limit wasmtime's instantiation error is about, if any, said plainly."""
+def limit_at_instantiation(message: str, limits: Limits, memories: int = 1) -> GuestLimitError | None:
+    """Which store limit wasmtime's instantiation error is about, if any, said plainly
+    (``memories``: how many linear memories the guest may have)."""
     if "memory count too high" in message:
-        return GuestLimitError("memories", 1, "it has more than one linear memory; guests may have one")
+        if memories == 1:
+            return GuestLimitError("memories", 1, "it has more than one linear memory; guests may have one")
+        return GuestLimitError("memories", memories, f"it has more than its limit of {memories} linear memories "
+                                                     "(a component has one per core module in it)")
     if "memory minimum size" in message:
         return GuestLimitError("memory", limits.memory_bytes,
                                f"it needs more memory than its limit of {limits.memory_bytes // MiB} MiB")
