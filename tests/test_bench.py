@@ -29,6 +29,9 @@ def test_compare_sweep_and_summary(host: Host, tmp_path: Path) -> None:
         by = Bench.summary(sweep, by=["prompt_tokens"])
         assert set(by.index.get_level_values("prompt_tokens")) == {8, 16}
         assert (by.xs("direct", level="path")["decode_ratio"] == 1.0).all()
+        # A sweep of what one context serves (n-predict) sets it on the kept session each time.
+        lengths = bench.sweep("n-predict", [2, 3], small, runs=1, paths=("guest-stream",))
+        assert list(lengths["output_tokens"]) == [2, 3]
         written = write({"sweep": sweep}, tmp_path)
         assert {p.name for p in written} == {"sweep.csv", "sweep.json"}
     finally:

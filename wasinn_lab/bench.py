@@ -21,19 +21,23 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .backends.base import TokenEvent
-from .errors import ConfigError, GuestExitError
+from .errors import ConfigError, GuestExitError, SweepError
 from .host import Host
 from .metrics import Generation
 from .nn import GuestNN
 from .runtime import GuestOptions
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["Workload", "Bench", "PATHS", "ALL_PATHS", "SAMPLINGS", "write", "add_arguments", "command"]
 
@@ -223,9 +227,12 @@ class Bench:
     def _guest(self, w: Workload, prompt: str, path: str) -> dict[str, Any]:
         # One session per path and context settings, kept between runs (its context is made
         # once); cache-prompt off makes every run evaluate the whole prompt, as the others do.
+        # A continued session keeps its parameters over the guest's config: what varies
+        # between workloads of one key is set on it too.
         session_id = f"bench-{path}-{'-'.join(map(str, w.key))}"
         self._sessions.add(session_id)
-        params = {"cache-prompt": False, "flash-attn": "on" if w.flash_attn else "off"}
+        params = {"cache-prompt": False, "flash-attn": "on" if w.flash_attn else "off", "n-predict": w.n_predict,
+                  "seed": w.seed, **SAMPLINGS[w.sampling]}
         result = self.host.run(_GUESTS[path], self.model, prompt, env=self.guest_env(w), session=session_id,
                                params=params)
         if result.exit_code != 0:
@@ -271,12 +278,24 @@ class Bench:
 
         return tqdm(total=total, desc=description, disable=not self.progress, leave=False)
 
-    def compare(self, w: Workload = Workload(), runs: int = 5, paths: Sequence[str] = PATHS) -> pd.DataFrame:
+    def _on_cluster(self, client: Client, calls: Sequence[tuple[str, str, tuple[Any, ...]]],
+                    description: str) -> pd.DataFrame:
+        from .cluster import run_bench
+
+        return run_bench(client, self.model, calls, description, progress=self.progress)
+
+    def compare(self, w: Workload = Workload(), runs: int = 5, paths: Sequence[str] = PATHS, *,
+                client: Client | None = None) -> pd.DataFrame:
         """One row per run and path (with the machine's load average as it ran); one
-        warm-up run per path first, not recorded."""
+        warm-up run per path first, not recorded. With a Dask ``client``, all of it is one
+        task on a worker of the cluster (``wasinn_lab.cluster``), each row naming its
+        ``worker`` and ``hostname``."""
         unknown = [path for path in paths if path not in ALL_PATHS]
         if unknown:
             raise ConfigError(f"unknown paths {unknown}; the paths are: {', '.join(ALL_PATHS)}")
+        if client is not None:
+            return self._on_cluster(client, [("compare", "compare", (w, runs, paths))], "compare")
+        self.host.check_params(w.config)  # a bad value is named here, before llama.cpp sees it
         prompt = self.prompt(w.prompt_tokens, w)
         rows = []
         with self._bar((runs + 1) * len(paths), f"prompt {w.prompt_tokens}, n-predict {w.n_predict}") as bar:
@@ -330,10 +349,17 @@ class Bench:
         return table
 
     def sweep(self, parameter: str, values: Sequence[int], base: Workload = Workload(), runs: int = 5,
-              paths: Sequence[str] = PATHS) -> pd.DataFrame:
+              paths: Sequence[str] = PATHS, *, client: Client | None = None) -> pd.DataFrame:
+        """``compare`` at each value of ``parameter`` (a Workload field, kebab-case or not).
+        With a Dask ``client`` each value is a task on the cluster: a worker that dies has
+        its points rerun on another, and a point that fails is named in a ``SweepError``
+        (its ``frame`` holds the other points' rows) once the others have completed."""
         field = parameter.replace("-", "_")
-        frames = [self.compare(replace(base, **{field: value}), runs, paths) for value in values]  # type: ignore[arg-type]
-        return pd.concat(frames, ignore_index=True)
+        points = [(f"{parameter}={value}", replace(base, **{field: value})) for value in values]  # type: ignore[arg-type]
+        if client is not None:
+            calls = [(label, "compare", (w, runs, paths)) for label, w in points]
+            return self._on_cluster(client, calls, f"sweep {parameter}")
+        return pd.concat([self.compare(w, runs, paths) for _, w in points], ignore_index=True)
 
     # -- the rest of the host -----------------------------------------------------------------------
 
@@ -375,9 +401,13 @@ class Bench:
                              "exit_code": result.exit_code})
         return pd.DataFrame(rows)
 
-    def chat_turns(self, turns: int = 10, n_predict: int = 16, w: Workload = Workload()) -> pd.DataFrame:
+    def chat_turns(self, turns: int = 10, n_predict: int = 16, w: Workload = Workload(), *,
+                   client: Client | None = None) -> pd.DataFrame:
         """Time to first token at each turn of a chat, keeping the KV cache between turns
-        (ours) and re-evaluating the whole conversation every turn (WasmEdge's way)."""
+        (ours) and re-evaluating the whole conversation every turn (WasmEdge's way). With
+        a Dask ``client``, one task on a worker of the cluster."""
+        if client is not None:
+            return self._on_cluster(client, [("chat-turns", "chat_turns", (turns, n_predict, w))], "chat turns")
         questions = [f"Tell me one fact about the number {n}." for n in range(1, turns + 1)]
         # Warm up (guest compiled, weights cached, context sizes seen) so turn 1 is not a cold start.
         self.host.run("chat", self.model, stdin="Hello\n", env=self.guest_env(replace(w, n_predict=2)))
@@ -462,6 +492,12 @@ def add_arguments(parser: Any) -> None:
                         help=f"which paths to compare, direct first (default {','.join(PATHS)}; also: component-stream)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="where CSV, JSON and PNG go")
     parser.add_argument("--no-progress", action="store_true")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run each measurement and sweep point as a task on this Dask scheduler's workers "
+                            "(tcp://HOST:8786; needs wasinn-lab[cluster])")
+    where.add_argument("--local-cluster", type=int, metavar="N",
+                       help="the same on a LocalCluster of N worker processes on this machine")
 
 
 def _paths(text: str) -> tuple[str, ...]:
@@ -483,27 +519,51 @@ def _sweep_spec(text: str) -> tuple[str, list[int]]:
         raise ConfigError(f"--sweep {text!r}: values must be integers") from None
 
 
-def command(options: Any) -> int:
+def _client(options: Any) -> AbstractContextManager[Client | None]:
+    """The Dask client the options ask for (and the LocalCluster under it), closed by the
+    caller's ``with``; none for a run in this process."""
+    if options.scheduler is None and options.local_cluster is None:
+        return nullcontext()
+    from .cluster import connect
+
+    return connect(options.scheduler, options.local_cluster)
+
+
+def _sweep_frame(bench: Bench, name: str, values: list[int], base: Workload, options: Any,
+                 client: Client | None) -> pd.DataFrame:
+    """A sweep's frame, written as it is; when some points failed on a cluster, the
+    others' rows are written before the error is raised."""
     from . import plots
 
+    key, column = f"sweep-{name}", name.replace("-", "_")
+    try:
+        frame = bench.sweep(name, values, base, options.runs, options.paths, client=client)
+    except SweepError as exc:
+        if not exc.frame.empty:
+            write({key: exc.frame}, options.out)
+        raise
+    medians = frame.groupby([column, "path"])["decode_tok_per_s"].median().reset_index()
+    write({key: frame}, options.out, {key: partial(plots.sweep, medians, column, hue="path")})
+    print(Bench.summary(frame, by=[column]).round(3).to_string(), end="\n\n")
+    return frame
+
+
+def command(options: Any) -> int:
     if options.runs < MIN_RUNS:
         raise ConfigError(f"--runs must be at least {MIN_RUNS}: a median of fewer runs says little on a noisy machine")
     sweeps = [_sweep_spec(text) for text in options.sweep]
     bench = Bench(progress=not options.no_progress)
     base = Workload(options.prompt_tokens, options.n_predict, options.threads, options.batch_size, options.n_gpu_layers)
-    # Each measurement is written as soon as it is made: a long sweep is never lost.
-    frames = {"compare": bench.compare(base, options.runs, options.paths)}
-    write({"compare": frames["compare"]}, options.out)
-    print(Bench.summary(frames["compare"]).round(3).to_string(), end="\n\n")
-    for name, values in sweeps:
-        key, column = f"sweep-{name}", name.replace("-", "_")
-        frames[key] = bench.sweep(name, values, base, options.runs, options.paths)
-        medians = frames[key].groupby([column, "path"])["decode_tok_per_s"].median().reset_index()
-        write({key: frames[key]}, options.out, {key: partial(plots.sweep, medians, column, hue="path")})
-        print(Bench.summary(frames[key], by=[column]).round(3).to_string(), end="\n\n")
-    if options.chat_turns:
-        frames["chat"] = bench.chat_turns(options.chat_turns, w=base)
-        write({"chat": frames["chat"]}, options.out)
-        print(frames["chat"].pivot(index="turn", columns="mode", values="ttft_s").round(3).to_string(), end="\n\n")
+    with _client(options) as client:
+        # Each measurement is written as soon as it is made: a long sweep is never lost.
+        frames = {"compare": bench.compare(base, options.runs, options.paths, client=client)}
+        write({"compare": frames["compare"]}, options.out)
+        print(Bench.summary(frames["compare"]).round(3).to_string(), end="\n\n")
+        for name, values in sweeps:
+            frames[f"sweep-{name}"] = _sweep_frame(bench, name, values, base, options, client)
+        if options.chat_turns:
+            frames["chat"] = bench.chat_turns(options.chat_turns, w=base, client=client)
+            write({"chat": frames["chat"]}, options.out)
+            print(frames["chat"].pivot(index="turn", columns="mode", values="ttft_s").round(3).to_string(), end="\n\n")
     print(f"results in {options.out}/: {', '.join(sorted(frames))} (CSV, JSON; sweeps also PNG)")
     return 0

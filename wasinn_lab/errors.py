@@ -9,6 +9,7 @@
     │   └── GuestExitError   exited non-zero (raised only when asked: ``run(..., check=True)``)
     ├── GuestBuildError      a guest's source did not compile
     ├── Timeout              nothing happened for longer than a caller would wait
+    ├── SweepError           points of a sweep or batch on a cluster failed; the rest completed
     └── NNError              a wasi-nn failure; each ABI maps these to its own codes
         ├── InvalidArgument, InvalidEncoding, MissingMemory, Busy, BackendError,
         ├── UnsupportedOperation, TooLarge, NotFound
@@ -22,6 +23,11 @@ Nothing else escapes the tree on purpose: an exception that is not a ``WasiNNLab
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "WasiNNLabError",
     "ConfigError",
@@ -32,6 +38,7 @@ __all__ = [
     "GuestExitError",
     "GuestBuildError",
     "Timeout",
+    "SweepError",
     "NNError",
     "InvalidArgument",
     "InvalidEncoding",
@@ -114,6 +121,18 @@ class GuestBuildError(WasiNNLabError):
 
 class Timeout(WasiNNLabError, TimeoutError):
     """A wait ran out: nothing happened for as long as the caller was willing to wait."""
+
+
+class SweepError(WasiNNLabError):
+    """Points of a sweep (or prompts of a batch) failed while the others completed:
+    ``failures`` maps each failed point to what it raised, ``frame`` holds the rows of
+    the others."""
+
+    def __init__(self, failures: dict[str, str], frame: pd.DataFrame) -> None:
+        listed = "; ".join(f"{point}: {error}" for point, error in failures.items())
+        super().__init__(f"{len(failures)} point(s) failed, the others completed. {listed}")
+        self.failures = failures
+        self.frame = frame
 
 
 class NNError(WasiNNLabError):

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .abi.llm import STDIN_TURNS
 from .backends.echo import EchoBackend
@@ -26,6 +26,10 @@ from .runtime import CompiledGuest, GuestOptions, GuestRuntime, ModuleInstance, 
 from .sessions import Session, SessionManager
 from .tasks import EventKind, GuestTask, Hooks, Runner
 from .types import ExecutionTarget, GraphEncoding
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client
 
 __all__ = ["Host", "Guest"]
 
@@ -199,6 +203,43 @@ class Host:
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
+
+    def map(
+        self,
+        guest: Guest,
+        prompts: Iterable[str],
+        model: str = DEFAULT_MODEL,
+        *,
+        env: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        limits: Limits | None = None,
+        client: Client | None = None,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Run ``guest`` on ``model`` once per prompt, as ``run(guest, model, prompt, ...)``:
+        one row per prompt, in order (prompt, exit_code, stdout, stderr, errors, seconds).
+
+        With a Dask ``client`` (``pip install wasinn-lab[cluster]``) each run is a task on
+        the cluster's workers, each of which keeps a host of its own (models loaded once per
+        worker) and makes one generation at a time; each row then also names its
+        ``worker`` and ``hostname``. A run whose worker dies is rerun on another; a run that
+        raises is named in a ``SweepError`` once the others have completed. ``progress``
+        shows a bar as the runs complete (Dask's widget in a notebook on a cluster)."""
+        prompts = list(prompts)
+        if client is not None:
+            from .cluster import run_map
+
+            options = {"env": dict(env or {}), "params": dict(params or {}), "limits": limits}
+            return run_map(client, guest, prompts, model, options, progress=progress)
+        import pandas as pd
+        from tqdm.auto import tqdm
+
+        rows = []
+        for prompt in tqdm(prompts, desc=f"{len(prompts)} runs", disable=not progress, leave=False):
+            result = self.run(guest, model, prompt, env=env, params=params, limits=limits)
+            rows.append({"prompt": prompt, "exit_code": result.exit_code, "stdout": result.stdout,
+                         "stderr": result.stderr, "errors": result.errors, "seconds": result.seconds})
+        return pd.DataFrame(rows, columns=["prompt", "exit_code", "stdout", "stderr", "errors", "seconds"])
 
     @staticmethod
     def _wait(task: GuestTask) -> RunResult:

@@ -1,0 +1,182 @@
+"""Sweeps and batches on Dask (``pip install wasinn-lab[cluster]``).
+
+Each sweep point (``Bench.sweep(..., client=client)``) and each guest run of a batch
+(``Host.map(..., client=client)``) is one Dask task. Every worker process keeps one
+``Host`` for its life (a worker plugin starts it with the worker and closes it with the
+worker), so models load once per worker, and one lock, so a worker makes one generation
+at a time whatever its thread count and timings are not disturbed. Results come back as
+the same DataFrames as a local run, with ``worker`` (its address) and ``hostname`` in each
+row. A task whose worker dies is rerun on another one (Dask's own rescheduling); a point
+that fails is named in a ``SweepError`` raised once the others have completed.
+
+Only this module imports Dask, and only the cluster paths import this module.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+
+from .errors import ConfigError, SweepError, WasiNNLabError
+
+try:
+    from distributed import Client, Future, LocalCluster, as_completed, get_worker
+    from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.utils import is_kernel
+    from distributed.worker import Worker
+except ImportError as exc:  # the optional extra is not installed
+    raise ConfigError("sweeps on a cluster need Dask: pip install 'wasinn-lab[cluster]'") from exc
+
+from .bench import Bench
+from .guests import resolve
+from .host import Guest, Host
+
+__all__ = ["connect", "run_bench", "run_map"]
+
+PLUGIN = "wasinn-lab"
+
+
+class _WorkerHost(WorkerPlugin):
+    """A worker's wasinn-lab: one Host (and one Bench per model on it) from the worker's
+    start to its end, and the lock that lets one generation run at a time."""
+
+    idempotent = True  # every sweep registers it; a worker that has it keeps its loaded models
+
+    host: Host
+    lock: threading.Lock
+    address: str
+    benches: dict[str, Bench]
+
+    def setup(self, worker: Worker) -> None:
+        self.host = Host()
+        self.lock = threading.Lock()
+        self.address = worker.address
+        self.benches = {}
+
+    def teardown(self, worker: Worker) -> None:
+        for bench in self.benches.values():
+            bench.close()
+        self.host.close()
+
+    def bench(self, model: str) -> Bench:
+        if model not in self.benches:
+            self.benches[model] = Bench(self.host, model=model, progress=False)
+        return self.benches[model]
+
+
+def _on_worker(work: Callable[[_WorkerHost], pd.DataFrame]) -> pd.DataFrame:
+    """Run ``work`` under this worker's lock; its rows name the worker and the machine."""
+    state = cast(_WorkerHost, get_worker().plugins[PLUGIN])
+    try:
+        with state.lock:
+            frame = work(state)
+    except WasiNNLabError as exc:
+        # Not every error in the tree survives pickling with its message (their
+        # constructors take other arguments): send what it said.
+        raise WasiNNLabError(f"{type(exc).__name__}: {exc}") from None
+    return frame.assign(worker=state.address, hostname=socket.gethostname())
+
+
+def _bench_task(model: str, method: str, args: tuple[Any, ...]) -> pd.DataFrame:
+    return _on_worker(lambda state: getattr(state.bench(model), method)(*args))
+
+
+def _map_task(guest: Guest, prompt: str, model: str, options: dict[str, Any]) -> pd.DataFrame:
+    return _on_worker(lambda state: state.host.map(guest, [prompt], model, progress=False, **options))
+
+
+def _progress(client: Client, futures: list[Future[pd.DataFrame]], description: str) -> Any:
+    """Dask's progress widget in a notebook (it listens on the client's own event loop,
+    so it moves while this thread waits); a text bar elsewhere, returned to be updated."""
+    if is_kernel():
+        from distributed.diagnostics.progressbar import ProgressWidget
+        from IPython.display import display
+
+        widget = ProgressWidget(futures, scheduler=client.scheduler_info()["address"], complete=True)
+        display(widget.widget)
+        assert client.loop is not None  # a running client's
+        client.loop.add_callback(widget.listen)
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=len(futures), desc=description, leave=False)
+
+
+def _run(client: Client, tasks: Sequence[tuple[str, Callable[..., pd.DataFrame], tuple[Any, ...]]],
+         description: str, progress: bool) -> pd.DataFrame:
+    """Each ``(label, function, args)`` as one task; their frames concatenated in the
+    order given. A task's key begins with its label (the dashboard shows it). Waits for
+    every task; then a ``SweepError`` names those that failed, with the others' rows."""
+    client.register_plugin(_WorkerHost(), name=PLUGIN)
+    futures = [client.submit(function, *args, key=f"{label} [{uuid.uuid4().hex}]", pure=False)
+               for label, function, args in tasks]
+    index = {future.key: position for position, future in enumerate(futures)}
+    frames: dict[int, pd.DataFrame] = {}
+    failures: dict[int, str] = {}
+    bar = _progress(client, futures, description) if progress else None
+    try:
+        for future in as_completed(futures):
+            position = index[future.key]
+            if future.status == "finished":
+                frames[position] = future.result()
+            elif future.status == "error":
+                error = future.exception()
+                failures[position] = str(error) if isinstance(error, WasiNNLabError) else f"{type(error).__name__}: {error}"
+            else:
+                failures[position] = future.status
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+        client.cancel([future for future in futures if not future.done()])  # interrupted: stop the rest
+    done = [frames[position] for position in sorted(frames)]
+    frame = pd.concat(done, ignore_index=True) if done else pd.DataFrame()
+    if failures:
+        raise SweepError({tasks[position][0]: failures[position] for position in sorted(failures)}, frame)
+    return frame
+
+
+def run_bench(client: Client, model: str, calls: Sequence[tuple[str, str, tuple[Any, ...]]], description: str,
+              *, progress: bool = True) -> pd.DataFrame:
+    """Each ``(label, method, args)``, a ``Bench`` method on ``model`` (``compare``,
+    ``chat_turns``), as one task; the frames concatenated in order."""
+    return _run(client, [(label, _bench_task, (model, method, args)) for label, method, args in calls],
+                description, progress)
+
+
+def run_map(client: Client, guest: Guest, prompts: Sequence[str], model: str, options: dict[str, Any],
+            *, progress: bool = True) -> pd.DataFrame:
+    """``Host.map``, one task per prompt. A built-in guest goes by name (a worker builds it
+    from the sources it ships with); any other as its bytes, which a worker on another
+    machine can run."""
+    if not (isinstance(guest, str) and "/" not in guest and not Path(guest).exists()):
+        guest = bytes(guest) if isinstance(guest, (bytes, bytearray)) else resolve(guest).read_bytes()
+    return _run(client, [(f"prompt {n}", _map_task, (guest, prompt, model, options)) for n, prompt in enumerate(prompts)],
+                f"{len(prompts)} runs", progress)
+
+
+@contextmanager
+def connect(scheduler: str | None = None, local_workers: int | None = None) -> Iterator[Client]:
+    """A client of the scheduler at ``scheduler``, or of a ``LocalCluster`` of
+    ``local_workers`` worker processes on 127.0.0.1 (one thread each); both are closed
+    on leaving the block."""
+    if scheduler is not None and local_workers is None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if local_workers is None or scheduler is not None:
+        raise ConfigError("give a scheduler's address or a number of local workers: one of them")
+    if local_workers < 1:
+        raise ConfigError(f"a local cluster needs at least one worker, not {local_workers}")
+    with (LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                       dashboard_address=None) as cluster,
+          Client(cluster) as client):
+        yield client
