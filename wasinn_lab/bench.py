@@ -239,8 +239,14 @@ class Bench:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         g: Generation = self.host.session(session_id).generations[-1]
         calls = {name: (seconds / count * 1e6) for name, (count, seconds) in g.host_calls.items()}
-        step = calls.get("compute_single", calls.get("next-chunk"))
-        backend_per_token = g.backend_seconds / g.output_tokens * 1e6
+        step_calls = g.host_calls.get("compute_single", g.host_calls.get("next-chunk"))
+        step = None
+        if step_calls is not None:
+            # All the backend's work but the prompt's tokenizing (in set_input: its whole
+            # call bounds it) is done inside the steps.
+            count, seconds = step_calls
+            backend_in_steps = g.backend_seconds - g.host_calls.get("set_input", (0, 0.0))[1]
+            step = (seconds - backend_in_steps) / count * 1e6
         return {
             "measured_prompt_tokens": g.prompt_tokens,
             "output_tokens": g.output_tokens,
@@ -249,13 +255,21 @@ class Bench:
             "boundary_us_per_token": g.boundary_seconds / g.output_tokens * 1e6,
             "guest_us_per_token": g.guest_seconds / g.output_tokens * 1e6,
             # The host's own time in each kind of call (a step's: its call less the backend's work).
-            "step_boundary_us": None if step is None else step - backend_per_token,
+            "step_boundary_us": step,
             "output_boundary_us": calls.get("get_output_single"),
         }
 
     def _run(self, path: str, w: Workload, prompt: str) -> dict[str, Any]:
         if path == "direct":
-            return self._direct(w, prompt)
+            from .backends.llama.compute import compute_thread
+
+            # On the thread the host computes on: a second OpenMP team in the process
+            # would slow every path (see backends.llama.compute).
+            compute_thread.acquire()
+            try:
+                return compute_thread.run(partial(self._direct, w, prompt))
+            finally:
+                compute_thread.release()
         if path == "floor":
             return self._floor(w, prompt)
         return self._guest(w, prompt, path)

@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
@@ -23,6 +23,7 @@ from ...options import Scope
 from ...types import Tensor, TensorType
 from ..base import EMBEDDING, PROMPT, TEXT, TokenEvent, Usage
 from . import log
+from .compute import compute_thread
 from .native import NativeContext
 from .options import OPTIONS
 from .sampling import make_sampler
@@ -57,32 +58,26 @@ def context_params(config: Mapping[str, Any], weights: Weights) -> llama_cpp.lla
 
 
 class _DecodeAhead:
-    """A context's thread for decoding the token it has just handed out, started with the
-    first such decode and stopped with the context. ctypes lets go of the GIL inside
-    llama_decode, so the guest's own work on the token runs meanwhile."""
+    """The decode of the token a context has just handed out, under way on the compute
+    thread. ctypes lets go of the GIL inside llama_decode, so the guest's own work on the
+    token runs meanwhile."""
 
     def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
         self._future: Future[float] | None = None
 
     def start(self, decode: Callable[[], float]) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="wasinn-lab-decode")
-        self._future = self._executor.submit(decode)
+        self._future = compute_thread.submit(decode)
 
     def wait(self) -> float:
         """The seconds the decode under way took (0 if none); raises what it raised."""
         future, self._future = self._future, None
-        return future.result() if future is not None else 0.0
+        return compute_thread.result(future) if future is not None else 0.0
 
     def close(self) -> None:
         try:
             self.wait()
         except Exception:  # the context is going: what went wrong in its last decode no longer matters
             pass
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
 
 
 class LlamaStream:

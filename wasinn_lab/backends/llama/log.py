@@ -13,12 +13,14 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import llama_cpp
 
-__all__ = ["acquire", "release", "Section"]
+__all__ = ["acquire", "release", "Section", "carried"]
 
+T = TypeVar("T")
 _DEBUG = 4
 _local = threading.local()
 _lock = threading.Lock()
@@ -42,6 +44,21 @@ class Section:
 
     def __exit__(self, *exc_info: object) -> None:
         _local.level = self._outer
+
+
+def carried(work: Callable[[], T]) -> Callable[[], T]:
+    """``work``, to run on another thread in the section this thread is in now."""
+    level = getattr(_local, "level", None)
+
+    def in_section() -> T:
+        outer = getattr(_local, "level", None)
+        _local.level = level
+        try:
+            return work()
+        finally:
+            _local.level = outer
+
+    return in_section
 
 
 @llama_cpp.llama_log_callback

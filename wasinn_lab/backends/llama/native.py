@@ -10,6 +10,7 @@ from llama_cpp import _internals
 
 from ...errors import BackendError
 from . import log
+from .compute import compute_thread
 from .weights import Weights
 
 __all__ = ["NativeContext"]
@@ -30,10 +31,15 @@ class NativeContext:
         self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         self.n_batch = int(llama_cpp.llama_n_batch(ctx))
         self.batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        compute_thread.acquire()
         weights.contexts.add(self)
 
     def decode(self, tokens: list[int], n_past: int) -> None:
-        """Evaluate ``tokens`` after the first ``n_past`` of the cache, a batch at a time."""
+        """Evaluate ``tokens`` after the first ``n_past`` of the cache, a batch at a time,
+        on the compute thread."""
+        compute_thread.run(lambda: self._decode(tokens, n_past))
+
+    def _decode(self, tokens: list[int], n_past: int) -> None:
         batch = self.batch
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
@@ -59,3 +65,4 @@ class NativeContext:
                 self.batch.close()
                 llama_cpp.llama_free(self.ctx)
             self.ctx = self._memory = None
+            compute_thread.release()
