@@ -46,9 +46,7 @@ static void buffer_add(buffer *b, const char *data, size_t n)
 static void buffer_add_str(buffer *b, const char *s) { buffer_add(b, s, strlen(s)); }
 
 /* Our resources: the host's, and what the template needs. */
-typedef struct {
-    llm_handle host;
-} graph;
+typedef llm_provider_graph graph;
 
 typedef struct generation generation;
 
@@ -73,9 +71,7 @@ static llm_result_handle handle_area;
 static llm_result_unit unit_area;
 static llm_result_string string_area;
 static llm_result_chunk chunk_area;
-static llm_properties properties_area;
 static llm_parameters parameters_area;
-static llm_option_string option_string_area;
 static llm_option_value option_value_area;
 static llm_usage usage_area;
 
@@ -122,53 +118,6 @@ LLM_POST("graphs", "[method]graph.init-context") void chat_init_context_post(llm
     chat_handle_post(area);
 }
 
-LLM_EXPORT("graphs", "[method]graph.list-properties") llm_properties *chat_list_properties(graph *g)
-{
-    llm_import_graph_list_properties(g->host, &properties_area);
-    return &properties_area;
-}
-
-LLM_POST("graphs", "[method]graph.list-properties") void chat_list_properties_post(llm_properties *area)
-{
-    llm_properties_free(area);
-}
-
-LLM_EXPORT("graphs", "[method]graph.get-property") llm_option_string *chat_get_property(graph *g, char *key,
-                                                                                      size_t key_len)
-{
-    llm_import_graph_get_property(g->host, key, key_len, &option_string_area);
-    free(key);
-    return &option_string_area;
-}
-
-LLM_POST("graphs", "[method]graph.get-property") void chat_get_property_post(llm_option_string *area)
-{
-    if (area->is_some)
-        free(area->value.ptr);
-}
-
-LLM_EXPORT("graphs", "[method]graph.set-property") llm_result_unit *chat_set_property(graph *g, char *key,
-                                                                                    size_t key_len, char *value,
-                                                                                    size_t value_len)
-{
-    llm_import_graph_set_property(g->host, key, key_len, value, value_len, &unit_area);
-    free(key);
-    free(value);
-    return &unit_area;
-}
-
-LLM_POST("graphs", "[method]graph.set-property") void chat_unit_post(llm_result_unit *area)
-{
-    if (area->is_err)
-        llm_error_free(&area->of.err);
-}
-
-LLM_EXPORT("graphs", "[dtor]graph") void chat_graph_dtor(graph *g)
-{
-    llm_graph_drop(g->host);
-    free(g);
-}
-
 /* ---- contexts: parameters pass through ------------------------------------------------------ */
 
 LLM_EXPORT("prompt", "[method]context.list-parameters") llm_parameters *chat_list_parameters(context *c)
@@ -209,7 +158,8 @@ llm_result_unit *chat_set_parameter(context *c, char *name, size_t name_len, int
 
 LLM_POST("prompt", "[method]context.set-parameter") void chat_set_parameter_post(llm_result_unit *area)
 {
-    chat_unit_post(area);
+    if (area->is_err)
+        llm_error_free(&area->of.err);
 }
 
 /* ---- generations: the template in, the stop strings out ------------------------------------ */

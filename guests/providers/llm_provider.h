@@ -169,4 +169,61 @@ LLM_EXPORTED_RESOURCE("prompt", "[resource-new]context") extern llm_handle llm_e
 LLM_EXPORTED_RESOURCE("prompt", "[resource-new]generation") extern llm_handle llm_export_generation_new(void *rep);
 #endif
 
-#endif
+/* ---- a provider's graph: the host's, held; its properties passed through --------------------- */
+
+typedef struct {
+    llm_handle host;
+} llm_provider_graph;
+
+static llm_properties llm_provider_properties_area;
+static llm_option_string llm_provider_option_area;
+static llm_result_unit llm_provider_unit_area;
+
+LLM_EXPORT("graphs", "[method]graph.list-properties") llm_properties *provider_list_properties(llm_provider_graph *g)
+{
+    llm_import_graph_list_properties(g->host, &llm_provider_properties_area);
+    return &llm_provider_properties_area;
+}
+
+LLM_POST("graphs", "[method]graph.list-properties") void provider_list_properties_post(llm_properties *area)
+{
+    llm_properties_free(area);
+}
+
+LLM_EXPORT("graphs", "[method]graph.get-property") llm_option_string *provider_get_property(llm_provider_graph *g, char *key,
+                                                                                       size_t key_len)
+{
+    llm_import_graph_get_property(g->host, key, key_len, &llm_provider_option_area);
+    free(key);
+    return &llm_provider_option_area;
+}
+
+LLM_POST("graphs", "[method]graph.get-property") void provider_get_property_post(llm_option_string *area)
+{
+    if (area->is_some)
+        free(area->value.ptr);
+}
+
+LLM_EXPORT("graphs", "[method]graph.set-property") llm_result_unit *provider_set_property(llm_provider_graph *g, char *key,
+                                                                                     size_t key_len, char *value,
+                                                                                     size_t value_len)
+{
+    llm_import_graph_set_property(g->host, key, key_len, value, value_len, &llm_provider_unit_area);
+    free(key);
+    free(value);
+    return &llm_provider_unit_area;
+}
+
+LLM_POST("graphs", "[method]graph.set-property") void provider_set_property_post(llm_result_unit *area)
+{
+    if (area->is_err)
+        llm_error_free(&area->of.err);
+}
+
+LLM_EXPORT("graphs", "[dtor]graph") void provider_graph_dtor(llm_provider_graph *g)
+{
+    llm_graph_drop(g->host);
+    free(g);
+}
+
+#endif /* LLM_PROVIDER_H */

@@ -24,16 +24,11 @@ static const struct {
     {"repeat-penalty", {.kind = LLM_VALUE_NUMBER, .of.number = 1.15}},
 };
 
-/* Our graph: the host's, held. */
-typedef struct {
-    llm_handle host;
-} graph;
+typedef llm_provider_graph graph;
 
 /* One return area per export: the caller reads it before the next call. */
 static llm_result_handle handle_area;
 static llm_result_unit unit_area;
-static llm_properties properties_area;
-static llm_option_string option_area;
 
 LLM_EXPORT("graphs", "load-by-name") llm_result_handle *model_load_by_name(char *name, size_t name_len)
 {
@@ -83,51 +78,4 @@ LLM_POST("graphs", "[method]graph.init-context") void model_init_context_post(ll
 {
     if (area->is_err)
         llm_error_free(&area->of.err);
-}
-
-LLM_EXPORT("graphs", "[method]graph.list-properties") llm_properties *model_list_properties(graph *g)
-{
-    llm_import_graph_list_properties(g->host, &properties_area);
-    return &properties_area;
-}
-
-LLM_POST("graphs", "[method]graph.list-properties") void model_list_properties_post(llm_properties *area)
-{
-    llm_properties_free(area);
-}
-
-LLM_EXPORT("graphs", "[method]graph.get-property") llm_option_string *model_get_property(graph *g, char *key,
-                                                                                       size_t key_len)
-{
-    llm_import_graph_get_property(g->host, key, key_len, &option_area);
-    free(key);
-    return &option_area;
-}
-
-LLM_POST("graphs", "[method]graph.get-property") void model_get_property_post(llm_option_string *area)
-{
-    if (area->is_some)
-        free(area->value.ptr);
-}
-
-LLM_EXPORT("graphs", "[method]graph.set-property") llm_result_unit *model_set_property(graph *g, char *key,
-                                                                                     size_t key_len, char *value,
-                                                                                     size_t value_len)
-{
-    llm_import_graph_set_property(g->host, key, key_len, value, value_len, &unit_area);
-    free(key);
-    free(value);
-    return &unit_area;
-}
-
-LLM_POST("graphs", "[method]graph.set-property") void model_set_property_post(llm_result_unit *area)
-{
-    if (area->is_err)
-        llm_error_free(&area->of.err);
-}
-
-LLM_EXPORT("graphs", "[dtor]graph") void model_graph_dtor(graph *g)
-{
-    llm_graph_drop(g->host);
-    free(g);
 }
