@@ -118,12 +118,12 @@ class _Floor:
         tokens = weights.tokenize(prompt.encode())
         native.clear()
         native.decode(tokens, 0)
-        chain = make_sampler(weights, self._config)
+        chain = make_sampler(weights, self._config, native.n_ctx, window_penalty=False)  # llama.cpp's own
         stamps: list[float] = []
         n_past = len(tokens)
         try:
             while len(stamps) < w.n_predict:
-                token = chain.sample(native, -1)  # type: ignore[arg-type]  # it reads `.ctx`
+                token = chain.sample(native)
                 stamps.append(time.perf_counter())
                 if llama_cpp.llama_vocab_is_eog(weights.vocab, token):
                     break

@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
-from llama_cpp import _internals
 
 from ...errors import BackendError, ContextFull, InvalidArgument, PromptTooLong
 from ...options import Scope
@@ -26,7 +25,7 @@ from . import log
 from .compute import compute_thread
 from .native import NativeContext
 from .options import OPTIONS
-from .sampling import make_sampler
+from .sampling import Sampler, make_sampler
 from .weights import Weights, weights_cache
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ class LlamaContext:
         self._output_tokens: list[int] = []
         self._output = bytearray()
         self._pending: int | None = None  # sampled, not yet decoded
-        self._sampler: _internals.LlamaSampler | None = None
+        self._sampler: Sampler | None = None
         self._stream: LlamaStream | None = None
         self._evaluated = 0
         self._embedding: Tensor | None = None
@@ -273,7 +272,7 @@ class LlamaContext:
         if self._sampler is not None:
             self._sampler.close()
             self._sampler = None
-        self._sampler = make_sampler(self._ensure_weights(), self._config)
+        self._sampler = make_sampler(self._ensure_weights(), self._config, self._n_ctx)
         self._prompt_seconds += time.perf_counter() - started
 
     def _evaluate_prompt(self) -> None:
@@ -311,7 +310,7 @@ class LlamaContext:
             self._decode_pending()
         if len(self._cached) >= self._n_ctx:
             raise ContextFull(f"the context of {self._n_ctx} tokens is full")
-        token = sampler.sample(native, -1)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
+        token = sampler.sample(native)
         if weights.is_end_of_generation(token):
             return None
         sampled = time.perf_counter()

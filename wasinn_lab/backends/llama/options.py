@@ -38,10 +38,33 @@ OPTIONS = Options(
                minimum=0, soft_maximum=200, step=1, panel=True),
         Option("min-p", float, 0.05, Scope.GENERATION, "drop tokens less likely than this times the likeliest",
                minimum=0.0, maximum=1.0, step=0.01, panel=True),
-        Option("repeat-penalty", float, 1.1, Scope.GENERATION, "penalty for tokens of the last 64; 1: none",
+        Option("repeat-penalty", float, 1.1, Scope.GENERATION, "penalty for the tokens of the last last-n-penalty; 1: none",
                minimum=0.0, soft_maximum=2.0, step=0.05, panel=True),
         Option("presence-penalty", float, 0.0, Scope.GENERATION, "subtracted from the logit of each recent token"),
         Option("frequency-penalty", float, 0.0, Scope.GENERATION, "subtracted per occurrence of each recent token"),
+        Option("last-n-penalty", int, 64, Scope.GENERATION, "how many recent tokens the penalties look at; -1: the context",
+               minimum=-1, special={-1: "the context"}),
+        Option("typ-p", float, 1.0, Scope.GENERATION, "locally typical sampling; 1: off", minimum=0.0, maximum=1.0),
+        Option("min-keep", int, 0, Scope.GENERATION, "tokens top-p, min-p, typ-p and XTC keep at least", minimum=0),
+        Option("xtc-probability", float, 0.0, Scope.GENERATION, "XTC: chance of removing the top choices; 0: off",
+               minimum=0.0, maximum=1.0),
+        Option("xtc-threshold", float, 0.1, Scope.GENERATION, "XTC: choices above this probability are removed; above 0.5: off",
+               minimum=0.0, maximum=1.0),
+        Option("dynatemp-range", float, 0.0, Scope.GENERATION, "dynamic temperature: temp plus or minus this; 0: off",
+               minimum=0.0),
+        Option("dynatemp-exponent", float, 1.0, Scope.GENERATION, "dynamic temperature's exponent", minimum=0.0),
+        Option("dry-multiplier", float, 0.0, Scope.GENERATION, "DRY repetition penalty; 0: off", minimum=0.0,
+               aliases=("dry-multipier",)),  # WasmEdge's spelling
+        Option("dry-base", float, 1.75, Scope.GENERATION, "DRY: the penalty grows as this to the repeat's length",
+               minimum=0.0),
+        Option("dry-allowed-length", int, 2, Scope.GENERATION, "DRY: repeats up to this long go free", minimum=0),
+        Option("dry-last-n-penalty", int, 64, Scope.GENERATION, "DRY: how many recent tokens it scans; -1: the context",
+               minimum=-1, special={-1: "the context"}),
+        Option("mirostat", int, 0, Scope.GENERATION, "Mirostat sampling: 0 off, 1, or 2 (Mirostat 2.0)",
+               minimum=0, maximum=2, choices=(0, 1, 2)),
+        Option("mirostat-tau", float, 5.0, Scope.GENERATION, "Mirostat: the target entropy", minimum=0.0),
+        Option("mirostat-eta", float, 0.1, Scope.GENERATION, "Mirostat: the learning rate", minimum=0.0),
+        Option("ignore-eos", bool, False, Scope.GENERATION, "never end by the model's own end of generation"),
         Option("seed", int, RANDOM_SEED, Scope.GENERATION, "the sampler's seed",
                minimum=0, maximum=RANDOM_SEED, soft_maximum=RANDOM_SEED, step=1, panel=True,
                special={RANDOM_SEED: "random"}),
@@ -52,9 +75,9 @@ OPTIONS = Options(
         # time, as WasmEdge does (the chat benchmark's baseline).
         Option("cache-prompt", bool, True, Scope.GENERATION,
                "keep the KV cache between prompts: a prompt that extends the last one evaluates only its new tokens"),
-        # Ours: decode the token just handed out on a thread of the context's own, while
-        # the guest works on it. auto: where the model runs on a GPU (on the CPU the two
-        # compete for the same cores).
+        # Ours: decode the token just handed out on the compute thread, while the guest
+        # works on it. auto: where the model runs on a GPU (on the CPU the two compete
+        # for the same cores).
         Option("decode-ahead", str, "auto", Scope.GENERATION,
                "decode each token while the guest handles it: on, off, or auto (on when layers run on a GPU)",
                choices=("auto", "on", "off")),

@@ -11,6 +11,7 @@ machine's memory.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 import weakref
@@ -94,6 +95,12 @@ class Weights:
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    @functools.cached_property
+    def end_of_generation_tokens(self) -> list[int]:
+        """Every token that ends a generation (asked of each token once, as llama.cpp's
+        own tools do for ignore-eos)."""
+        return [token for token in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, token)]
 
     def close(self) -> None:
         for context in list(self.contexts):
