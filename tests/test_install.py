@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from wasinn_lab.guests import guest_name, sources
+from wasinn_lab.guests import guest_name, provider_sources, sources
 from wasinn_lab.models import cache_dir, default_model_path
 
 pytestmark = [pytest.mark.model]
@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "out"
 )
-GUESTS = {guest_name(source) for source in sources(ROOT / "guests")}  # modules and components
+# Modules, components and the providers to compose them with.
+GUESTS = {guest_name(source) for source in [*sources(ROOT / "guests"), *provider_sources(ROOT / "guests")]}
 
 
 @dataclass
