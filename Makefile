@@ -5,7 +5,7 @@
 #             installed into .venv (LAB_ARGS="--no-browser --port=8888" to pass options)
 # make readme-images   the browser tests, writing the README's pictures to docs/images/
 # make binder-check    repo2docker's plan for binder/, then binder/ replayed in a fresh
-#             venv and the quickstart run on the result (about 11 minutes; not in `test`)
+#             venv and the quickstart run on the result (5 to 25 minutes here; not in `test`)
 #
 # Each creates .venv when missing, installs the project into it, assembles the default
 # model once and builds the guests; lab also installs JupyterLab (the `lab` extra).
