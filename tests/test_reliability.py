@@ -263,7 +263,7 @@ def test_an_interrupt_stops_a_guest_that_never_stops_writing(host: Host, tmp_pat
     assert took < 1.0 + GRACE + 5, f"the interrupt took {took:.1f} s"
 
 
-# Writes "é" as two writes of one byte each, 50 ms apart, so they reach the host apart.
+# Writes "é" as two writes of one byte each, 200 ms apart, so they reach the host apart.
 SPLIT_CHARACTER_GUEST = """(module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
@@ -271,8 +271,8 @@ SPLIT_CHARACTER_GUEST = """(module
   (data (i32.const 0) "\\40\\00\\00\\00\\01\\00\\00\\00\\41\\00\\00\\00\\01\\00\\00\\00")
   (data (i32.const 64) "\\c3\\a9")
   (func (export "_start")
-    ;; one clock subscription at 128: relative, 50 ms
-    (i64.store (i32.const 152) (i64.const 50000000))
+    ;; one clock subscription at 128: relative, 200 ms
+    (i64.store (i32.const 152) (i64.const 200000000))
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 256)))
     (drop (call $poll (i32.const 128) (i32.const 192) (i32.const 1) (i32.const 256)))
     (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 256)))))"""

@@ -47,7 +47,9 @@ class ComputeThread:
             self._users -= 1
             executor = self._executor if self._users == 0 else None
             if executor is not None:
-                self._executor = None
+                # An ident is reused by later threads: a stale one would make a guest's
+                # thread think it is the compute thread.
+                self._executor = self._ident = None
         if executor is not None:
             executor.shutdown()  # after what was asked of it
 

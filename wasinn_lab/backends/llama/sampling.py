@@ -13,7 +13,6 @@ penalties (a multiply-add, which the compiler may fuse) stay with llama.cpp's sa
 
 from __future__ import annotations
 
-import ctypes
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -44,8 +43,7 @@ class Sampler:
     def sample(self, native: NativeContext) -> int:
         recent = self._recent
         if recent:
-            pointer = llama_cpp.llama_get_logits_ith(native.ctx, -1)
-            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), (self._n_vocab,))
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, -1), (self._n_vocab,))
             tokens = np.unique(np.fromiter(recent, dtype=np.int64, count=len(recent)))
             values = logits[tokens]
             logits[tokens] = np.where(values <= 0, values * self._penalty, values / self._penalty)
