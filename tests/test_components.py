@@ -33,6 +33,13 @@ def test_a_component_is_told_from_a_module_and_runs_as_a_command(host: Host) -> 
         host.instantiate("echo_nn")
 
 
+def test_each_wasi_nn_compute_answers_for_its_own_inputs_only(host: Host) -> None:
+    """A second compute on one context used to come back with the first one's tensors too."""
+    result = host.run("echo_nn", "echo")
+    assert result.exit_code == 0, result.stdout
+    assert "echo_nn: 3 tensors came back unchanged, then 1 alone" in result.stdout
+
+
 def test_the_same_seed_gives_the_same_text_through_preview1_and_through_components(host: Host) -> None:
     module = host.run("stream", "default", "Once upon a time", env=SEEDED)
     llm = host.run("stream_llm", "default", "Once upon a time", env=SEEDED)

@@ -157,10 +157,15 @@ def test_a_run_keeps_what_its_failed_wasi_nn_calls_said(host: Host) -> None:
     assert host.run("echo", "echo").errors == []
 
 
-def test_bad_params_are_refused_before_the_guest_starts_and_leave_no_session(host: Host) -> None:
+def test_bad_params_leave_no_session_refused_before_the_guest_starts_or_on_its_context(host: Host) -> None:
     before = len(host.sessions)
     with pytest.raises(ConfigError, match="parameter 'temp' takes a number"):
         host.run("complete", "default", "Hello", params={"temp": "hot"})
     with pytest.raises(ConfigError, match="no parameter 'tmep'; the parameters are: "):
         host.run("complete", "default", "Hello", params={"tmep": 0.2})
     assert len(host.sessions) == before
+    # A number the model cannot take fails on the guest's context, once it exists: the
+    # guest gets an error, and the session it named is not left open.
+    result = host.run("complete", "default", "Hello", params={"ctx-size": 10**9}, session="too-big")
+    assert result.exit_code == 2 and "ctx-size 1000000000 is over the model's context length" in result.errors[0]
+    assert len(host.sessions) == before and host.sessions.find("too-big") is None

@@ -59,6 +59,17 @@ def test_a_prompt_guest_session_continues_across_cells(shell: InteractiveShell) 
     run(shell, "%wasi_nn close story")
 
 
+def test_a_session_continues_only_on_its_own_model(shell: InteractiveShell) -> None:
+    """A cell naming another model used to continue the session on its own model."""
+    for guest, session in (("complete", "tale"), ("chat", "chatter")):
+        assert run(shell, f"%%wasi_nn {guest} -q --session {session} -p n-predict=2\nOnce").success
+        result = run(shell, f"%%wasi_nn {guest} -m echo -q --session {session}\nHello echo")
+        assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+        assert f"session {session!r} runs model 'default', not 'echo'" in str(result.error_in_exec)
+        assert len(lab().session(session).generations) == 1
+        run(shell, f"%wasi_nn close {session}")
+
+
 def test_a_chat_guest_lives_across_cells_until_closed(shell: InteractiveShell) -> None:
     assert run(shell, "%%wasi_nn chat -q --session talk -p n-predict=8 -p temp=0\nHello!").success
     assert shell.user_ns["_wasi_nn"].exit_code is None  # waiting for the next turn

@@ -3,8 +3,11 @@ idle expiry."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import GREEDY
@@ -16,6 +19,7 @@ from wasinn_lab import (
     InvalidArgument,
     NotFound,
     PromptTooLong,
+    Session,
     Tensor,
     TensorType,
 )
@@ -54,6 +58,24 @@ def test_compute_takes_and_returns_named_tensors(host: Host) -> None:
     with host.open_session("echo") as echo:
         tensors = {"a": Tensor((2,), TensorType.F32, bytes(8)), "b": Tensor((1, 3), TensorType.U8, b"xyz")}
         assert echo.compute(tensors) == tensors
+
+
+def test_each_compute_answers_for_its_own_inputs_only(host: Host) -> None:
+    """The echo model used to answer a compute with every tensor its context had ever
+    been given: x, then x, t0, t1 and t2."""
+
+    def named(*names: str) -> dict[str, Tensor]:
+        return {name: Tensor((len(name),), TensorType.U8, name.encode()) for name in names}
+
+    with host.open_session("echo") as echo:
+        x, three = named("x"), named("t0", "t1", "t2")
+        assert echo.compute(x) == x
+        assert echo.compute(three) == three
+        assert echo.compute(x) == x
+        # What set_input staged stays staged (preview1's, as in WasmEdge): a compute
+        # given no inputs answers for all of it.
+        echo.set_input("y", named("y")["y"])
+        assert echo.compute() == {**x, **named("y")}
 
 
 def test_a_generation_is_a_stream_the_caller_pulls(host: Host) -> None:
@@ -201,7 +223,12 @@ def test_a_session_with_bad_params_is_never_left_open(host: Host) -> None:
         host.open_session("default", {"temp": "hot"})
     with pytest.raises(ConfigError, match="no parameter 'tmep'"):
         host.open_session("default", {"tmep": 0.2})
-    assert len(host.sessions) == before
+    # A number the model cannot take fails on the context, once it and the session exist:
+    # the session is closed and its id let go.
+    with pytest.raises(InvalidArgument, match="ctx-size 1000000000 is over the model's context length"):
+        host.open_session("default", {"ctx-size": 10**9}, session_id="too-big")
+    assert len(host.sessions) == before and host.sessions.find("too-big") is None
+    host.open_session("echo", session_id="too-big").close()
 
 
 def test_watchers_see_every_change_and_reload_rebuilds_now(host: Host) -> None:
@@ -242,3 +269,90 @@ def test_one_guest_drives_a_session_at_a_time(host: Host) -> None:
     finally:
         first.close()
         host.sessions.close("held")
+
+
+def test_a_named_session_is_continued_only_on_its_own_model(host: Host) -> None:
+    """Asked for another model, a named session used to be continued on its own: `echo`
+    answered with Gemma's text."""
+    assert host.run("complete", "default", "Once", env={"n_predict": "2"}, session="story").exit_code == 0
+    try:
+        result = host.run("complete", "echo", "Hello echo", session="story")
+        assert result.exit_code == 2 and "session 'story' runs model 'default', not 'echo'" in result.errors[0]
+        assert len(host.session("story").generations) == 1
+    finally:
+        host.sessions.close("story")
+    with host.open_session("echo", session_id="echoes") as echoes:
+        for guest in ("complete", "tensor_py", "stream_llm"):  # preview1, wasi:nn, wasinn:llm
+            result = host.run(guest, "default", "Hello", session="echoes")
+            assert result.exit_code != 0, (guest, result.stdout)
+            assert any("session 'echoes' runs model 'echo', not 'default'" in error for error in result.errors), (
+                guest, result.errors)
+        assert not echoes.generations
+
+
+@contextlib.contextmanager
+def switching_often() -> Iterator[None]:
+    """Threads handed the interpreter every microsecond: a check-then-act race between
+    them shows in a few tries rather than once in a long while."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def at_once(count: int, work: Callable[[], object]) -> list[object]:
+    """``work()`` on ``count`` threads released together: what each returned or raised."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = work()
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_sessions_opened_at_once_keep_to_the_cap_and_their_ids() -> None:
+    """The manager checked the cap and the id, let go of its lock, then added the session:
+    opens at once went over max_sessions, or two sessions got one id (one of them, and its
+    context, orphaned)."""
+    with Host(default_model=False, max_sessions=2) as small, switching_often():
+        for _ in range(20):
+            results = at_once(8, lambda: small.open_session("echo"))
+            opened = [result for result in results if isinstance(result, Session)]
+            assert len(opened) == 2 and len(small.sessions) == 2
+            assert all(isinstance(result, Busy) for result in results if result not in opened)
+            small.sessions.close_all()
+            results = at_once(8, lambda: small.open_session("echo", session_id="same"))
+            opened = [result for result in results if isinstance(result, Session)]
+            assert len(opened) == 1 and small.session("same") is opened[0]
+            small.sessions.close_all()
+
+
+def test_a_session_is_not_idle_while_its_stream_is_open() -> None:
+    """Between two tokens a session said "idle", and the idle sweep closed it under the
+    guest generating on it."""
+    clock = FakeClock()
+    with Host(idle_timeout=300, clock=clock) as quick:
+        session = quick.open_session("default", {**GREEDY, "n-predict": 3})
+        session.set_input("prompt", prompt("Once upon a time"))
+        session.start_generation()
+        assert session.next_token() is not None
+        clock.now += 301  # the guest takes its time over a token
+        assert session.state == "running"
+        assert quick.sessions.sweep() == [] and not session.closed
+        while session.next_token() is not None:
+            pass
+        assert session.state == "idle"
+        clock.now += 301
+        assert quick.sessions.sweep() == [session.id]

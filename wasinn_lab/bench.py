@@ -458,13 +458,13 @@ class Bench:
             for _ in range(5):  # alternate, and keep each side's best: the machine is noisy
                 for recording in (False, True):
                     session._stream = Instant()  # measuring the session's real per-token path
-                    session._current = Generation() if recording else None
+                    session._recorder.current = Generation() if recording else None
                     started = time.perf_counter()
                     for _ in range(tokens // 5):
                         session.next_token()
                     timings[recording].append((time.perf_counter() - started) / (tokens // 5))
         finally:
-            session._stream = session._current = None
+            session._stream = session._recorder.current = None
             self.host.sessions.discard(session)
         return (min(timings[True]) - min(timings[False])) * 1e6
 

@@ -138,13 +138,14 @@ class GuestNN:
         params = {key: value for key, value in self._params.items() if loaded.backend.options.lookup(key)}
         session = self._sessions.find(name) if name is not None else None
         if session is not None:
+            session.require_model(loaded.model)
             self._detach.append(session.claim(self))
             if params:
                 session.set(params)
         else:
             context = loaded.graph.init_execution_context(loaded.config)
             session = self._sessions.open(context, loaded.backend, model=loaded.model, guest=self.guest,
-                                          session_id=name, params=params)
+                                          session_id=name, params=params, holder=self)
             self._detach.append(session.claim(self))
         if name is not None and not loaded.owned:
             # A model the guest sent as bytes is freed when the guest ends, and so must be

@@ -79,6 +79,9 @@ class ExecutionContext(Protocol):
 
     def set_input(self, name: str, tensor: Tensor) -> None: ...
 
+    def clear_inputs(self) -> None:
+        """Forget every input set: the next compute is on those set from now on."""
+
     def compute(self) -> None: ...
 
     def output_names(self) -> list[str]:

@@ -46,6 +46,9 @@ class _EchoContext:
             )
         self._inputs[name] = tensor
 
+    def clear_inputs(self) -> None:
+        self._inputs = {}
+
     def compute(self) -> None:
         self._outputs = dict(self._inputs)
 

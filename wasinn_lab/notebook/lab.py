@@ -146,6 +146,9 @@ class Lab:
         if stdin_turns is None:
             stdin_turns = self.host.reads_stdin_turns(resolved)
         result = result or CellResult(guest=guest, session=session)
+        open_session = self.host.sessions.find(session) if session is not None else None
+        if open_session is not None:
+            open_session.require_model(model)  # a chat guest kept alive would answer on its own
         with self._exclusive(session):
             task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
                               stdin_turns, limits)

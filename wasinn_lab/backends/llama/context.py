@@ -220,6 +220,9 @@ class LlamaContext:
         # Tokenizing is backend work too: it grows with the prompt.
         self._prompt_seconds = self.backend_seconds = time.perf_counter() - started
 
+    def clear_inputs(self) -> None:
+        self._prompt = []
+
     def output_names(self) -> list[str]:
         return [EMBEDDING] if self._embedding is not None else [TEXT]
 
@@ -242,17 +245,13 @@ class LlamaContext:
     # -- generation -----------------------------------------------------------------------
 
     def compute(self) -> None:
-        if self._config["embedding"]:
-            started = time.perf_counter()
-            try:
-                with self.log_section:
-                    self._embed()
-            finally:
-                self.backend_seconds += time.perf_counter() - started
-            return
-        stream = self.generate()
-        while stream.next_token() is not None:
-            pass
+        """An embedding (a context that generates is computed by pulling ``generate``)."""
+        started = time.perf_counter()
+        try:
+            with self.log_section:
+                self._embed()
+        finally:
+            self.backend_seconds += time.perf_counter() - started
 
     def generate(self) -> LlamaStream:
         if self._stream is not None:

@@ -1,39 +1,31 @@
-"""Sessions: the neutral execution API every ABI front-end drives.
-
-Each execution context is a session with an id, its model, its parameters, its
+"""One session: an execution context with an id, its model, its parameters, its
 generations and listeners that receive the text token by token. A front-end sets named
 input tensors and computes, or pulls a generation token by token; it never sees the
-backend. Parameters set from the host (``set``) wait for the next generation: a slider
-moved while a generation runs returns at once, and a change that rebuilds the context
-never lands between two of its tokens.
-
-The manager caps how many sessions live at once and frees those idle too long. Sweeping
-is lazy (on every open and listing) and can be called explicitly, so no thread races a
-running generation.
+backend. One operation runs at a time; ``set``, ``stop`` and the readers return at once
+from any thread, even while a generation runs.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import itertools
-import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .backends.base import Backend, ExecutionContext, TokenEvent, TokenStream, Usage
-from .errors import Busy, ConfigError, InvalidArgument, NNError, NotFound
-from .metrics import Generation, generations_frame, tokens_frame
-from .types import Tensor
+from ..backends.base import Backend, ExecutionContext, TokenEvent, TokenStream, Usage
+from ..errors import Busy, ConfigError, InvalidArgument
+from ..metrics import generations_frame, tokens_frame
+from ..types import Tensor
+from .parameters import ParameterQueue
+from .recording import Recorder
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Session", "SessionManager", "Token", "TokenListener", "in_use"]
+    from ..metrics import Generation
 
-log = logging.getLogger(__name__)
+__all__ = ["Session", "Token", "TokenListener", "in_use"]
 
 
 class Token(NamedTuple):
@@ -46,8 +38,6 @@ class Token(NamedTuple):
 
 
 TokenListener = Callable[[Token], None]
-
-_ids = itertools.count(1)
 
 
 def in_use(session_id: str, by: str) -> Busy:
@@ -69,12 +59,12 @@ class Session:
         context: ExecutionContext,
         backend: Backend,
         *,
+        session_id: str,
         model: str | None,
         guest: str | None,
         clock: Callable[[], float],
-        session_id: str | None = None,
     ) -> None:
-        self.id = session_id or f"s{next(_ids)}"
+        self.id = session_id
         self.model = model
         self.guest = guest
         self.created = clock()
@@ -85,28 +75,26 @@ class Session:
         self.inputs = backend.inputs  # the input names it takes; None: any
         self.build = backend.build
         self._lock = threading.RLock()  # one operation at a time
-        self._pending: dict[str, Any] = {}  # set, not yet applied: applied where the next generation starts
-        self._pending_lock = threading.Lock()
+        self._parameters = ParameterQueue(context)
+        self._recorder = Recorder()
+        self.generations = self._recorder.generations
         self._listeners: list[TokenListener] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._running = False  # an operation is under way
         self._closed = False
         self._stream: TokenStream | None = None  # the generation being pulled token by token
-        self._current: Generation | None = None  # from its start until the next input
-        self._pending_host = 0.0  # host-call time before a generation starts (set_input)
-        self._pending_since = 0.0
         self._stop_requested = False
         self._stopped = False  # the latest generation ended at a stop() request
         self._holder: object | None = None  # the guest that drives this session now
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._watchers: list[Callable[[dict[str, Any]], None]] = []
-        self.generations: list[Generation] = []
 
     # -- what users read and set ----------------------------------------------------------
 
     @property
     def state(self) -> str:
-        return "closed" if self._closed else "running" if self._running else "idle"
+        """"running" from the start of a generation to its end, token stream included."""
+        return "closed" if self._closed else "running" if self.generating else "idle"
 
     @property
     def closed(self) -> bool:
@@ -130,14 +118,12 @@ class Session:
     @property
     def parameters(self) -> dict[str, Any]:
         """Every parameter, as the next generation will have it."""
-        with self._pending_lock:
-            return {**self._context.parameters, **self._pending}
+        return self._parameters.current
 
     @property
     def pending(self) -> dict[str, Any]:
         """Changes made with ``set`` that wait for the next generation."""
-        with self._pending_lock:
-            return dict(self._pending)
+        return self._parameters.pending
 
     def get(self, key: str) -> Any:
         option = self._options.lookup(key)
@@ -150,8 +136,7 @@ class Session:
         """Change parameters for the next generation: ``set(temp=0.2)`` or
         ``set({"top-p": 0.9})``. Returns at once, even while a generation runs; a bad
         name or value raises InvalidArgument and changes nothing."""
-        changes = self._options.normalize({**(options or {}), **kwargs}, strict=True)
-        self._queue(changes)
+        self._queue(self._options.normalize({**(options or {}), **kwargs}, strict=True))
 
     def configure(self, options: Mapping[str, Any]) -> None:
         """A guest's config (unknown keys are logged and ignored, as WasmEdge does);
@@ -160,15 +145,10 @@ class Session:
 
     def _queue(self, changes: dict[str, Any]) -> None:
         self._check_open()
-        current = self.parameters
-        changes = {key: value for key, value in changes.items() if current.get(key) != value}
-        if not changes:
-            return
-        self._context.check(changes)
-        with self._pending_lock:
-            self._pending.update(changes)
-        for watcher in list(self._watchers):
-            watcher(changes)
+        changed = self._parameters.queue(changes)
+        if changed:
+            for watcher in list(self._watchers):
+                watcher(changed)
 
     def watch(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``callback(changed)`` after every change, from the host or the guest;
@@ -186,25 +166,28 @@ class Session:
             if self.generating:
                 return False
             self._check_open()
-            self._apply_pending()
+            self._parameters.apply()
             self._context.prepare()
             return True
         finally:
             self._lock.release()
 
+    def require_model(self, model: str | None) -> None:
+        """Raise InvalidArgument unless the session runs ``model`` (None: a model a guest
+        sent as bytes): a session is continued on its own model only."""
+        if model != self.model:
+            asked = repr(model) if model is not None else "a model sent as bytes"
+            raise InvalidArgument(f"session {self.id!r} runs model {self.model!r}, not {asked}: "
+                                  f"continue it on {self.model!r}, or name another session")
+
     @property
     def text(self) -> str:
         """Text of the latest generation, as far as it has got ("" once a new input is set)."""
-        return self._current.text if self._current is not None else ""
+        current = self._recorder.current
+        return current.text if current is not None else ""
 
     def usage(self) -> Usage:
         return self._context.usage()
-
-    @property
-    def counts(self) -> dict[str, int]:
-        usage = self._context.usage()
-        return {"input_tokens": usage.input_tokens, "evaluated_tokens": usage.evaluated_tokens,
-                "output_tokens": usage.output_tokens}
 
     def metrics(self) -> pd.DataFrame:
         """One row per generation: tokens, prompt evaluation, time to first token, decode
@@ -218,16 +201,7 @@ class Session:
     def account(self, call: str, seconds: float) -> None:
         """Host time spent in one wasi-nn call on this session (the front-ends report it,
         naming the call as their ABI does)."""
-        current = self._current
-        if current is None:
-            if not self._pending_host:
-                self._pending_since = time.perf_counter() - seconds
-            self._pending_host += seconds
-            return
-        current.host_seconds += seconds
-        count, total = current.host_calls.get(call, (0, 0.0))
-        current.host_calls[call] = (count + 1, total + seconds)
-        current.ended = time.perf_counter()
+        self._recorder.account(call, seconds)
 
     def add_listener(self, listener: TokenListener) -> Callable[[], None]:
         """Call ``listener(token)`` for every generated token; returns its remover."""
@@ -274,11 +248,31 @@ class Session:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            self._end_generation()
-            self._context.close()
-            self._listeners.clear()
-        for callback in self._close_callbacks:
+            self._shut()
+        self._closed_now()
+
+    def expire(self, idle_timeout: float) -> bool:
+        """Close the session if it has been idle for more than ``idle_timeout`` seconds;
+        whether it did. An operation under way, or a token stream open, is not idle."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self.generating or self._clock() - self.last_used <= idle_timeout:
+                return False
+            self._shut()
+        finally:
+            self._lock.release()
+        self._closed_now()
+        return True
+
+    def _shut(self) -> None:
+        self._closed = True
+        self._end_generation()
+        self._context.close()
+        self._listeners.clear()
+
+    def _closed_now(self) -> None:
+        for callback in list(self._close_callbacks):
             callback(self)
 
     def __enter__(self) -> Session:
@@ -292,12 +286,6 @@ class Session:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidArgument(f"session {self.id} is closed (finalized or expired)")
-
-    def _apply_pending(self) -> None:
-        with self._pending_lock:
-            pending, self._pending = self._pending, {}
-        if pending:
-            self._context.configure(pending)
 
     @contextlib.contextmanager
     def _operation(self) -> Iterator[None]:
@@ -313,32 +301,31 @@ class Session:
 
     def set_input(self, name: str, tensor: Tensor) -> None:
         """Set a named input; it ends any generation under way, and the next one starts
-        with the parameters set until now."""
+        with the parameters set until now. Inputs stay set until replaced."""
         with self._operation():
-            self._end_generation()
-            self._apply_pending()
-            self._context.set_input(name, tensor)
-            self._current = None
+            self._stage({name: tensor}, replace=False)
 
     def compute(self, inputs: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Set ``inputs`` (if any), compute, and return every output by name. A context
-        that generates runs its token stream to the end (listeners get each token;
-        ``stop`` ends it early)."""
-        for name, tensor in (inputs or {}).items():
-            self.set_input(name, tensor)
+        """Compute, and return every output by name: on ``inputs`` alone when given (the
+        inputs set before are dropped: a call's outputs are that call's, as the wasi:nn
+        WIT's compute answers), else on the inputs set with ``set_input``. A context that
+        generates runs its token stream to the end (listeners get each token; ``stop``
+        ends it early)."""
         with self._operation():
+            if inputs is not None:
+                self._stage(inputs, replace=True)
             if self._context.generates:
                 self._begin_generation()
                 while self._pull() is not None:
                     pass
             else:
                 self._end_generation()
-                self._apply_pending()
+                self._parameters.apply()
                 record = self._begin_record()
                 try:
                     self._context.compute()
                 finally:
-                    self._finish_record(record)
+                    self._recorder.finish(record, self._context.usage())
             return {name: self._context.get_output(name) for name in self._context.output_names()}
 
     def start_generation(self) -> None:
@@ -379,25 +366,23 @@ class Session:
 
     # -- inside the lock ------------------------------------------------------------------
 
+    def _stage(self, inputs: Mapping[str, Tensor], *, replace: bool) -> None:
+        self._end_generation()
+        self._parameters.apply()
+        if replace:
+            self._context.clear_inputs()
+        for name, tensor in inputs.items():
+            self._context.set_input(name, tensor)
+        self._recorder.current = None
+
     def _begin_record(self) -> Generation:
         self._stop_requested = self._stopped = False
         self._decoder.reset()
-        # A generation starts where its input was given, if a front-end timed that.
-        started = self._pending_since if self._pending_host else time.perf_counter()
-        record = self._current = Generation(started=started, host_seconds=self._pending_host)
-        self._pending_host = 0.0
-        self.generations.append(record)
-        return record
-
-    def _finish_record(self, record: Generation) -> None:
-        usage = self._context.usage()
-        (record.prompt_tokens, record.evaluated_tokens, record.output_tokens,
-         record.prompt_seconds, record.backend_seconds) = usage
-        record.ended = time.perf_counter()
+        return self._recorder.begin()
 
     def _begin_generation(self) -> None:
         self._end_generation()
-        self._apply_pending()
+        self._parameters.apply()
         self._stream = self._context.generate()
         self._begin_record()
 
@@ -418,7 +403,7 @@ class Session:
             self._end_generation()
             return None
         token = Token(self._decoder.decode(event.piece), event.piece, event.token_id, event.time)
-        record = self._current
+        record = self._recorder.current
         if record is not None:
             record.token_times.append(event.time)
             record.token_texts.append(token.text)
@@ -431,117 +416,6 @@ class Session:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
-            if self._current is not None:
-                self._finish_record(self._current)
-
-
-class SessionManager:
-    def __init__(
-        self,
-        *,
-        max_sessions: int = 100,
-        idle_timeout: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if max_sessions < 1:
-            raise ConfigError(f"max_sessions must be at least 1, got {max_sessions}")
-        if idle_timeout <= 0:
-            raise ConfigError(f"idle_timeout must be a positive number of seconds, got {idle_timeout}")
-        self.max_sessions = max_sessions
-        self.idle_timeout = idle_timeout
-        self._clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
-
-    def open(
-        self,
-        context: ExecutionContext,
-        backend: Backend,
-        *,
-        model: str | None,
-        guest: str | None,
-        session_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Session:
-        """A session on ``context`` (which it then owns: on any failure here it is
-        closed), with ``params`` (a person's: unknown names are errors) set."""
-        self.sweep()
-        try:
-            with self._lock:
-                if session_id is not None and session_id in self._sessions:
-                    raise Busy(f"session {session_id!r} is already open")
-                if len(self._sessions) >= self.max_sessions:
-                    raise Busy(
-                        f"{len(self._sessions)} sessions are open, the maximum is {self.max_sessions}: "
-                        "close some or raise max_sessions"
-                    )
-                session = Session(context, backend, model=model, guest=guest, clock=self._clock, session_id=session_id)
-        except NNError:
-            context.close()
-            raise
-        try:
-            if params:
-                session.set(params)
-        except BaseException:
-            session.close()
-            raise
-        with self._lock:
-            self._sessions[session.id] = session
-        session.on_close(self._forget)  # however it closes, the manager lets it go
-        return session
-
-    def _forget(self, session: Session) -> None:
-        with self._lock:
-            if self._sessions.get(session.id) is session:
-                del self._sessions[session.id]
-
-    def find(self, session_id: str) -> Session | None:
-        self.sweep()
-        return self._sessions.get(session_id)
-
-    def get(self, session_id: str) -> Session:
-        try:
-            return self._sessions[session_id]
-        except KeyError:
-            raise NotFound(f"no open session {session_id!r}") from None
-
-    def close(self, session_id: str) -> None:
-        with self._lock:
-            session = self._sessions.pop(session_id, None)
-        if session is None:
-            raise NotFound(f"no open session {session_id!r}")
-        session.close()
-
-    def discard(self, session: Session) -> None:
-        """Close ``session`` if it is still open; forget it either way."""
-        with self._lock:
-            self._sessions.pop(session.id, None)
-        session.close()
-
-    def sweep(self) -> list[str]:
-        """Close sessions idle longer than ``idle_timeout``; returns their ids."""
-        now = self._clock()
-        with self._lock:
-            expired = [
-                session
-                for session in self._sessions.values()
-                if session.state == "idle" and now - session.last_used > self.idle_timeout
-            ]
-            for session in expired:
-                del self._sessions[session.id]
-        for session in expired:
-            session.close()
-        return [session.id for session in expired]
-
-    def close_all(self) -> None:
-        with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            session.close()
-
-    def __iter__(self) -> Iterator[Session]:
-        self.sweep()
-        return iter(list(self._sessions.values()))
-
-    def __len__(self) -> int:
-        return len(self._sessions)
+            current = self._recorder.current
+            if current is not None:
+                self._recorder.finish(current, self._context.usage())
