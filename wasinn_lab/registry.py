@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from .backends.base import Backend, Graph
 from .errors import ConfigError, InvalidEncoding, ModelNotFound, NNError, NotFound
+from .singleflight import SingleFlight
 from .types import ExecutionTarget, GraphEncoding
 
 E = TypeVar("E", bound=enum.Enum)
@@ -81,6 +82,7 @@ class ModelRegistry:
         self._specs: dict[str, ModelSpec] = {}
         self._graphs: dict[str, Graph] = {}
         self._lock = threading.RLock()
+        self._loads: SingleFlight[str, Graph] = SingleFlight(self._lock)
 
     # -- registration ---------------------------------------------------------------------
 
@@ -155,17 +157,22 @@ class ModelRegistry:
 
     def load(self, name: str, config: Mapping[str, Any] | None = None) -> LoadedGraph:
         """The named model's graph (cached) with its default config overridden by
-        ``config`` (a guest's: unknown keys are logged and ignored, as WasmEdge does)."""
+        ``config`` (a guest's: unknown keys are logged and ignored, as WasmEdge does).
+        A model loads without the registry's lock: other names, and this one once
+        loaded, are served meanwhile; a second load of it waits for the first."""
         spec = self.get(name)
         backend = self._backend(spec.encoding)
         merged = {**spec.config, **backend.options.normalize(config or {}, source=f"model {name!r}")}
-        with self._lock:
-            graph = self._graphs.get(name)
-            if graph is None:
-                if spec.path is not None and not spec.path.is_file():
-                    raise ModelNotFound(f"model {name!r}: file {spec.path} does not exist")
-                graph = backend.load_file(spec.path or Path(), spec.target, merged)
-                self._graphs[name] = graph
+
+        def load() -> Graph:
+            if spec.path is not None and not spec.path.is_file():
+                raise ModelNotFound(f"model {name!r}: file {spec.path} does not exist")
+            return backend.load_file(spec.path or Path(), spec.target, merged)
+
+        graph = self._loads.get(name, lambda: self._graphs.get(name), load,
+                                lambda loaded: self._graphs.update({name: loaded}))
+        if self._specs.get(name) is not spec:  # registered anew while it loaded: not for later loads
+            self.forget(name)
         return LoadedGraph(graph, backend, merged, name)
 
     def load_bytes(

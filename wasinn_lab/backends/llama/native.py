@@ -27,10 +27,15 @@ class NativeContext:
         if ctx is None:
             raise BackendError("llama.cpp could not create a context (out of memory for this ctx-size?)")
         self.ctx = ctx  # the name llama-cpp-python's samplers read
-        self._memory = llama_cpp.llama_get_memory(ctx)
-        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
-        self.n_batch = int(llama_cpp.llama_n_batch(ctx))
-        self.batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        try:
+            self._memory = llama_cpp.llama_get_memory(ctx)
+            self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
+            self.n_batch = int(llama_cpp.llama_n_batch(ctx))
+            self.batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        except BaseException:
+            with log.Section(False):
+                llama_cpp.llama_free(ctx)
+            raise
         compute_thread.acquire()
         weights.contexts.add(self)
 

@@ -23,6 +23,7 @@ import llama_cpp
 from llama_cpp import _internals
 
 from ...errors import BackendError, Busy
+from ...singleflight import SingleFlight
 from . import log
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = ["Weights", "WeightsCache", "MAX_WEIGHT_COPIES", "gpu_offload_supporte
 
 MAX_WEIGHT_COPIES = 4  # per model file: one per distinct set of model-level settings in use
 _GPU_SETTINGS = frozenset({"n-gpu-layers", "main-gpu"})
+_Key = tuple[str, tuple[tuple[str, Any], ...]]  # the file's real path, the model-level settings
 
 
 def gpu_offload_supported() -> bool:
@@ -47,21 +49,28 @@ class Weights:
         params.main_gpu = settings["main-gpu"]
         params.use_mmap = settings["use-mmap"]
         log.acquire()
+        native: _internals.LlamaModel | None = None
         try:
             with log.Section(False):
                 # verbose=True: llama-cpp-python otherwise redirects the process's file
                 # descriptors while it loads; its log is ours to filter anyway.
-                self.native = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
-        except ValueError as exc:
+                native = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
+            self.n_vocab = native.n_vocab()
+            self.n_ctx_train = native.n_ctx_train()
+            self.metadata = native.metadata()
+        except BaseException as exc:  # a Ctrl-C during the load too: no model, no log callback left behind
+            if native is not None:
+                with log.Section(False):
+                    native.close()
             log.release()
-            raise BackendError(f"llama.cpp failed to load {path}: {exc}") from exc
+            if isinstance(exc, ValueError):
+                raise BackendError(f"llama.cpp failed to load {path}: {exc}") from exc
+            raise
+        self.native = native
+        self.vocab = native.vocab
         self.path = path
         self.requested_gpu_layers = settings["n-gpu-layers"]
         self.contexts: weakref.WeakSet[NativeContext] = weakref.WeakSet()  # freed before the weights
-        self.n_vocab = self.native.n_vocab()
-        self.n_ctx_train = self.native.n_ctx_train()
-        self.metadata = self.native.metadata()
-        self.vocab = self.native.vocab
         self.references = 0
 
     @property
@@ -112,11 +121,12 @@ class Weights:
 
 class WeightsCache:
     def __init__(self) -> None:
-        self._loaded: dict[tuple[str, tuple[tuple[str, Any], ...]], Weights] = {}
+        self._loaded: dict[_Key, Weights] = {}
         self._lock = threading.Lock()
+        self._loads: SingleFlight[_Key, Weights] = SingleFlight(self._lock)
 
     @staticmethod
-    def _key(path: Path, settings: tuple[tuple[str, Any], ...]) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    def _key(path: Path, settings: tuple[tuple[str, Any], ...]) -> _Key:
         # Without GPU offload, the GPU settings change nothing: no copy of the weights for them.
         if not gpu_offload_supported():
             settings = tuple(item for item in settings if item[0] not in _GPU_SETTINGS)
@@ -124,20 +134,28 @@ class WeightsCache:
 
     def acquire(self, path: Path, settings: tuple[tuple[str, Any], ...]) -> Weights:
         """A reference to the weights of ``path`` with these model-level settings, loaded
-        if no one holds them now; give it back with ``release``."""
+        if no one holds them now; give it back with ``release``. They load without the
+        cache's lock: other weights are handed out meanwhile, and a second user of
+        these waits for them rather than loading a copy of its own."""
         key = self._key(path, settings)
-        with self._lock:
+
+        def take() -> Weights | None:
             weights = self._loaded.get(key)
-            if weights is None:
-                copies = sum(1 for file, _ in self._loaded if file == key[0])
-                if copies >= MAX_WEIGHT_COPIES:
-                    raise Busy(f"{path.name} is loaded with {MAX_WEIGHT_COPIES} different model-level settings "
-                               "(n-gpu-layers, main-gpu, use-mmap) already; reuse one of them")
-                # Loading under the lock: a second user of the same weights waits for
-                # them rather than loading a copy of its own.
-                weights = self._loaded[key] = Weights(path, dict(settings))
-            weights.references += 1
+            if weights is not None:
+                weights.references += 1
             return weights
+
+        def room() -> None:
+            copies = sum(1 for file, _ in [*self._loaded, *self._loads.under_way()] if file == key[0])
+            if copies >= MAX_WEIGHT_COPIES:
+                raise Busy(f"{path.name} is loaded with {MAX_WEIGHT_COPIES} different model-level settings "
+                           "(n-gpu-layers, main-gpu, use-mmap) already; reuse one of them")
+
+        def keep(weights: Weights) -> None:
+            weights.references = 1
+            self._loaded[key] = weights
+
+        return self._loads.get(key, take, lambda: Weights(path, dict(settings)), keep, room)
 
     def release(self, weights: Weights) -> None:
         with self._lock:
