@@ -57,9 +57,11 @@ class SingleFlight(Generic[K, V]):
             value = load()
             loaded = True
         finally:
-            with self._lock:
-                if loaded:
-                    keep(value)
-                del self._under_way[key]
-            loading.set()
+            try:
+                with self._lock:
+                    del self._under_way[key]
+                    if loaded:
+                        keep(value)
+            finally:
+                loading.set()  # whatever happened: no caller waits for good
         return value
