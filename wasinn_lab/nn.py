@@ -3,8 +3,11 @@
 graphs, the named session it adopts, its claims on sessions, the cap on model bytes
 it may send, and what its failed calls said.
 
-Front-ends convert their ABI's types to these calls and map ``NNError`` to their own
-codes; nothing here knows an ABI's numbers or wire formats.
+Every host call of every front-end goes through one wrapper, ``GuestNN.boundary``: it
+times the call, turns a foreign exception into the error tree (logged), keeps what
+failed, and hands the error to the front-end, which answers with its code for it
+(``code_for`` over its table {error class: code}). Nothing here knows an ABI's numbers
+or wire formats.
 """
 
 from __future__ import annotations
@@ -23,11 +26,21 @@ from .registry import LoadedGraph, ModelRegistry
 from .sessions import Session, SessionManager
 from .types import ExecutionTarget, GraphEncoding
 
-__all__ = ["GuestNN", "MAX_ERRORS"]
+__all__ = ["GuestNN", "MAX_ERRORS", "code_for"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+C = TypeVar("C")
+E = TypeVar("E", bound=BaseException)
 MAX_ERRORS = 100  # messages kept per guest: one that loops on a failing call must not fill memory
+
+
+def code_for(codes: Mapping[type[E], C], error: BaseException, default: C) -> C:
+    """The code a front-end's table gives ``error``: its class's, else its nearest base's."""
+    for cls in type(error).__mro__:
+        if cls in codes:
+            return codes[cls]
+    return default
 
 
 class GuestNN:
@@ -55,7 +68,8 @@ class GuestNN:
         self._on_session = on_session
         self._on_error = on_error
         self.errors: list[str] = []  # what the guest's failed calls said, in order
-        self.errors_dropped = 0
+        self.errors_dropped = 0  # failed calls past MAX_ERRORS: counted, not kept
+        self._used = -1  # the execution context the call under way looked up (-1: none)
         self._staging: Path | None = None
         self._kept: set[str] = set()  # sessions that outlive the guest
         self._detach: list[Callable[[], None]] = []  # claims on its sessions
@@ -156,6 +170,7 @@ class GuestNN:
         return session
 
     def context(self, handle: int) -> Session:
+        self._used = handle
         try:
             return self._contexts[handle]
         except KeyError:
@@ -178,44 +193,56 @@ class GuestNN:
         """Each backend's properties, by its encoding's name."""
         return self._registry.backend_properties()
 
-    # -- what front-ends report -----------------------------------------------------------
+    # -- the boundary: every host call of every front-end --------------------------------------
 
-    def timed(self, context: int, name: str, call: Callable[[], T]) -> T:
-        """``call()``, its time accounted to the context as the host call ``name``."""
-        started = time.perf_counter()
-        try:
-            return call()
-        finally:
-            self.account(context, name, time.perf_counter() - started)
+    def boundary(self, call: str, function: Callable[..., T], refuse: Callable[[NNError], T]) -> Callable[..., T]:
+        """``function`` as the host call ``call`` (named as its ABI names it: "wasi-nn
+        compute_single", "wasinn:llm next-chunk"): its time is accounted to the execution
+        context it looked up (``context``), and a failure is kept and answered with
+        ``refuse(error)``, a foreign exception first logged and made a BackendError. This
+        runs on every token: one frame, nothing more."""
+        name = call.rpartition(" ")[2].rpartition(".")[2]  # as the session's metrics name it
 
-    def account(self, context: int, name: str, seconds: float) -> None:
-        """Host time one call on this context took: the session's metrics split its time
-        between the backend, the host and the guest."""
-        session = self._contexts.get(context)
-        if session is not None:
-            session.account(name, seconds)
+        def guarded(*args: Any) -> T:
+            self._used = -1
+            started = time.perf_counter()
+            try:
+                return function(*args)
+            except NNError as exc:
+                self._failed(call, exc)
+                return refuse(exc)
+            except Exception as exc:
+                return refuse(self._failed_unexpectedly(call, exc))
+            finally:
+                session = self._contexts.get(self._used)
+                if session is not None:
+                    session.account(name, time.perf_counter() - started)
 
-    def failed(self, call: str, error: NNError) -> None:
-        """Keep what a failed call (named as its ABI names it: "wasi-nn load") said, for
-        the person running the guest: a guest sees only a code. The ends of streams and
-        too-small buffers are answers, not failures."""
+        return guarded
+
+    def _failed(self, call: str, error: NNError) -> None:
+        """Keep what a failed call said, for the person running the guest: a guest sees
+        only a code. The ends of streams and too-small buffers are answers, not failures."""
         if isinstance(error, EndOfSequence) or (isinstance(error, TooLarge) and error.required):
             return
         message = f"{call} failed: {error}"
         log.info("%s: %s", self.guest, message)
         if len(self.errors) >= MAX_ERRORS:
             self.errors_dropped += 1
+            if self.errors_dropped == 1 and self._on_error is not None:
+                self._on_error(f"more wasi-nn calls failed: only the first {MAX_ERRORS} are kept "
+                               "(RunResult.errors_dropped counts the rest)")
             return
         self.errors.append(message)
         if self._on_error is not None:
             self._on_error(message)
 
-    def failed_unexpectedly(self, call: str, exc: Exception) -> BackendError:
+    def _failed_unexpectedly(self, call: str, exc: Exception) -> BackendError:
         """A host bug in a call: logged with its traceback, kept like any failure, and the
         runtime-error the guest gets instead (never a trap with a traceback)."""
         log.exception("%s: %s failed unexpectedly", self.guest, call)
         error = BackendError(f"the host failed unexpectedly ({type(exc).__name__}: {exc})")
-        self.failed(call, error)
+        self._failed(call, error)
         return error
 
     def close(self) -> None:

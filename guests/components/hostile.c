@@ -9,6 +9,9 @@
  *   hostile bad-tensor          sends the echo model a tensor whose data does not match its
  *                               dims: invalid-argument
  *   hostile bad-parameter MODEL sets temp to a string: invalid-parameter naming temp
+ *   hostile finishes MODEL      ends three generations three ways and prints each finish:
+ *                               n-predict (raised mid-generation, which applies to the next
+ *                               one only): length; the reverse prompt: stop; cancel: cancelled
  *   hostile spins               loops without end in wasm (only the host's limits stop it)
  *
  * Exit status: 0 when the host answered as it should (printed on stdout), 1 otherwise. */
@@ -97,6 +100,40 @@ static int bad_parameter(const char *model)
     return r.of.err.code == LLM_INVALID_PARAMETER && r.of.err.name.is_some ? 0 : 1;
 }
 
+static const char *finish_of(llm_handle generation)
+{
+    static const char *names[] = {"stop", "length", "cancelled", "error"};
+    llm_usage usage = llm_generation_usage(generation);
+    return usage.has_finish && usage.finish < 4 ? names[usage.finish] : "none";
+}
+
+static int finishes(const char *model)
+{
+    llm_handle context = llm_graph_init_context(llm_load_by_name(model));
+    llm_context_set_parameter(context, "temp", (llm_value){.kind = LLM_VALUE_NUMBER, .of.number = 0.0});
+    llm_context_set_parameter(context, "n-predict", (llm_value){.kind = LLM_VALUE_INTEGER, .of.integer = 4});
+    llm_handle generation = llm_context_generate(context, "Once upon a time", 16);
+    size_t len;
+    char *chunk = llm_generation_next_chunk(generation, &len);
+    llm_context_set_parameter(context, "n-predict", (llm_value){.kind = LLM_VALUE_INTEGER, .of.integer = 64});
+    while (chunk) {
+        free(chunk);
+        chunk = llm_generation_next_chunk(generation, &len);
+    }
+    const char *limit = finish_of(generation);
+    llm_context_set_parameter(context, "reverse-prompt", (llm_value){.kind = LLM_VALUE_TEXT, .of.text = {" ", 1}});
+    llm_handle stopped = llm_context_generate(context, "Once upon a time", 16);
+    while ((chunk = llm_generation_next_chunk(stopped, &len)))
+        free(chunk);
+    const char *reverse = finish_of(stopped);
+    llm_handle cancelled = llm_context_generate(context, "Once upon a time", 16);
+    free(llm_generation_next_chunk(cancelled, &len));
+    llm_generation_cancel(cancelled);
+    const char *cancel = finish_of(cancelled);
+    printf("n-predict: %s; reverse prompt: %s; cancel: %s\n", limit, reverse, cancel);
+    return !strcmp(limit, "length") && !strcmp(reverse, "stop") && !strcmp(cancel, "cancelled") ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -111,9 +148,11 @@ int main(int argc, char **argv)
         return bad_tensor();
     if (!strcmp(mode, "bad-parameter"))
         return bad_parameter(model);
+    if (!strcmp(mode, "finishes"))
+        return finishes(model);
     if (!strcmp(mode, "spins"))
         for (volatile int spin = 1; spin;)
             ;
-    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|bad-parameter|spins [MODEL]\n", stderr);
+    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|bad-parameter|finishes|spins [MODEL]\n", stderr);
     return 1;
 }

@@ -2,20 +2,20 @@
 
 Marshalling only, like the other front-ends: graphs and contexts are the guest's wasi-nn
 state (``GuestNN``) and its sessions; a generation is a session's token stream, pulled a
-chunk at a time. Errors are records whose code comes from one function, ``code_for``.
+chunk at a time, which ends for the reason its session gives. Every call goes through the
+guest's boundary (``GuestNN.boundary``); errors are records whose code comes from one
+table, ``_CODES``.
 
 ``wasinn:llm/preview1`` (guests/wit/preview1.wit) is the few calls the ``wasi_ephemeral_nn``
 adapter (wasinn_lab/adapters/) needs besides the rest: loads whose errors keep the host's
-error kind (``kind_for``), unload, a JSON config, an embedding. The adapter, not the host,
-holds preview1's wire formats.
+error kind (table ``_KINDS``), unload, a JSON config, an embedding. The adapter holds
+preview1's wire formats, but for the config and embedding JSON (``conventions``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +25,6 @@ import wasmtime
 from wasmtime import component as cm
 
 from ..backends.base import EMBEDDING, PROMPT, TEXT, Usage
-from ..config import parse_config_json
 from ..errors import (
     BackendError,
     Busy,
@@ -39,12 +38,13 @@ from ..errors import (
     TooLarge,
     UnsupportedOperation,
 )
-from ..nn import GuestNN
+from ..nn import GuestNN, code_for
 from ..sessions import Session
-from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
+from ..types import ExecutionTarget, GraphEncoding
+from .conventions import embedding_json, parse_config, prompt_tensor
 from .resources import ResourceKind, Resources
 
-__all__ = ["LLM", "VERSION", "PACKAGE", "STDIN_TURNS", "code_for", "kind_for"]
+__all__ = ["LLM", "VERSION", "PACKAGE", "STDIN_TURNS", "error_code_for", "kind_for"]
 
 VERSION = "0.1.0"
 PACKAGE = f"wasinn:llm@{VERSION}"
@@ -63,11 +63,8 @@ _CODES: dict[type[NNError], str] = {
 }
 
 
-def code_for(exc: NNError) -> str:
-    for cls in type(exc).__mro__:
-        if cls in _CODES:
-            return _CODES[cls]
-    return "runtime-error"
+def error_code_for(exc: NNError) -> str:
+    return code_for(_CODES, exc, "runtime-error")
 
 
 # wasinn:llm/preview1's error-kind: one case per class of the error tree.
@@ -86,10 +83,7 @@ _KINDS: dict[type[NNError], str] = {
 
 
 def kind_for(exc: NNError) -> str:
-    for cls in type(exc).__mro__:
-        if cls in _KINDS:
-            return _KINDS[cls]
-    return "runtime-error"
+    return code_for(_KINDS, exc, "runtime-error")
 
 
 class _Refused(NNError):
@@ -99,6 +93,12 @@ class _Refused(NNError):
         super().__init__(message)
         self.code = code
         self.name = name
+
+
+def _error(exc: NNError) -> cm.Record:
+    if isinstance(exc, _Refused):
+        return _record(code=exc.code, message=str(exc), name=exc.name)
+    return _record(code=error_code_for(exc), message=str(exc), name=None)
 
 
 def _record(**fields: Any) -> cm.Record:
@@ -162,8 +162,8 @@ class LLM:
                                ("set-parameter", self._result(self._set_parameter)),
                                ("compute", self._result(self._compute)), ("generate", self._result(self._generate))):
                 instance.add_func(f"[method]context.{name}", shield(call))
-            for name, call in (("next-chunk", self._next_chunk), ("cancel", self._cancel_handle),
-                               ("usage", self._usage)):
+            for name, call in (("next-chunk", self._result(self._next_chunk, tagged=True)),
+                               ("cancel", self._cancel_handle), ("usage", self._usage)):
                 instance.add_func(f"[method]generation.{name}", shield(call))
         with root.add_instance(f"wasinn:llm/graphs@{VERSION}") as instance:
             resources.define(instance, self.graph)
@@ -180,42 +180,19 @@ class LLM:
 
     # -- results: every failure an error record ---------------------------------------------
 
-    def _result(self, call: Callable[..., Any]) -> Callable[..., Any]:
-        """``result<T, error>``, T never a record: the error is told apart without a Variant."""
-
-        @functools.wraps(call)
-        def result(store: wasmtime.StoreContext, *args: Any) -> Any:
-            try:
-                return call(store, *args)
-            except Exception as exc:
-                return self._error(call.__name__.strip("_").replace("_", "-"), exc)
-
-        return result
+    def _result(self, call: Callable[..., Any], *, tagged: bool = False) -> Callable[..., Any]:
+        """``result<T, error>``: T never a record, so the error is told apart without a
+        Variant, unless ``tagged`` (``next-chunk``'s ``option<string>`` needs one)."""
+        name = f"wasinn:llm {call.__name__.strip('_').replace('_', '-')}"
+        if not tagged:
+            return self._nn.boundary(name, call, _error)
+        return self._nn.boundary(name, call, lambda error: cm.Variant("err", _error(error)))
 
     def _kind_result(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """``result<T, error-kind>`` (wasinn:llm/preview1): the error tree's own kind."""
-
-        @functools.wraps(call)
-        def result(store: wasmtime.StoreContext, *args: Any) -> cm.Variant:
-            try:
-                return cm.Variant("ok", call(store, *args))
-            except Exception as exc:
-                if isinstance(exc, NNError):
-                    self._nn.failed(f"wasinn:llm preview1.{name}", exc)
-                else:
-                    exc = self._nn.failed_unexpectedly(f"wasinn:llm preview1.{name}", exc)
-                return cm.Variant("err", kind_for(exc))
-
-        return result
-
-    def _error(self, call: str, exc: Exception) -> cm.Record:
-        if isinstance(exc, NNError):
-            self._nn.failed(f"wasinn:llm {call}", exc)
-        else:
-            exc = self._nn.failed_unexpectedly(f"wasinn:llm {call}", exc)
-        if isinstance(exc, _Refused):
-            return _record(code=exc.code, message=str(exc), name=exc.name)
-        return _record(code=code_for(exc), message=str(exc), name=None)
+        return self._nn.boundary(f"wasinn:llm preview1.{name}",
+                                 lambda store, *args: cm.Variant("ok", call(store, *args)),
+                                 lambda error: cm.Variant("err", kind_for(error)))
 
     # -- backends and graphs ----------------------------------------------------------------
 
@@ -284,51 +261,38 @@ class LLM:
     def _compute(self, store: wasmtime.StoreContext, context: cm.ResourceAny, prompt: str) -> str:
         handle, session = self._session(store, context)
         self._end(handle, "cancelled")
-        outputs = self._nn.timed(handle, "compute", lambda: session.compute({PROMPT: _text(prompt)}))
+        outputs = session.compute({PROMPT: prompt_tensor(prompt)})
         return outputs[TEXT].data.decode("utf-8", "replace")
 
     def _generate(self, store: wasmtime.StoreContext, context: cm.ResourceAny, prompt: str) -> cm.ResourceHost:
         handle, session = self._session(store, context)
         self._end(handle, "cancelled")  # a new input ends the generation under way
         started = time.perf_counter()
-        self._nn.timed(handle, "generate", lambda: self._start(session, prompt))
+        session.set_input(PROMPT, prompt_tensor(prompt))
+        session.start_generation()
         generation = self._current[handle] = _Generation(handle, started)
         return self._resources.add(self.generation, generation)
-
-    @staticmethod
-    def _start(session: Session, prompt: str) -> None:
-        session.set_input(PROMPT, _text(prompt))
-        session.start_generation()
 
     def _next_chunk(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> cm.Variant:
         """``result<option<string>, error>``: its error needs an explicit Variant (the
         component_values override makes wasmtime-py take one)."""
-        try:
-            generation: _Generation = self._resources.get(store, handle, self.generation)
-            if generation.finish is not None or self._current.get(generation.context) is not generation:
-                return cm.Variant("ok", None)
-            session = self._nn.context(generation.context)
-        except Exception as exc:
-            return cm.Variant("err", self._error("next-chunk", exc))
+        generation: _Generation = self._resources.get(store, handle, self.generation)
+        if generation.finish is not None or self._current.get(generation.context) is not generation:
+            return cm.Variant("ok", None)
+        session = self._nn.context(generation.context)
         try:
             while True:  # whole characters only: a token that ends inside one gives no text
-                token = self._nn.timed(generation.context, "next-chunk", session.next_token)
+                token = session.next_token()
                 if token is None:
-                    generation.end(self._reason(session), session.usage())
+                    reason = session.end_reason
+                    generation.end(reason.value if reason is not None else "error", session.usage())
                     return cm.Variant("ok", None)
                 if token.text:
                     return cm.Variant("ok", token.text)
-        except Exception as exc:
+        except Exception:
             self._current.pop(generation.context, None)
             generation.end("error", session.usage())
-            return cm.Variant("err", self._error("next-chunk", exc))
-
-    @staticmethod
-    def _reason(session: Session) -> str:
-        if session.stopped:
-            return "cancelled"
-        n_predict = session.parameters.get("n-predict", -1)
-        return "length" if 0 <= n_predict <= session.usage().output_tokens else "stop"
+            raise
 
     def _cancel_handle(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> None:
         self._cancel(self._resources.get(store, handle, self.generation))
@@ -360,7 +324,7 @@ class LLM:
                        build=loaded.backend.build)
 
     def _p1_load_by_name(self, store: wasmtime.StoreContext, name: str, config: bytes | None) -> cm.Record:
-        options = parse_config_json(bytes(config)) if config is not None else None
+        options = parse_config(bytes(config)) if config is not None else None
         return self._loaded(self._nn.load_by_name(name, options))
 
     def _p1_load(self, store: wasmtime.StoreContext, builders: list[bytes], encoding: str, target: str) -> cm.Record:
@@ -371,22 +335,17 @@ class LLM:
         self._nn.unload(self._resources.take(store, graph, self.graph))
 
     def _p1_configure(self, store: wasmtime.StoreContext, context: cm.ResourceAny, config: bytes) -> None:
-        self._session(store, context)[1].configure(parse_config_json(bytes(config)))
+        self._session(store, context)[1].configure(parse_config(bytes(config)))
 
     def _p1_embed(self, store: wasmtime.StoreContext, context: cm.ResourceAny, text: str) -> str:
         handle, session = self._session(store, context)
         self._end(handle, "cancelled")
-        outputs = self._nn.timed(handle, "embed", lambda: session.compute({PROMPT: _text(text)}))
+        outputs = session.compute({PROMPT: prompt_tensor(text)})
         if EMBEDDING not in outputs:
             raise UnsupportedOperation("this context makes no embeddings: make it with `embedding` true")
-        data = outputs[EMBEDDING].data
-        return json.dumps(struct.unpack(f"<{len(data) // 4}f", data))
+        return embedding_json(outputs[EMBEDDING], wrapped=False)
 
     def _finalize(self, context: int) -> None:
         self._end(context, "cancelled")
         self._nn.finalize(context)
 
-
-def _text(prompt: str) -> Tensor:
-    data = prompt.encode()
-    return Tensor((len(data),), TensorType.U8, data)

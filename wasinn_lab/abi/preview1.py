@@ -4,8 +4,10 @@ WasmEdge's GGML extensions (by-name loading, single-token streaming, unload, fin
 Marshalling only: it reads and writes guest memory, turns ABI numbers into the neutral
 types and tensor indexes into names, and calls the guest's wasi-nn state (``GuestNN``)
 and its sessions. WasmEdge's wire formats live here alone: the config JSON at index 1,
-the usage and embedding JSON, ``stream-stdout``, the three-call streaming protocol and
-errno 100 at its end. Errors become errnos in exactly one place, ``errno_for``.
+``stream-stdout``, the three-call streaming protocol and errno 100 at its end (the usage
+and embedding JSON are made in ``conventions``, which the wasinn:llm adapter's share).
+Every call goes through the guest's boundary (``GuestNN.boundary``); its errors become
+errnos through one table, ``ERRNO``.
 
 Index semantics follow the backend. One that names its inputs (the GGML backend takes
 ``prompt``) gets WasmEdge's: input 1 is config, any other index is its first input;
@@ -15,18 +17,14 @@ names (echo) gets index ``i`` as the tensor named ``"i"``.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import struct
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 
 from ..backends.base import EMBEDDING, TEXT
-from ..config import parse_config_json
 from ..errors import (
     BackendError,
     Busy,
@@ -42,9 +40,10 @@ from ..errors import (
     TooLarge,
     UnsupportedOperation,
 )
-from ..nn import GuestNN
+from ..nn import GuestNN, code_for
 from ..sessions import Session
 from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
+from .conventions import embedding_json, parse_config, usage_json
 from .memory import GuestMemory, MemoryExtent, memory_of
 
 __all__ = ["Preview1", "errno_for", "ERRNO", "MODULE"]
@@ -95,18 +94,16 @@ _STREAM_STDOUT = ("stream-stdout", "stream_stdout")  # WasmEdge: print each toke
 MAX_RANK = 32
 MAX_BUILDERS = 64
 _MASK = 0xFFFFFFFF
+_OK = 0
 
 
 def errno_for(exc: NNError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in ERRNO:
-            return ERRNO[cls]
-    return _RUNTIME_ERROR
+    return code_for(ERRNO, exc, _RUNTIME_ERROR)
 
 
 def _split_config(raw: bytes) -> tuple[dict[str, Any], bool | None]:
     """A guest's config JSON: what goes to the backend, and ``stream-stdout`` (ours)."""
-    config = parse_config_json(raw)
+    config = parse_config(raw)
     stream_stdout = None
     for key in _STREAM_STDOUT:
         if key in config:
@@ -132,37 +129,21 @@ class Preview1:
         i32 = wasmtime.ValType.i32()
         for name in _IMPORTS:
             method = getattr(self, name)
-            arity = method.__code__.co_argcount - 2  # self, memory
+            arity = method.__code__.co_argcount - 2  # self, caller
             signature = wasmtime.FuncType([i32] * arity, [i32])
-            linker.define_func(MODULE, name, signature, self._entry(method), access_caller=True)
+            linker.define_func(MODULE, name, signature, self._nn.boundary(f"wasi-nn {name}", method, errno_for),
+                               access_caller=True)
 
-    def _entry(self, method: Callable[..., None]) -> Callable[..., int]:
-        on_context = method.__name__ in _CONTEXT_CALLS
-        nn = self._nn
-        name = method.__name__
-
-        @functools.wraps(method)
-        def entry(caller: wasmtime.Caller, *args: int) -> int:
-            started = time.perf_counter()
-            try:
-                if self._memory is None:
-                    self._memory = memory_of(caller)
-                method(GuestMemory(caller, self._memory, self._extent), *args)
-                return 0
-            except NNError as exc:
-                nn.failed(f"wasi-nn {method.__name__}", exc)
-                return errno_for(exc)
-            except Exception as exc:
-                return errno_for(nn.failed_unexpectedly(f"wasi-nn {method.__name__}", exc))
-            finally:
-                if on_context:
-                    nn.account(args[0] & _MASK, name, time.perf_counter() - started)
-
-        return entry
+    def _guest_memory(self, caller: wasmtime.Caller) -> GuestMemory:
+        if self._memory is None:
+            self._memory = memory_of(caller)
+        return GuestMemory(caller, self._memory, self._extent)
 
     # -- loading --------------------------------------------------------------------------
 
-    def load(self, memory: GuestMemory, builders_ptr: int, builders_len: int, encoding: int, target: int, out_graph: int) -> None:
+    def load(self, caller: wasmtime.Caller, builders_ptr: int, builders_len: int, encoding: int, target: int,
+             out_graph: int) -> int:
+        memory = self._guest_memory(caller)
         memory.check_writable(out_graph, 4)
         count = builders_len & _MASK
         if count > MAX_BUILDERS:
@@ -175,14 +156,18 @@ class Preview1:
         self._nn.check_load_bytes(sum(length for _, length in spans))  # before copying them out
         builders = [memory.read(ptr, length) for ptr, length in spans]
         memory.write_u32(out_graph, self._nn.load(builders, _ENCODINGS[encoding], _TARGETS[target]))
+        return _OK
 
-    def load_by_name(self, memory: GuestMemory, name_ptr: int, name_len: int, out_graph: int) -> None:
+    def load_by_name(self, caller: wasmtime.Caller, name_ptr: int, name_len: int, out_graph: int) -> int:
+        memory = self._guest_memory(caller)
         memory.check_writable(out_graph, 4)
         memory.write_u32(out_graph, self._nn.load_by_name(self._name(memory, name_ptr, name_len)))
+        return _OK
 
     def load_by_name_with_config(
-        self, memory: GuestMemory, name_ptr: int, name_len: int, config_ptr: int, config_len: int, out_graph: int
-    ) -> None:
+        self, caller: wasmtime.Caller, name_ptr: int, name_len: int, config_ptr: int, config_len: int, out_graph: int
+    ) -> int:
+        memory = self._guest_memory(caller)
         memory.check_writable(out_graph, 4)
         name = self._name(memory, name_ptr, name_len)
         config, stream_stdout = _split_config(memory.read(config_ptr, config_len))
@@ -190,6 +175,7 @@ class Preview1:
         if stream_stdout is not None:
             self._stream_stdout["graph", graph] = stream_stdout
         memory.write_u32(out_graph, graph)
+        return _OK
 
     @staticmethod
     def _name(memory: GuestMemory, pointer: int, length: int) -> str:
@@ -198,25 +184,30 @@ class Preview1:
         except UnicodeDecodeError as exc:
             raise InvalidArgument(f"model name is not valid UTF-8: {exc}") from exc
 
-    def unload(self, memory: GuestMemory, graph: int) -> None:
+    def unload(self, caller: wasmtime.Caller, graph: int) -> int:
         self._nn.unload(graph & _MASK)
         self._stream_stdout.pop(("graph", graph & _MASK), None)
+        return _OK
 
     # -- execution contexts ---------------------------------------------------------------
 
-    def init_execution_context(self, memory: GuestMemory, graph: int, out_context: int) -> None:
+    def init_execution_context(self, caller: wasmtime.Caller, graph: int, out_context: int) -> int:
+        memory = self._guest_memory(caller)
         memory.check_writable(out_context, 4)
         context = self._nn.init_execution_context(graph & _MASK)
         if ("graph", graph & _MASK) in self._stream_stdout:
             self._stream_stdout["context", context] = self._stream_stdout["graph", graph & _MASK]
         memory.write_u32(out_context, context)
+        return _OK
 
-    def finalize_execution_context(self, memory: GuestMemory, context: int) -> None:
+    def finalize_execution_context(self, caller: wasmtime.Caller, context: int) -> int:
         self._nn.finalize(context & _MASK)
         self._last_piece.pop(context & _MASK, None)
         self._stream_stdout.pop(("context", context & _MASK), None)
+        return _OK
 
-    def set_input(self, memory: GuestMemory, context: int, index: int, tensor_ptr: int) -> None:
+    def set_input(self, caller: wasmtime.Caller, context: int, index: int, tensor_ptr: int) -> int:
+        memory = self._guest_memory(caller)
         session = self._nn.context(context & _MASK)
         dims_ptr, dims_len, type_code, data_ptr, data_len = _TENSOR.unpack(memory.read(tensor_ptr, _TENSOR.size))
         if dims_len > MAX_RANK:
@@ -236,18 +227,20 @@ class Preview1:
         else:
             # Text prompts often come as dims [1] with N bytes: the dims say nothing here.
             session.set_input(session.inputs[0], Tensor(dims, _TENSOR_TYPES[type_code], data))
+        return _OK
 
-    def compute(self, memory: GuestMemory, context: int) -> None:
+    def compute(self, caller: wasmtime.Caller, context: int) -> int:
         session = self._nn.context(context & _MASK)
         write = self._stdout
         if write is None or not self._stream_stdout.get(("context", context & _MASK)):
             session.compute()
-            return
+            return _OK
         remove = session.add_listener(lambda token: write(token.piece))
         try:
             session.compute()
         finally:
             remove()
+        return _OK
 
     def _generative(self, context: int) -> Session:
         """The context of a text model: single-token mode is WasmEdge's GGML protocol."""
@@ -256,7 +249,7 @@ class Preview1:
             raise UnsupportedOperation("this backend does not generate text: it has no single-token mode")
         return session
 
-    def compute_single(self, memory: GuestMemory, context: int) -> None:
+    def compute_single(self, caller: wasmtime.Caller, context: int) -> int:
         session = self._generative(context)
         if not session.streaming:
             session.start_generation()
@@ -264,46 +257,41 @@ class Preview1:
         if token is None:
             raise EndOfSequence("end of generation")
         self._last_piece[context & _MASK] = token.piece
+        return _OK
 
-    def fini_single(self, memory: GuestMemory, context: int) -> None:
+    def fini_single(self, caller: wasmtime.Caller, context: int) -> int:
         self._generative(context).end_generation()
         self._last_piece.pop(context & _MASK, None)
+        return _OK
 
-    def get_output(self, memory: GuestMemory, context: int, index: int, out_ptr: int, out_max: int, out_written: int) -> None:
+    def get_output(self, caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int,
+                   out_written: int) -> int:
+        memory = self._guest_memory(caller)
         session = self._nn.context(context & _MASK)
         index &= _MASK
         if session.inputs is None:
             data = session.get_output(str(index)).data
         elif index == _CONFIG_INDEX:
-            data = self._usage(session)
+            data = usage_json(session.usage(), build=session.build)
         elif EMBEDDING in session.output_names():
-            values = session.get_output(EMBEDDING).data
-            vector = struct.unpack(f"<{len(values) // 4}f", values)
-            data = json.dumps({"n_embedding": len(vector), "embedding": vector}).encode()
+            data = embedding_json(session.get_output(EMBEDDING), wrapped=True).encode()
         else:
             data = session.get_output(TEXT).data
-        self._write_output(memory, data, out_ptr, out_max, out_written)
+        return self._write_output(memory, data, out_ptr, out_max, out_written)
 
     def get_output_single(
-        self, memory: GuestMemory, context: int, index: int, out_ptr: int, out_max: int, out_written: int
-    ) -> None:
+        self, caller: wasmtime.Caller, context: int, index: int, out_ptr: int, out_max: int, out_written: int
+    ) -> int:
+        memory = self._guest_memory(caller)
         session = self._generative(context)
-        data = self._usage(session) if index & _MASK == _CONFIG_INDEX else self._last_piece.get(context & _MASK, b"")
-        self._write_output(memory, data, out_ptr, out_max, out_written)
+        if index & _MASK == _CONFIG_INDEX:
+            data = usage_json(session.usage(), build=session.build)
+        else:
+            data = self._last_piece.get(context & _MASK, b"")
+        return self._write_output(memory, data, out_ptr, out_max, out_written)
 
     @staticmethod
-    def _usage(session: Session) -> bytes:
-        usage = session.usage()
-        report: Mapping[str, Any] = {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "llama_build_number": 0,
-            "llama_commit": session.build,
-        }
-        return json.dumps(report).encode()
-
-    @staticmethod
-    def _write_output(memory: GuestMemory, data: bytes, out_ptr: int, out_max: int, out_written: int) -> None:
+    def _write_output(memory: GuestMemory, data: bytes, out_ptr: int, out_max: int, out_written: int) -> int:
         memory.check_writable(out_written, 4)
         memory.check_writable(out_ptr, out_max)
         if len(data) > out_max & _MASK:
@@ -312,11 +300,9 @@ class Preview1:
             raise TooLarge(f"the output is {len(data)} bytes, the buffer {out_max & _MASK}", required=len(data))
         memory.write(out_ptr, data)
         memory.write_u32(out_written, len(data))
+        return _OK
 
 
-_CONTEXT_CALLS = frozenset(
-    {"set_input", "compute", "get_output", "compute_single", "get_output_single", "fini_single"}
-)
 _IMPORTS = (
     "load",
     "load_by_name",

@@ -2,20 +2,18 @@
 
 Marshalling only: tensors, graphs, execution contexts and errors are host resources; each
 call converts WIT values to the neutral types and calls the guest's wasi-nn state
-(``GuestNN``) and its sessions. Errors are ``error`` resources whose code comes from one
-function, ``error_code_for``, and whose ``data`` says what to fix.
+(``GuestNN``) and its sessions. Every call goes through the guest's boundary
+(``GuestNN.boundary``); its errors are ``error`` resources whose code comes from one
+table, ``_CODES``, and whose ``data`` says what to fix.
 
 Text generation through plain wasi:nn, for a model that names its inputs (the GGML
-backend): the input ``prompt`` (U8, UTF-8) and optionally ``config`` (U8, a JSON object of
-parameters, as preview1's index 1) go in; the outputs are the backend's (``text``) plus
-``usage`` (U8, JSON ``{"input_tokens": N, "output_tokens": M}``). A model that takes any
-names (echo) gets every input tensor under its own name.
+backend), follows ``conventions``: ``prompt`` and optionally ``config`` in, the backend's
+outputs (``text``) and ``usage`` out. A model that takes any names (echo) gets every input
+tensor under its own name.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +21,6 @@ from typing import Any
 import wasmtime
 from wasmtime import component as cm
 
-from ..config import parse_config_json
 from ..errors import (
     BackendError,
     Busy,
@@ -38,17 +35,15 @@ from ..errors import (
     TooLarge,
     UnsupportedOperation,
 )
-from ..nn import GuestNN
+from ..nn import GuestNN, code_for
 from ..types import ExecutionTarget, GraphEncoding, Tensor, TensorType
+from .conventions import CONFIG, USAGE, parse_config, usage_json
 from .resources import ResourceKind, Resources
 
 __all__ = ["WasiNN", "VERSION", "error_code_for"]
 
 VERSION = "0.2.0-rc-2024-10-28"
 log = logging.getLogger(__name__)
-
-CONFIG = "config"  # the convention's optional input of parameters
-USAGE = "usage"  # and its extra output
 
 _CODES: dict[type[BaseException], str] = {
     InvalidArgument: "invalid-argument",
@@ -73,10 +68,7 @@ _TARGETS = {"cpu": ExecutionTarget.CPU, "gpu": ExecutionTarget.GPU, "tpu": Execu
 
 
 def error_code_for(exc: BaseException) -> str:
-    for cls in type(exc).__mro__:
-        if cls in _CODES:
-            return _CODES[cls]
-    return "unknown"
+    return code_for(_CODES, exc, "unknown")
 
 
 class WasiNN:
@@ -120,25 +112,14 @@ class WasiNN:
         """``result<T, error>``: an error resource for every failure, never a raise (a
         Python exception would trap the instance for good). Two resources need ``Variant``s;
         a list and a resource are told apart without."""
-        name = call.__name__.strip("_").replace("_", "-")
+        name = f"wasi:nn {call.__name__.strip('_').replace('_', '-')}"
+        if not tagged:
+            return self._nn.boundary(name, call, self._error)
+        return self._nn.boundary(name, lambda store, *args: cm.Variant("ok", call(store, *args)),
+                                 lambda error: cm.Variant("err", self._error(error)))
 
-        @functools.wraps(call)
-        def result(store: wasmtime.StoreContext, *args: Any) -> Any:
-            try:
-                value = call(store, *args)
-                return cm.Variant("ok", value) if tagged else value
-            except Exception as exc:
-                error = self._error(store, name, exc)
-                return cm.Variant("err", error) if tagged else error
-
-        return result
-
-    def _error(self, store: wasmtime.StoreContext, call: str, exc: Exception) -> cm.ResourceHost:
-        if isinstance(exc, NNError):
-            self._nn.failed(f"wasi:nn {call}", exc)
-        else:
-            exc = self._nn.failed_unexpectedly(f"wasi:nn {call}", exc)
-        return self._resources.add(self.error, (error_code_for(exc), str(exc)))
+    def _error(self, error: NNError) -> cm.ResourceHost:
+        return self._resources.add(self.error, (error_code_for(error), str(error)))
 
     # -- the calls -------------------------------------------------------------------------
 
@@ -164,10 +145,8 @@ class WasiNN:
         tensors = {name: self._resources.take(store, tensor, self.tensor) for name, tensor in inputs}
         session = self._nn.context(handle)
         if session.inputs is not None and CONFIG in tensors:
-            session.configure(parse_config_json(tensors.pop(CONFIG).data))
-        outputs = self._nn.timed(handle, "compute", lambda: session.compute(tensors))
+            session.configure(parse_config(tensors.pop(CONFIG).data))
+        outputs = session.compute(tensors)
         if session.inputs is not None:
-            usage = session.usage()
-            report = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
-            outputs[USAGE] = Tensor((1,), TensorType.U8, json.dumps(report).encode())
+            outputs[USAGE] = Tensor((1,), TensorType.U8, usage_json(session.usage()))
         return [(name, self._resources.add(self.tensor, tensor)) for name, tensor in outputs.items()]

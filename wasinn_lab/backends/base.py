@@ -9,11 +9,12 @@ ABI's wire format.
 Text generation has a named-tensor convention that every ABI can carry: the input
 ``prompt`` (U8, UTF-8 text), the outputs ``text`` (U8, all text generated so far) and,
 in embedding mode, ``embedding`` (F32, one vector). Configuration is ``configure``, and
-usage is a ``Usage`` record.
+usage is a ``Usage`` record. A token stream says why it ended (``EndReason``).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -21,7 +22,8 @@ from typing import Any, NamedTuple, Protocol
 from ..options import Options
 from ..types import ExecutionTarget, GraphEncoding, Tensor
 
-__all__ = ["PROMPT", "TEXT", "EMBEDDING", "Backend", "Graph", "ExecutionContext", "TokenStream", "TokenEvent", "Usage"]
+__all__ = ["PROMPT", "TEXT", "EMBEDDING", "Backend", "Graph", "ExecutionContext", "TokenStream", "TokenEvent", "Usage",
+           "EndReason"]
 
 PROMPT = "prompt"
 TEXT = "text"
@@ -47,6 +49,14 @@ class Usage(NamedTuple):
     backend_seconds: float = 0.0  # all backend work for this generation, prompt included
 
 
+class EndReason(enum.Enum):
+    """Why a generation ended."""
+
+    STOP = "stop"  # the model ended it: end of generation, or the reverse prompt
+    LENGTH = "length"  # the token limit (n-predict)
+    CANCELLED = "cancelled"  # closed before it ended by itself
+
+
 class TokenStream(Protocol):
     def next_token(self) -> TokenEvent | None:
         """The next token, or None once the generation has ended (end of generation, the
@@ -55,6 +65,10 @@ class TokenStream(Protocol):
 
     def close(self) -> None:
         """End the generation here; ``next_token`` gives None from now on."""
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        """Why it ended; None while it runs, or if it failed."""
 
 
 class ExecutionContext(Protocol):

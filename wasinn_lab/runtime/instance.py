@@ -41,6 +41,7 @@ class RunResult:
     stderr: str
     seconds: float
     errors: list[str] = field(default_factory=list)  # what the guest's failed wasi-nn calls said
+    errors_dropped: int = 0  # failed calls past the first nn.MAX_ERRORS, counted but not kept
 
 
 @dataclass
@@ -212,7 +213,7 @@ class GuestInstance(abc.ABC):
 
     def result(self, exit_code: int, started: float) -> RunResult:
         return RunResult(exit_code, self.stdout.text(), self.stderr.text(), time.perf_counter() - started,
-                         list(self.nn.errors))
+                         list(self.nn.errors), self.nn.errors_dropped)
 
     def close(self) -> None:
         if self._store is not None:

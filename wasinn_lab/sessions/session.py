@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..backends.base import Backend, ExecutionContext, TokenEvent, TokenStream, Usage
+from ..backends.base import Backend, EndReason, ExecutionContext, TokenEvent, TokenStream, Usage
 from ..errors import Busy, ConfigError, InvalidArgument
 from ..metrics import generations_frame, tokens_frame
 from ..types import Tensor
@@ -85,6 +85,7 @@ class Session:
         self._stream: TokenStream | None = None  # the generation being pulled token by token
         self._stop_requested = False
         self._stopped = False  # the latest generation ended at a stop() request
+        self._end_reason: EndReason | None = None  # how the latest generation ended
         self._holder: object | None = None  # the guest that drives this session now
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._watchers: list[Callable[[dict[str, Any]], None]] = []
@@ -109,6 +110,13 @@ class Session:
     def stopped(self) -> bool:
         """The latest generation ended because ``stop`` was asked for (not by itself)."""
         return self._stopped
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        """Why the latest generation ended: the model stopped it, it reached n-predict, or
+        it was cancelled (``stop``, a new input, its end asked for). None while one runs,
+        if it failed, or before any."""
+        return self._end_reason
 
     @property
     def streaming(self) -> bool:
@@ -384,6 +392,7 @@ class Session:
         self._end_generation()
         self._parameters.apply()
         self._stream = self._context.generate()
+        self._end_reason = None
         self._begin_record()
 
     def _pull(self) -> Token | None:
@@ -416,6 +425,7 @@ class Session:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
+            self._end_reason = stream.end_reason
             current = self._recorder.current
             if current is not None:
                 self._recorder.finish(current, self._context.usage())

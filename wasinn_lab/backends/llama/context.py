@@ -20,7 +20,7 @@ import llama_cpp
 from ...errors import BackendError, ContextFull, InvalidArgument, PromptTooLong
 from ...options import Scope
 from ...types import Tensor, TensorType
-from ..base import EMBEDDING, PROMPT, TEXT, TokenEvent, Usage
+from ..base import EMBEDDING, PROMPT, TEXT, EndReason, TokenEvent, Usage
 from . import log
 from .compute import compute_thread
 from .native import NativeContext
@@ -86,6 +86,7 @@ class LlamaStream:
         self._context = context
         self._started = False
         self._done = False
+        self.end_reason: EndReason | None = None
 
     def next_token(self) -> TokenEvent | None:
         if self._done:
@@ -103,12 +104,16 @@ class LlamaStream:
             raise
         finally:
             context.backend_seconds += time.perf_counter() - started
-        if event is None or context.stop_after_this(event.piece):
-            self._done = True
+        if isinstance(event, EndReason):
+            self._done, self.end_reason = True, event
+            return None
+        if context.stop_after_this(event.piece):
+            self._done, self.end_reason = True, EndReason.STOP
         return event
 
     def close(self) -> None:
-        self._done = True
+        if not self._done:
+            self._done, self.end_reason = True, EndReason.CANCELLED
 
 
 class LlamaContext:
@@ -295,15 +300,15 @@ class LlamaContext:
         self._cached = list(prompt)
         self._evaluated = len(prompt) - keep
 
-    def step(self) -> TokenEvent | None:
-        """Decode the pending token, then sample the next one; None at end of generation
-        or once n-predict tokens are out."""
+    def step(self) -> TokenEvent | EndReason:
+        """Decode the pending token, then sample the next one; at end of generation, or
+        once n-predict tokens are out, why it ended instead."""
         native, sampler, weights = self._native, self._sampler, self._weights
         if native is None or sampler is None or weights is None:
             raise BackendError("no generation under way: start_generation first")
         n_predict = self._config["n-predict"]
         if 0 <= n_predict <= len(self._output_tokens):
-            return None
+            return EndReason.LENGTH
         self._settle()
         if self._pending is not None:
             self._decode_pending()
@@ -311,7 +316,7 @@ class LlamaContext:
             raise ContextFull(f"the context of {self._n_ctx} tokens is full")
         token = sampler.sample(native)
         if weights.is_end_of_generation(token):
-            return None
+            return EndReason.STOP
         sampled = time.perf_counter()
         piece = weights.piece(token)
         self._pending = token
