@@ -24,7 +24,7 @@ from ..abi.wit import VERSION as WIT_VERSION
 from ..abi.wit import WasiNN
 from ..errors import GuestLoadError
 from ..nn import GuestNN
-from . import component_values
+from .component_values import fast_root
 from .instance import GuestInstance, GuestOptions, limit_at_instantiation
 
 if TYPE_CHECKING:
@@ -53,12 +53,11 @@ class ComponentInstance(GuestInstance):
         super().__init__(runtime, name=name, options=options, nn=nn)
 
     def _instantiate(self, store: wasmtime.Store) -> None:
-        component_values.enable()
         component = load_component(self.engine, self._compiled)
         _check_imports(component, self.engine, self.name)
         linker = cm.Linker(self.engine)
         linker.add_wasip2()
-        with linker.root() as root:
+        with fast_root(linker) as root:
             WasiNN(self.nn, self._resources).define(root, self._shield)
             LLM(self.nn, self._resources).define(root, self._shield)
         try:
