@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from wasinn_lab import ConfigError, GuestLimitError, GuestLoadError, GuestTrap, Host, Limits, errors
-from wasinn_lab.guests import resolve
+from wasinn_lab.guests import build, resolve
 from wasinn_lab.notebook.lab import Lab
 from wasinn_lab.runtime import kind_of
 
@@ -53,13 +54,24 @@ def test_every_tensor_type_comes_back_unchanged_from_the_echo_model(host: Host) 
     assert "dims=1048576" in result.stdout  # one of them is 1 MiB
 
 
+def test_a_c_components_exit_status_comes_through_whole(host: Host, tmp_path: Path) -> None:
+    """The preview1 adapter makes proc_exit(n) wasi:cli/exit's `exit(err)`: every non-zero
+    status read as 1. A C component's proc_exit is `exit-with-code` now, as a module's is
+    its own status."""
+    source = tmp_path / "components" / "exit3.c"
+    source.parent.mkdir()
+    source.write_text('// world: nn-imports\n#include <stdio.h>\nint main(void) { puts("bye"); return 3; }\n')
+    result = host.run(build(source))
+    assert (result.exit_code, result.stdout) == (3, "bye\n")
+
+
 def test_wasi_nn_errors_are_error_resources_with_a_code_and_what_to_fix(host: Host) -> None:
     result = host.run("hostile", "bad-tensor")
     assert result.exit_code == 0, result.stdout
     assert "compute: invalid-argument: tensor 'bad' has 4 bytes of data, but dims [3] of f32 need 12" in result.stdout
     assert result.errors == ["wasi:nn compute failed: tensor 'bad' has 4 bytes of data, but dims [3] of f32 need 12"]
     result = host.run("echo_nn", "no-such-model")
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # echo_nn's status for a wasi:nn error
     assert "not-found" in result.stdout + result.stderr and "no model named 'no-such-model'" in result.stderr + result.stdout
 
 

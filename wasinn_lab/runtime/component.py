@@ -91,13 +91,13 @@ class ComponentInstance(GuestInstance):
             try:
                 outcome = run(self.store)
                 run.post_return(self.store)
-            except wasmtime.ExitTrap as exit_trap:  # wasi:cli/exit
+            except wasmtime.ExitTrap as exit_trap:  # wasi:cli/exit: exit-with-code's status, or 1 for exit(err)
                 return exit_trap.code
         finally:
             interrupted, self._interrupted = self._interrupted, None
             if interrupted is not None:
                 raise interrupted
-        # wasi:cli/run's `result` has no payloads: WASI 0.2 has no other exit status.
+        # wasi:cli/run's `result` has no payloads: an error is status 1.
         return 0 if outcome.tag == "ok" else 1
 
     def _release(self) -> None:
