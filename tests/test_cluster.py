@@ -19,7 +19,7 @@ import pytest
 from distributed import Client
 from jupyter_client.manager import KernelManager
 
-from wasinn_lab import Host, SweepError
+from wasinn_lab import GuestLimitError, Host, Limits, SweepError
 from wasinn_lab.bench import Bench, Workload, write
 from wasinn_lab.cluster import connect
 from wasinn_lab.errors import ConfigError
@@ -100,6 +100,22 @@ def test_a_bad_point_is_named_and_the_others_complete(host: Host, client: Client
     assert "n-predict=-5: ConfigError: parameter 'n-predict'" in str(raised.value)
     frame = raised.value.frame
     assert list(frame["n_predict"]) == [3, 3, 2, 2] and list(frame["output_tokens"]) == [3, 3, 2, 2]
+
+
+def test_an_error_on_a_worker_arrives_as_its_own_class(host: Host, client: Client) -> None:
+    """Every error of the tree came back from a worker as the root class, with its
+    attributes lost (a GuestLimitError's ``limit``)."""
+    with pytest.raises(SweepError) as raised:
+        host.map("stream", ["Hi"], params={"n-predict": -5}, client=client, progress=False)
+    error = raised.value.errors["prompt 0"]
+    assert type(error) is ConfigError and "parameter 'n-predict' takes an integer" in str(error)
+    assert raised.value.failures["prompt 0"] == f"ConfigError: {error}"
+    with pytest.raises(SweepError) as raised:
+        host.map("stream", ["Once upon a time"], params={"n-predict": 5000}, limits=Limits(timeout=1), client=client,
+                 progress=False)
+    error = raised.value.errors["prompt 0"]
+    assert type(error) is GuestLimitError and error.limit == "time" and error.value == 1
+    assert "ran past its time limit of 1 s" in str(error)
 
 
 def test_a_worker_killed_mid_sweep_has_its_points_rerun_elsewhere(host: Host, client: Client) -> None:

@@ -8,12 +8,15 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from wasinn_lab import ConfigError, GuestLimitError, GuestLoadError, GuestTrap, Host, Limits, errors
-from wasinn_lab.guests import resolve
+from wasinn_lab.guests import build, resolve
 from wasinn_lab.notebook.lab import Lab
 from wasinn_lab.runtime import kind_of
 
@@ -58,13 +61,24 @@ def test_every_tensor_type_comes_back_unchanged_from_the_echo_model(host: Host) 
     assert "dims=1048576" in result.stdout  # one of them is 1 MiB
 
 
+def test_a_c_components_exit_status_comes_through_whole(host: Host, tmp_path: Path) -> None:
+    """The preview1 adapter makes proc_exit(n) wasi:cli/exit's `exit(err)`: every non-zero
+    status read as 1. A C component's proc_exit is `exit-with-code` now, as a module's is
+    its own status."""
+    source = tmp_path / "components" / "exit3.c"
+    source.parent.mkdir()
+    source.write_text('// world: nn-imports\n#include <stdio.h>\nint main(void) { puts("bye"); return 3; }\n')
+    result = host.run(build(source))
+    assert (result.exit_code, result.stdout) == (3, "bye\n")
+
+
 def test_wasi_nn_errors_are_error_resources_with_a_code_and_what_to_fix(host: Host) -> None:
     result = host.run("hostile", "bad-tensor")
     assert result.exit_code == 0, result.stdout
     assert "compute: invalid-argument: tensor 'bad' has 4 bytes of data, but dims [3] of f32 need 12" in result.stdout
     assert result.errors == ["wasi:nn compute failed: tensor 'bad' has 4 bytes of data, but dims [3] of f32 need 12"]
     result = host.run("echo_nn", "no-such-model")
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # echo_nn's status for a wasi:nn error
     assert "not-found" in result.stdout + result.stderr and "no model named 'no-such-model'" in result.stderr + result.stdout
 
 
@@ -216,16 +230,60 @@ def test_each_error_of_the_tree_has_its_code_in_each_wit_front_end(
         assert llm.error_code_for(error) == llm_code  # type: ignore[arg-type]
 
 
-def test_the_value_overrides_find_what_they_patch_in_this_wasmtime(host: Host) -> None:
-    """component_values patches private wasmtime-py code (pinned <51): a change there must
-    fail here, not as a wrong tensor."""
-    from wasmtime.component import _linker, _types
+WASMTIME_UNCHANGED = """
+import ctypes, sys
+import wasmtime, wasmtime.component
 
-    from wasinn_lab.runtime import component_values
+def everything():
+    \"\"\"Every global of every wasmtime module, and every attribute of every class in them.\"\"\"
+    seen = {}
+    for name, module in list(sys.modules.items()):
+        if name == "wasmtime" or name.startswith("wasmtime."):
+            for attr, value in list(vars(module).items()):
+                seen[name, attr] = value
+                if isinstance(value, type):
+                    seen.update({(name, attr, key): item for key, item in vars(value).items()})
+    return seen
 
-    host.run("echo_nn", "echo")  # the first component enables them
-    assert component_values.installed()
-    for owner, name in ((_types.ListType, "convert_to_c"), (_types.ListType, "convert_from_c"),
-                        (_types.VariantLikeType, "_lower"), (_linker, "func_impl"), (_linker, "func_finalize")):
-        assert hasattr(owner, name), name
-    assert _types.ListType.convert_to_c is component_values._list_to_c
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(field, ctypes.c_size_t) for field in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mmapped(size):
+    \"\"\"Whether glibc maps a block of this size on its own (stock: anything above 32 MiB).\"\"\"
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    try:
+        return libc.mallinfo2().hblks > before
+    finally:
+        libc.free(block)
+
+stock = everything()
+import wasinn_lab
+host = wasinn_lab.Host()
+assert host.run("echo_nn", "echo").exit_code == 0
+def changed():
+    now = everything()
+    return sorted(".".join(key) for key, value in stock.items() if now.get(key, stock) is not value)
+print("while a host lives:", changed())
+host.close()
+print("after it closed:", changed())
+print("glibc maps 40 MiB blocks:", mmapped(40 << 20))
+"""
+
+
+def test_components_leave_wasmtime_py_and_malloc_as_they_were() -> None:
+    """The host's faster component values used to patch wasmtime-py's classes and host
+    callback, and glibc's malloc thresholds, for the whole process and for good: a user's
+    own wasmtime-py code in the same kernel ran on them. Nothing of it changes, neither
+    while a host runs components nor after it closes."""
+    done = subprocess.run([sys.executable, "-c", WASMTIME_UNCHANGED], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["while a host lives: []", "after it closed: []",
+                                        "glibc maps 40 MiB blocks: True"]

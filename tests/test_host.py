@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 from conftest import HELLO_GUEST
 
-from wasinn_lab import ConfigError, Host, Timeout
+from wasinn_lab import ConfigError, Host, Limits, Timeout
 from wasinn_lab.backends.llama.weights import weights_cache
 from wasinn_lab.models import default_model_path
 
@@ -55,6 +55,35 @@ def test_misuse_of_a_task_is_an_error_of_the_tree() -> None:
         assert isinstance(raised.value, TimeoutError)  # the tree's, and what Python code expects
         spinning.interrupt()
         list(spinning.events(timeout=30))
+
+
+SPINNING_GUEST = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start") (loop (br 0))))')
+# Reads stdin until its end, and never calls wasi-nn.
+READING_GUEST = wasmtime.wat2wasm("""(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "\\10\\00\\00\\00\\00\\01\\00\\00")
+  (func (export "_start")
+    (loop (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+          (br_if 0 (i32.load (i32.const 8))))))""")
+
+
+def test_closing_a_host_ends_every_guest_it_started() -> None:
+    """Guests from host.start were tracked by nobody: close() left them running, a
+    spinning one for as long as its time limit, a reader of stdin for good."""
+    before = set(threading.enumerate())
+    host = Host(default_model=False)
+    spinning = host.start(SPINNING_GUEST, limits=Limits(timeout=60))
+    reading = host.start(READING_GUEST, interactive=True, limits=Limits(timeout=None))
+    reading.send("a turn\n")
+    try:
+        assert spinning.running and reading.running
+        host.close()
+        assert not [thread for thread in threading.enumerate() if thread not in before]
+        assert not spinning.running and not reading.running
+    finally:
+        spinning.interrupt()
+        reading.close(timeout=0)
 
 
 LLAMA_LOG = textwrap.dedent("""

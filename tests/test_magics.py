@@ -145,6 +145,29 @@ def test_failures_fail_the_cell_with_the_guests_stderr(shell: InteractiveShell, 
     assert isinstance(result.error_in_exec, UsageError) and "parameter 'temp' takes a number" in str(result.error_in_exec)
 
 
+USER_CODE = """from wasinn_lab import Host
+def open_with(host, params):
+    return host.open_session("echo", params)
+with Host(default_model=False) as host:
+    open_with(host, {"no-such-parameter": 1})
+"""
+
+
+def test_a_lab_error_shows_the_users_own_frames_and_not_the_hosts(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every error of the tree showed its message alone in IPython: a person whose own
+    code called the API wrongly could not see where."""
+    result = run(shell, USER_CODE)
+    shown = capsys.readouterr().out
+    lines = result.error_in_exec._render_traceback_()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[-1].startswith("ConfigError: no parameter 'no-such-parameter'")
+    for line in ('open_with(host, {"no-such-parameter": 1})', 'return host.open_session("echo", params)'):
+        assert line in shown and line in "\n".join(lines)
+    assert "wasinn_lab" + os.sep not in shown and "interactiveshell.py" not in shown
+
+
 def test_what_a_failed_call_said_is_in_the_cells_stderr_and_result(
     shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
 ) -> None:

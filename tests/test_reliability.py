@@ -291,3 +291,41 @@ def test_a_character_written_in_two_pieces_arrives_whole(host: Host, tmp_path: P
     result = Lab(host).generate(str(guest), None, on_event=on_event)
     assert chunks == [b"\xc3", b"\xa9"], "the two bytes came apart, as the test needs"
     assert result.stdout == "é"
+
+
+# Opens a context on the echo model (with a session named, it claims that session), then
+# spins without calling the host again.
+CLAIM_AND_SPIN_GUEST = """(module
+  (import "wasi_ephemeral_nn" "load_by_name" (func $load (param i32 i32 i32) (result i32)))
+  (import "wasi_ephemeral_nn" "init_execution_context" (func $init (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "echo")
+  (func (export "_start")
+    (if (call $load (i32.const 0) (i32.const 4) (i32.const 16)) (then unreachable))
+    (if (call $init (i32.load (i32.const 16)) (i32.const 20)) (then unreachable))
+    (loop (br 0))))"""
+
+
+def test_a_second_interrupt_during_the_wind_down_still_stops_the_guest(host: Host, tmp_path: Path) -> None:
+    """A second Ctrl-C during the first one's grace period escaped the wind-down before it
+    stopped the guest: the guest ran on, holding its session (Busy for every later cell)."""
+    guest = tmp_path / "claim_and_spin.wat"
+    guest.write_text(CLAIM_AND_SPIN_GUEST)
+    lab = Lab(host)
+    tasks = []
+    first, second = _interrupt_after(1.0), _interrupt_after(1.0 + GRACE / 4)  # the second within the grace
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lab.generate(str(guest), None, model="echo", session="double", limits=Limits(timeout=120),
+                         on_task=tasks.append)
+        [task] = tasks
+        task.close(timeout=30)
+        assert not task.running, "the guest runs on"
+        host.session("double").require_free()
+    finally:
+        first.cancel()
+        second.cancel()
+        for task in tasks:
+            task.interrupt()
+        if host.sessions.find("double") is not None:
+            host.sessions.close("double")

@@ -78,9 +78,10 @@ def _on_worker(work: Callable[[_WorkerHost], pd.DataFrame]) -> pd.DataFrame:
         with state.lock:
             frame = work(state)
     except WasiNNLabError as exc:
-        # Not every error in the tree survives pickling with its message (their
-        # constructors take other arguments): send what it said.
-        raise WasiNNLabError(f"{type(exc).__name__}: {exc}") from None
+        # It goes back as itself (every error of the tree pickles whole), less what caused
+        # it inside the host: a wasmtime trap holds C pointers, which cannot be sent.
+        exc.__cause__ = exc.__context__ = None
+        raise
     return frame.assign(worker=state.address, hostname=socket.gethostname())
 
 
@@ -120,6 +121,7 @@ def _run(client: Client, tasks: Sequence[tuple[str, Callable[..., pd.DataFrame],
     index = {future.key: position for position, future in enumerate(futures)}
     frames: dict[int, pd.DataFrame] = {}
     failures: dict[int, str] = {}
+    errors: dict[int, BaseException] = {}
     bar = _progress(client, futures, description) if progress else None
     try:
         for future in as_completed(futures):
@@ -128,7 +130,8 @@ def _run(client: Client, tasks: Sequence[tuple[str, Callable[..., pd.DataFrame],
                 frames[position] = future.result()
             elif future.status == "error":
                 error = future.exception()
-                failures[position] = str(error) if isinstance(error, WasiNNLabError) else f"{type(error).__name__}: {error}"
+                failures[position] = f"{type(error).__name__}: {error}"
+                errors[position] = error
             else:
                 failures[position] = future.status
             if bar is not None:
@@ -140,7 +143,8 @@ def _run(client: Client, tasks: Sequence[tuple[str, Callable[..., pd.DataFrame],
     done = [frames[position] for position in sorted(frames)]
     frame = pd.concat(done, ignore_index=True) if done else pd.DataFrame()
     if failures:
-        raise SweepError({tasks[position][0]: failures[position] for position in sorted(failures)}, frame)
+        raise SweepError({tasks[position][0]: failures[position] for position in sorted(failures)}, frame,
+                         {tasks[position][0]: errors[position] for position in sorted(errors)})
     return frame
 
 

@@ -23,7 +23,12 @@ Nothing else escapes the tree on purpose: an exception that is not a ``WasiNNLab
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.util
+import os
+import traceback
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,9 +64,43 @@ class WasiNNLabError(Exception):
     """Root of every error wasinn-lab raises."""
 
     def _render_traceback_(self) -> list[str]:
-        """What IPython shows for it: the message says what to fix, and a traceback
-        through the host would bury it. (Bugs, which are not WasiNNLabErrors, keep theirs.)"""
-        return [f"{type(self).__name__}: {self}"]
+        """What IPython shows for it: the caller's own frames down to the call into
+        wasinn-lab, then the message, which says what to fix; the frames inside the host
+        would bury it. (Bugs, which are not WasiNNLabErrors, keep all their frames.)"""
+        shown = traceback.format_list(_callers_frames(self.__traceback__))
+        heading = ["Traceback (most recent call last):"] if shown else []
+        return [*heading, *(frame.rstrip("\n") for frame in shown), f"{type(self).__name__}: {self}"]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole, as its own class (a Dask worker sends it back so): the default
+        # rebuilds it from ``args``, which most constructors here do not take.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[WasiNNLabError], args: tuple[Any, ...], state: dict[str, Any]) -> WasiNNLabError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+_PACKAGE = str(Path(__file__).parent) + os.sep
+_IPYTHON = tuple(str(Path(spec.origin).parent) + os.sep for name in ("IPython", "ipykernel")
+                 if (spec := importlib.util.find_spec(name)) is not None and spec.origin is not None)
+
+
+def _callers_frames(tb: TracebackType | None) -> traceback.StackSummary:
+    """The frames of a traceback before its first one in wasinn-lab, less IPython's own
+    (running the cell, dispatching a magic, and a magic's line as IPython rewrote it)."""
+    frames = []
+    for frame in traceback.extract_tb(tb):
+        if frame.filename.startswith(_PACKAGE):
+            break
+        ipythons = frame.filename.startswith((*_IPYTHON, "<decorator-gen-")) or (frame.line or "").startswith(
+            "get_ipython().run_")
+        if not ipythons:
+            frames.append(frame)
+    return traceback.StackSummary.from_list(frames)
 
 
 class ConfigError(WasiNNLabError, ValueError):
@@ -125,13 +164,16 @@ class Timeout(WasiNNLabError, TimeoutError):
 
 class SweepError(WasiNNLabError):
     """Points of a sweep (or prompts of a batch) failed while the others completed:
-    ``failures`` maps each failed point to what it raised, ``frame`` holds the rows of
-    the others."""
+    ``failures`` maps each failed point to what it raised, said in words; ``errors``, to
+    the exception itself where one came back (a lost worker sends none); ``frame`` holds
+    the rows of the others."""
 
-    def __init__(self, failures: dict[str, str], frame: pd.DataFrame) -> None:
+    def __init__(self, failures: dict[str, str], frame: pd.DataFrame,
+                 errors: dict[str, BaseException] | None = None) -> None:
         listed = "; ".join(f"{point}: {error}" for point, error in failures.items())
         super().__init__(f"{len(failures)} point(s) failed, the others completed. {listed}")
         self.failures = failures
+        self.errors = errors or {}
         self.frame = frame
 
 

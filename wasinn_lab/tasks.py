@@ -95,6 +95,7 @@ class GuestTask:
                 on_error=lambda message: self._events.put(Event(EventKind.NN_ERROR, message)),
             )
         self._instance: GuestInstance | None = None
+        self._interrupted = False
         self._thread = threading.Thread(target=self._work, args=(runner, ours), name="wasinn-lab-guest", daemon=True)
         self._thread.start()
 
@@ -102,6 +103,8 @@ class GuestTask:
 
     def _started(self, instance: GuestInstance) -> None:
         self._instance = instance
+        if self._interrupted:  # interrupted while it was being instantiated
+            instance.interrupt()
 
     def _adopt(self, session: Session) -> None:
         self.sessions.append(session)
@@ -154,7 +157,9 @@ class GuestTask:
             session.stop()
 
     def interrupt(self) -> None:
-        """Stop the guest itself, even one spinning without host calls (it traps)."""
+        """Stop the guest itself, even one spinning without host calls (it traps); a
+        guest not instantiated yet is stopped as soon as it is."""
+        self._interrupted = True
         if self._instance is not None:
             self._instance.interrupt()
 
@@ -163,10 +168,15 @@ class GuestTask:
         guest itself if it has not ended (or finished its turn) ``GRACE`` seconds later,
         however much it writes meanwhile; hands on its events. What the guest raises then
         is the interrupt's consequence, not raised here: the caller re-raises the interrupt."""
-        self.stop()
-        if self._drain(GRACE, on_event):
+        ended = False
+        try:
+            self.stop()
+            ended = self._drain(GRACE, on_event)
+        finally:
+            if not ended:  # its grace is over, or a second interrupt cut it short
+                self.interrupt()
+        if ended:
             return
-        self.interrupt()
         # A guest still not unwound after the drain is blocked outside wasm (in a WASI
         # call): it ends at its deadline, and the interrupt is not held up for it.
         self._drain(DRAIN, on_event)
@@ -180,6 +190,14 @@ class GuestTask:
         except Timeout:
             return False
         return True
+
+    def end(self, timeout: float = DRAIN) -> None:
+        """End the guest now, whatever it is doing (its generation, the guest itself, its
+        input), and wait for its thread. A guest blocked outside wasm (a WASI sleep) ends
+        when that call returns."""
+        self.stop()
+        self.interrupt()
+        self.close(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """End an interactive guest's input (EOF) and wait for it to finish."""

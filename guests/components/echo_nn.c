@@ -9,7 +9,7 @@
  *
  * Built by guests.py like stream_llm.c, on the world named on the first line; the
  * imports' glue is wasi_nn_wit.h. Exit status: 0 all came back, 1 usage, 2 a wasi:nn
- * error, 3 a difference (a component's host sees any non-zero status as 1). */
+ * error, 3 a difference. */
 #include <inttypes.h>
 
 #include "wasi_nn_wit.h"

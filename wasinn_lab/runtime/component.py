@@ -24,7 +24,7 @@ from ..abi.wit import VERSION as WIT_VERSION
 from ..abi.wit import WasiNN
 from ..errors import GuestLoadError
 from ..nn import GuestNN
-from . import component_values
+from .component_values import fast_root
 from .instance import GuestInstance, GuestOptions, limit_at_instantiation
 
 if TYPE_CHECKING:
@@ -53,12 +53,11 @@ class ComponentInstance(GuestInstance):
         super().__init__(runtime, name=name, options=options, nn=nn)
 
     def _instantiate(self, store: wasmtime.Store) -> None:
-        component_values.enable()
         component = load_component(self.engine, self._compiled)
         _check_imports(component, self.engine, self.name)
         linker = cm.Linker(self.engine)
         linker.add_wasip2()
-        with linker.root() as root:
+        with fast_root(linker) as root:
             WasiNN(self.nn, self._resources).define(root, self._shield)
             LLM(self.nn, self._resources).define(root, self._shield)
         try:
@@ -92,13 +91,13 @@ class ComponentInstance(GuestInstance):
             try:
                 outcome = run(self.store)
                 run.post_return(self.store)
-            except wasmtime.ExitTrap as exit_trap:  # wasi:cli/exit
+            except wasmtime.ExitTrap as exit_trap:  # wasi:cli/exit: exit-with-code's status, or 1 for exit(err)
                 return exit_trap.code
         finally:
             interrupted, self._interrupted = self._interrupted, None
             if interrupted is not None:
                 raise interrupted
-        # wasi:cli/run's `result` has no payloads: WASI 0.2 has no other exit status.
+        # wasi:cli/run's `result` has no payloads: an error is status 1.
         return 0 if outcome.tag == "ok" else 1
 
     def _release(self) -> None:
