@@ -83,7 +83,7 @@ def _build(chain: _internals.LlamaSampler, weights: Weights, config: Mapping[str
     if config["json-schema"]:
         try:
             grammar = json_schema_to_gbnf(config["json-schema"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:  # it asserts on an unknown "type"
             raise InvalidArgument(f"json-schema is not a usable JSON schema: {exc}") from exc
     if grammar:
         try:
