@@ -67,6 +67,14 @@ def test_a_bad_parameter_is_an_error_that_names_it(host: Host) -> None:
     assert "set-parameter: invalid-parameter, name temp: 'temp' takes a number" in result.stdout
 
 
+def test_text_from_a_context_made_for_embeddings_is_unsupported_not_a_host_error(host: Host) -> None:
+    """Found by the WIT fuzzer: compute on an embedding context met no text output (a
+    KeyError, logged as a host bug and answered runtime-error)."""
+    result = host.run("hostile", "embedding-text", "default")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "compute: unsupported-operation: this context makes embeddings" in result.stdout
+
+
 def test_pulling_after_cancel_gives_nothing_and_the_context_streams_again(host: Host) -> None:
     result = host.run("hostile", "after-cancel", "default", env={"n_predict": "8"})
     assert result.exit_code == 0, result.stdout + result.stderr

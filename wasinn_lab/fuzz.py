@@ -22,6 +22,7 @@ import random
 import re
 import struct
 import time
+import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +74,8 @@ class _Unexpected(logging.Handler):
         if record.msg == RESOURCES_LEFT and self.resources is not None:
             self.resources.append(record.args[1])  # type: ignore[index]
         elif record.levelno >= logging.ERROR:
-            self.unexpected.append(record.getMessage())
+            cause = traceback.format_exception_only(record.exc_info[1])[-1].strip() if record.exc_info else ""
+            self.unexpected.append(f"{record.getMessage()}: {cause}" if cause else record.getMessage())
 
 
 class _Driver:
@@ -241,7 +243,7 @@ DOCUMENTED: dict[str, set[str]] = {
     "backend_properties": {"not-found"},
     "load_by_name": {"not-found", "runtime-error"},
     "set_property": {"unsupported-operation", "invalid-parameter"},
-    "init_context": {"unsupported-operation", "runtime-error"},
+    "init_context": {"unsupported-operation", "invalid-argument", "runtime-error"},
     "set_parameter": {"invalid-parameter"},
     "compute": _GENERATING | {"invalid-parameter"},
     "generate": _GENERATING | {"invalid-parameter"},
@@ -257,7 +259,7 @@ TRAPS = {
     "foreign-handle": "handle index . used with the wrong type",
     "double-drop": "unknown handle index",
     "invalid-utf8": "invalid utf-8",
-    "string-out-of-bounds": "string content out-of-bounds",
+    "string-out-of-bounds": "string pointer/length out of bounds of memory",
     "unknown-enum-case": "unexpected discriminant",
     "hostile-realloc": "realloc return: beyond end of memory",
 }
@@ -290,10 +292,11 @@ def _undocumented(outcomes: Counter[tuple[str, str]]) -> list[str]:
 
 
 def fuzz_wit(host: Host, calls: int = 10_000, seed: int = 0, *, model: str = "default", run_calls: int = 400,
-             trap_share: float = 0.25) -> WitFuzzReport:
+             trap_share: float = 0.25, text_share: int = 40) -> WitFuzzReport:
     """Make about ``calls`` random wasi:nn and wasinn:llm calls through runs of the fuzz_wit
-    guest (``run_calls`` on average each), ``model`` its text model; about ``trap_share`` of
-    the runs end in a deliberate trap. Checked for every run: the guest's own checks of each
+    guest (``run_calls`` on average each), ``model`` its text model, ``text_share`` percent of
+    them on contexts and generations (the calls that run the model); about ``trap_share``
+    of the runs end in a deliberate trap. Checked for every run: the guest's own checks of each
     answer, each error code against ``DOCUMENTED``, a deliberate trap against ``TRAPS`` and
     any other trap or failure, host errors logged, sessions left open, and host resources
     left by a guest that dropped everything."""
@@ -312,7 +315,8 @@ def fuzz_wit(host: Host, calls: int = 10_000, seed: int = 0, *, model: str = "de
             n = min(calls - report.calls, rng.randrange(run_calls // 2, run_calls * 3 // 2 + 1))
             trap = rng.random() < trap_share
             run_seed = rng.getrandbits(63)
-            _fuzz_run(host, report, resources, f"seed {run_seed}", str(run_seed), str(n), model, str(int(trap)))
+            args = (str(run_seed), str(n), model, str(int(trap)), str(text_share))
+            _fuzz_run(host, report, resources, f"`{FUZZ_GUEST} {' '.join(args)}`", *args)
             report.calls += n
             report.runs += 1
             if len(host.sessions) != sessions_before:
@@ -328,7 +332,7 @@ def fuzz_wit(host: Host, calls: int = 10_000, seed: int = 0, *, model: str = "de
 
 
 def _fuzz_run(host: Host, report: WitFuzzReport, resources: list[int], name: str, *args: str) -> None:
-    planned = args[-1] == "1"
+    planned = args[3] == "1"
     del resources[:]
     try:
         result = host.run(FUZZ_GUEST, *args)

@@ -49,7 +49,6 @@ typedef struct { uint8_t kind; union { uint8_t boolean; int64_t integer; double 
 typedef struct { uint8_t is_some; fz_value value; } fz_option_value;
 typedef struct { llm_string name; fz_value value; } fz_parameter;
 typedef struct { uint8_t is_err; union { wnn_list ok; llm_error err; } of; } fz_result_list;
-typedef struct { uint8_t is_err; union { llm_string ok; llm_error err; } of; } fz_result_string;
 typedef struct { llm_handle graph; uint8_t text; llm_string build; } fz_loaded;
 typedef struct { uint8_t is_err; union { fz_loaded ok; uint8_t err; } of; } fz_result_loaded;
 typedef struct { uint8_t is_err; uint8_t err; } fz_result_kind;
@@ -71,8 +70,6 @@ extern void fz_set_property(llm_handle graph, const char *key, size_t len, const
 LLM_IMPORT("prompt", "[method]context.list-parameters") extern void fz_list_parameters(llm_handle context, wnn_list *ret);
 LLM_IMPORT("prompt", "[method]context.get-parameter")
 extern void fz_get_parameter(llm_handle context, const char *name, size_t len, fz_option_value *ret);
-LLM_IMPORT("prompt", "[method]context.compute")
-extern void fz_compute(llm_handle context, const char *prompt, size_t len, fz_result_string *ret);
 #define P1_IMPORT(name) __attribute__((import_module("wasinn:llm/preview1@0.1.0"), import_name(name)))
 P1_IMPORT("load-by-name")
 extern void fz_p1_load_by_name(const char *name, size_t len, int32_t has_config, const void *config, size_t config_len,
@@ -164,7 +161,7 @@ static int nn_outcome(wnn_handle error) /* the error resource read and dropped *
  * ended as far as the guest knows; serial: its context's). */
 typedef struct { int32_t handle; int flags; uint32_t serial; } held;
 typedef struct { held item[POOL]; int n; } pool;
-enum { ECHO = 1, EMBEDDING = 2, CANCELLED = 4, SUPERSEDED = 8, SEEN_END = 16 };
+enum { ECHO = 1, EMBEDDING = 2, CANCELLED = 4, SUPERSEDED = 8, SEEN_END = 16, CONFIGURED = 32 };
 static pool nn_graphs, nn_contexts, llm_graphs, llm_contexts, generations;
 static uint32_t serials;
 
@@ -496,7 +493,8 @@ static void llm_graph_call(uint32_t which)
     } else if (which == 4 && graph) {
         llm_import_graph_init_context(graph->handle, &r);
         int got = r.is_err ? llm_outcome(op_init_context, &r.of.err, NULL, 0) : OK;
-        outcome(op_init_context, got, graph->flags & ECHO ? LLM + LLM_UNSUPPORTED_OPERATION : OK,
+        /* A config given at load is checked against the model when a context is made. */
+        outcome(op_init_context, got, graph->flags & ECHO ? LLM + LLM_UNSUPPORTED_OPERATION : graph->flags & CONFIGURED ? -1 : OK,
                 "a context on a text model; the echo model has no text (unsupported-operation)");
         if (!r.is_err)
             keep(&llm_contexts, r.of.ok, 0, 0, llm_context_drop);
@@ -558,8 +556,8 @@ static void context_call(uint32_t which, held *context)
         set_parameter(context);
     } else if (which == 2) {
         supersede(context->serial);
-        fz_result_string r;
-        fz_compute(context->handle, text.ptr, text.len, &r);
+        llm_result_string r;
+        llm_import_context_compute(context->handle, text.ptr, text.len, &r);
         outcome(op_compute, r.is_err ? llm_outcome(op_compute, &r.of.err, NULL, 0) : OK, -1, NULL);
         if (!r.is_err)
             free(r.of.ok.ptr);
@@ -631,10 +629,12 @@ static void generation_call(uint32_t which, held *g)
 static void p1_call(uint32_t which)
 {
     fz_result_loaded r;
+    int flags = 0;
     if (which == 0) {
         llm_string name = model_name();
         size_t k = rnd(sizeof CONFIGS / sizeof CONFIGS[0]);
         int has_config = (int)rnd(2);
+        flags = has_config ? CONFIGURED : 0;
         fz_p1_load_by_name(name.ptr, name.len, has_config, CONFIGS[k].json, strlen(CONFIGS[k].json), &r);
         outcome(op_p1_load_by_name, r.is_err ? P1 + r.of.err : OK,
                 has_config && CONFIGS[k].malformed ? P1 + 1 : known(name) ? -1 : P1 + 6,
@@ -655,7 +655,7 @@ static void p1_call(uint32_t which)
     }
     if (!r.is_err) {
         free(r.of.ok.build.ptr);
-        keep(&llm_graphs, r.of.ok.graph, r.of.ok.text ? 0 : ECHO, 0, llm_graph_drop);
+        keep(&llm_graphs, r.of.ok.graph, flags | (r.of.ok.text ? 0 : ECHO), 0, llm_graph_drop);
     }
 }
 

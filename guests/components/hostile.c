@@ -10,6 +10,8 @@
  *                               dims: invalid-argument
  *   hostile bad-parameter MODEL sets temp to a string: invalid-parameter naming temp
  *   hostile spins               loops without end in wasm (only the host's limits stop it)
+ *   hostile embedding-text MODEL asks a context made for embeddings for text (compute):
+ *                               unsupported-operation
  *
  * Exit status: 0 when the host answered as it should (printed on stdout), 1 otherwise. */
 #include "wasinn_llm.h"
@@ -97,6 +99,21 @@ static int bad_parameter(const char *model)
     return r.of.err.code == LLM_INVALID_PARAMETER && r.of.err.name.is_some ? 0 : 1;
 }
 
+static int embedding_text(const char *model)
+{
+    llm_handle context = llm_graph_init_context(llm_load_by_name(model));
+    llm_context_set_parameter(context, "embedding", (llm_value){.kind = LLM_VALUE_BOOLEAN, .of.boolean = true});
+    llm_result_string r;
+    llm_import_context_compute(context, "Hello", 5, &r);
+    if (!r.is_err) {
+        puts("compute answered text on a context that makes embeddings");
+        return 1;
+    }
+    printf("compute: %s: %.*s\n", llm_error_code_name(r.of.err.code), (int)r.of.err.message.len,
+           r.of.err.message.ptr);
+    return r.of.err.code == LLM_UNSUPPORTED_OPERATION ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -111,9 +128,12 @@ int main(int argc, char **argv)
         return bad_tensor();
     if (!strcmp(mode, "bad-parameter"))
         return bad_parameter(model);
+    if (!strcmp(mode, "embedding-text"))
+        return embedding_text(model);
     if (!strcmp(mode, "spins"))
         for (volatile int spin = 1; spin;)
             ;
-    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|bad-parameter|spins [MODEL]\n", stderr);
+    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|bad-parameter|embedding-text|spins [MODEL]\n",
+          stderr);
     return 1;
 }
