@@ -61,6 +61,14 @@ def test_wasi_nn_errors_are_error_resources_with_a_code_and_what_to_fix(host: Ho
     assert "not-found" in result.stdout + result.stderr and "no model named 'no-such-model'" in result.stderr + result.stdout
 
 
+def test_two_input_tensors_of_one_name_are_an_invalid_argument(host: Host) -> None:
+    """Found by the WIT fuzzer: compute kept one of them, unchecked (a tensor whose data did
+    not match its dims went through), and said nothing."""
+    result = host.run("hostile", "twice")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "compute: invalid-argument: each input tensor needs a name of its own: 'x' given twice" in result.stdout
+
+
 def test_a_bad_parameter_is_an_error_that_names_it(host: Host) -> None:
     result = host.run("hostile", "bad-parameter", "default")
     assert result.exit_code == 0, result.stdout

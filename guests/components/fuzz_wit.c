@@ -359,19 +359,21 @@ static void nn_compute(held *context)
     wnn_import_compute(context->handle, inputs, n, &r);
     if (r.is_err) {
         int got = nn_outcome(r.of.err);
-        outcome(op_nn_compute, got, echo && !all_match ? NN + WNN_INVALID_ARGUMENT : -1,
-                "a tensor whose data does not match its type and dims is invalid-argument");
-        if (echo && all_match)
+        outcome(op_nn_compute, got, (echo && !all_match) || n == 4 ? NN + WNN_INVALID_ARGUMENT : -1,
+                "a tensor whose data does not match its type and dims, or a name twice, is invalid-argument");
+        if (echo && all_match && n < 4)
             wrong(op_nn_compute, "the echo model refused tensors that match their type and dims", got);
         return;
     }
     outcome(op_nn_compute, OK, -1, NULL);
+    if (n == 4)
+        wrong(op_nn_compute, "compute took two tensors of one name", OK);
     if (echo && !all_match)
         wrong(op_nn_compute, "the echo model took a tensor whose data does not match its type and dims", OK);
     wnn_named_tensor *outputs = r.of.ok.ptr;
     for (size_t i = 0; i < r.of.ok.len; i++) {
-        for (size_t k = 0; echo && k < n && k < 3; k++) { /* each input back under its name ("prompt" twice: unchecked) */
-            if ((n == 4 && k == 0) || outputs[i].name_len != inputs[k].name_len ||
+        for (size_t k = 0; echo && k < n; k++) { /* each input back under its name */
+            if (outputs[i].name_len != inputs[k].name_len ||
                 memcmp(outputs[i].name, inputs[k].name, inputs[k].name_len))
                 continue;
             wnn_list data;

@@ -10,6 +10,7 @@
  *                               dims: invalid-argument
  *   hostile bad-parameter MODEL sets temp to a string: invalid-parameter naming temp
  *   hostile spins               loops without end in wasm (only the host's limits stop it)
+ *   hostile twice               sends the echo model two tensors of one name: invalid-argument
  *   hostile embedding-text MODEL asks a context made for embeddings for text (compute):
  *                               unsupported-operation
  *
@@ -81,6 +82,25 @@ static int bad_tensor(void)
     return code == WNN_INVALID_ARGUMENT ? 0 : 1;
 }
 
+static int twice(void)
+{
+    wnn_handle context = wnn_init_execution_context(wnn_load_by_name("echo"));
+    static const uint32_t dims[1] = {4};
+    wnn_named_tensor inputs[2] = {{"x", 1, wnn_tensor_new(dims, 1, WNN_U8, "abcd", 4)},
+                                  {"x", 1, wnn_tensor_new(dims, 1, WNN_FP32, "abcd", 4)}};
+    wnn_result_list r;
+    wnn_import_compute(context, inputs, 2, &r);
+    if (!r.is_err) {
+        puts("compute took two tensors of one name");
+        return 1;
+    }
+    wnn_list message;
+    wnn_error_data(r.of.err, &message);
+    int32_t code = wnn_error_code(r.of.err);
+    printf("compute: %s: %.*s\n", wnn_error_code_name(code), (int)message.len, (const char *)message.ptr);
+    return code == WNN_INVALID_ARGUMENT ? 0 : 1;
+}
+
 static int bad_parameter(const char *model)
 {
     llm_handle context = llm_graph_init_context(llm_load_by_name(model));
@@ -128,12 +148,14 @@ int main(int argc, char **argv)
         return bad_tensor();
     if (!strcmp(mode, "bad-parameter"))
         return bad_parameter(model);
+    if (!strcmp(mode, "twice"))
+        return twice();
     if (!strcmp(mode, "embedding-text"))
         return embedding_text(model);
     if (!strcmp(mode, "spins"))
         for (volatile int spin = 1; spin;)
             ;
-    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|bad-parameter|embedding-text|spins [MODEL]\n",
+    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|twice|bad-parameter|embedding-text|spins [MODEL]\n",
           stderr);
     return 1;
 }
