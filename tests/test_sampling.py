@@ -126,3 +126,12 @@ def test_a_json_schema_of_an_unknown_type_is_an_invalid_argument(llama: tuple[We
     weights, native = llama
     with pytest.raises(InvalidArgument, match="json-schema is not a usable JSON schema: Unrecognized schema"):
         make_sampler(weights, {**OPTIONS.defaults, "json-schema": '{"type": "nope"}'}, native.n_ctx)
+
+
+@pytest.mark.parametrize("grammar", ["hot", "\n", "root ::= ("])
+def test_a_grammar_that_does_not_parse_is_an_invalid_argument(llama: tuple[Weights, NativeContext], grammar: str) -> None:
+    """Found by the WIT fuzzer: llama-cpp-python chained llama.cpp's NULL sampler for such a
+    grammar, and the first sample crashed the process (a segmentation fault)."""
+    weights, native = llama
+    with pytest.raises(InvalidArgument, match="grammar does not parse"):
+        make_sampler(weights, {**OPTIONS.defaults, "grammar": grammar}, native.n_ctx)

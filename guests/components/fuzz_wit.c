@@ -6,14 +6,15 @@
  * prompts too long for the context, chunks pulled after cancel, after a newer generation
  * and after their context was dropped, graphs unloaded under their contexts.
  *
- *     fuzz_wit SEED CALLS TEXT_MODEL [TRAP [TEXT_SHARE]]
+ *     fuzz_wit SEED CALLS TEXT_MODEL [TRAP|none [TEXT_SHARE]]
  *
  * What the host answers is checked where the WIT or guests/wit/README.md says what it must
  * be (an unknown name is not-found and names it, a mismatched tensor invalid-argument ...);
- * each call's outcome is tallied. With TRAP (1), the run ends with one call that the
- * canonical ABI refuses, so that the guest traps: a dropped, a foreign or a double-dropped
- * handle, a string that is not UTF-8 or lies outside memory, an unknown enum case, or a
- * cabi_realloc that answers outside memory. The host must survive each, and free all.
+ * each call's outcome is tallied. With TRAP, the run ends with one call that the canonical
+ * ABI refuses, so that the guest traps: dropped-handle, foreign-handle (a tensor as a
+ * graph), double-drop, invalid-utf8, string-out-of-bounds, unknown-enum-case (a tensor type)
+ * or hostile-realloc (cabi_realloc answers outside memory). The host must survive each, and
+ * free all.
  * TEXT_SHARE: the percentage of calls made on contexts and generations (40), the calls
  * that run the text model.
  *
@@ -663,13 +664,15 @@ static void p1_call(uint32_t which)
 
 /* ---- deliberate traps ------------------------------------------------------------------------- */
 
-static void trap(void)
+static void trap(const char *name)
 {
     static const char *const KINDS[] = {"dropped-handle", "foreign-handle", "double-drop", "invalid-utf8",
                                         "string-out-of-bounds", "unknown-enum-case", "hostile-realloc"};
-    uint32_t kind = rnd(sizeof KINDS / sizeof KINDS[0]);
+    uint32_t kind = 0;
+    while (kind < sizeof KINDS / sizeof KINDS[0] && strcmp(name, KINDS[kind]))
+        kind++;
     report();
-    fprintf(stderr, "fuzz: trap %s\n", KINDS[kind]);
+    fprintf(stderr, "fuzz: trap %s\n", name);
     fflush(stderr);
     llm_result_handle r;
     llm_handle graph = llm_graphs.n ? llm_graphs.item[--llm_graphs.n].handle : llm_load_by_name("echo");
@@ -681,7 +684,8 @@ static void trap(void)
     case 3: llm_import_load_by_name("\xff\xfe", 2, &r); break;
     case 4: llm_import_load_by_name((const char *)(uintptr_t)0xFFFFFF00u, 64, &r); break;
     case 5: wnn_tensor_new(NULL, 0, 200, NULL, 0); break;
-    default: hostile_realloc = 1; fz_list_backends(&names); break;
+    case 6: hostile_realloc = 1; fz_list_backends(&names); break;
+    default: fputs("fuzz: wrong trap: no such kind\n", stderr); return;
     }
     hostile_realloc = 0;
     fputs("fuzz: wrong trap: the canonical ABI let it through\n", stderr);
@@ -690,7 +694,7 @@ static void trap(void)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fputs("usage: fuzz_wit SEED CALLS TEXT_MODEL [TRAP [TEXT_SHARE]]\n", stderr);
+        fputs("usage: fuzz_wit SEED CALLS TEXT_MODEL [TRAP|none [TEXT_SHARE]]\n", stderr);
         return 1;
     }
     rng_state = strtoull(argv[1], NULL, 10);
@@ -717,8 +721,8 @@ int main(int argc, char **argv)
         else
             p1_call(PICK(P1_OPS));
     }
-    if (argc > 4 && !strcmp(argv[4], "1"))
-        trap();
+    if (argc > 4 && strcmp(argv[4], "none"))
+        trap(argv[4]);
     /* Everything let go, so that the host's tables are empty before the guest ends. */
     while (generations.n)
         llm_generation_drop(generations.item[--generations.n].handle);
