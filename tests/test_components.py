@@ -82,10 +82,26 @@ def test_wasi_nn_errors_are_error_resources_with_a_code_and_what_to_fix(host: Ho
     assert "not-found" in result.stdout + result.stderr and "no model named 'no-such-model'" in result.stderr + result.stdout
 
 
+def test_two_input_tensors_of_one_name_are_an_invalid_argument(host: Host) -> None:
+    """Found by the WIT fuzzer: compute kept one of them, unchecked (a tensor whose data did
+    not match its dims went through), and said nothing."""
+    result = host.run("hostile", "twice")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "compute: invalid-argument: each input tensor needs a name of its own: 'x' given twice" in result.stdout
+
+
 def test_a_bad_parameter_is_an_error_that_names_it(host: Host) -> None:
     result = host.run("hostile", "bad-parameter", "default")
     assert result.exit_code == 0, result.stdout
     assert "set-parameter: invalid-parameter, name temp: 'temp' takes a number" in result.stdout
+
+
+def test_text_from_a_context_made_for_embeddings_is_unsupported_not_a_host_error(host: Host) -> None:
+    """Found by the WIT fuzzer: compute on an embedding context met no text output (a
+    KeyError, logged as a host bug and answered runtime-error)."""
+    result = host.run("hostile", "embedding-text", "default")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "compute: unsupported-operation: this context makes embeddings" in result.stdout
 
 
 def test_pulling_after_cancel_gives_nothing_and_the_context_streams_again(host: Host) -> None:

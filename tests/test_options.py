@@ -60,6 +60,16 @@ def test_out_of_range_values_are_invalid(bad: dict, says: str) -> None:
         OPTIONS.normalize(bad)
 
 
+@pytest.mark.parametrize("bad", [{"temp": float("nan")}, {"top-p": float("nan")}, {"repeat-penalty": float("inf")},
+                                 {"min-p": float("-inf")}, {"n-predict": 10**30}, {"n-predict": 1e300},
+                                 {"last-n-penalty": -(2**63) - 1}])
+def test_numbers_no_option_can_mean_are_invalid(bad: dict) -> None:
+    """Found by the WIT fuzzer: NaN passed every range check (and sampled garbage), and an
+    integer past 64 bits was taken, then read back wrapped through wasinn:llm's s64."""
+    with pytest.raises(InvalidArgument, match="takes"):
+        OPTIONS.normalize(bad)
+
+
 def test_special_values_say_what_they_mean() -> None:
     assert OPTIONS["seed"].describe(RANDOM_SEED) == "random"
     assert OPTIONS["n-predict"].describe(-1) == "no limit" and OPTIONS["n-predict"].describe(64) == "64"

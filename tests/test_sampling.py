@@ -12,7 +12,7 @@ import llama_cpp
 import pytest
 from conftest import GREEDY, Probe
 
-from wasinn_lab import ConfigError, Host, Tensor, TensorType
+from wasinn_lab import ConfigError, Host, InvalidArgument, Tensor, TensorType
 from wasinn_lab.backends.llama.context import context_params
 from wasinn_lab.backends.llama.native import NativeContext
 from wasinn_lab.backends.llama.options import OPTIONS
@@ -118,3 +118,20 @@ def test_a_key_this_backend_does_not_know_is_named_in_the_log(probe: Probe, capl
     with caplog.at_level(logging.INFO):
         probe.context("default", {"top-n-sigma": 1.0})
     assert "'top-n-sigma' is not an option of this backend; ignored" in caplog.text
+
+
+def test_a_json_schema_of_an_unknown_type_is_an_invalid_argument(llama: tuple[Weights, NativeContext]) -> None:
+    """Found by the WIT fuzzer: llama-cpp-python's converter asserts on a type it does not
+    know, and the AssertionError escaped the error tree (a host bug: runtime-error)."""
+    weights, native = llama
+    with pytest.raises(InvalidArgument, match="json-schema is not a usable JSON schema: Unrecognized schema"):
+        make_sampler(weights, {**OPTIONS.defaults, "json-schema": '{"type": "nope"}'}, native.n_ctx)
+
+
+@pytest.mark.parametrize("grammar", ["hot", "\n", "root ::= ("])
+def test_a_grammar_that_does_not_parse_is_an_invalid_argument(llama: tuple[Weights, NativeContext], grammar: str) -> None:
+    """Found by the WIT fuzzer: llama-cpp-python chained llama.cpp's NULL sampler for such a
+    grammar, and the first sample crashed the process (a segmentation fault)."""
+    weights, native = llama
+    with pytest.raises(InvalidArgument, match="grammar does not parse"):
+        make_sampler(weights, {**OPTIONS.defaults, "grammar": grammar}, native.n_ctx)

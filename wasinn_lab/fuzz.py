@@ -1,28 +1,40 @@
-"""Fuzzing the preview1 ABI: random sequences of the twelve imports with random arguments,
-driven through the probe guest (guests/probe.wat) on a real host.
+"""Fuzzing the host's ABIs on a real host.
+
+``fuzz``: the preview1 ABI, random sequences of the twelve imports with random arguments,
+driven through the probe guest (guests/probe.wat).
 
 Arguments mix what a well-behaved guest would pass (live handles, pointers to real data)
 with what a hostile one would (stale and foreign handles, pointers and lengths past the
 end of memory, huge ranks, invalid UTF-8, broken JSON, wrong-typed configs). A run
 checks the host's promises: every call returns an errno (nothing else escapes), no call
 hits an unexpected host error, and no session outlives the guest.
+
+``fuzz_wit``: the WIT front-ends (``wasi:nn``, ``wasinn:llm``), through the fuzz_wit
+component (guests/components/fuzz_wit.c), which makes the random calls itself and checks
+each answer the WIT or guests/wit/README.md documents; see ``fuzz_wit``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
+import re
 import struct
 import time
+import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import GuestTrap
 from .host import Host
 from .runtime import ModuleInstance
+from .runtime import component
+from .runtime.component import RESOURCES_LEFT
 
-__all__ = ["FuzzReport", "fuzz"]
+__all__ = ["FuzzReport", "WitFuzzReport", "fuzz", "fuzz_wit"]
 
 _PAGE = 65536
 _HEAP = 4096
@@ -51,12 +63,20 @@ class FuzzReport:
 
 
 class _Unexpected(logging.Handler):
-    def __init__(self, report: FuzzReport) -> None:
-        super().__init__(logging.ERROR)
-        self.report = report
+    """Host errors logged while fuzzing (each an unexpected failure); with ``resources``,
+    also how many host resources each component still held when it ended."""
+
+    def __init__(self, unexpected: list[str], resources: list[int] | None = None) -> None:
+        super().__init__(logging.DEBUG if resources is not None else logging.ERROR)
+        self.unexpected = unexpected
+        self.resources = resources
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.report.unexpected.append(record.getMessage())
+        if record.msg == RESOURCES_LEFT and self.resources is not None:
+            self.resources.append(record.args[1])  # type: ignore[index]
+        elif record.levelno >= logging.ERROR:
+            cause = traceback.format_exception_only(record.exc_info[1])[-1].strip() if record.exc_info else ""
+            self.unexpected.append(f"{record.getMessage()}: {cause}" if cause else record.getMessage())
 
 
 class _Driver:
@@ -180,7 +200,7 @@ def fuzz(host: Host, calls: int = 10_000, seed: int = 0) -> FuzzReport:
     rng = random.Random(seed)
     models = [spec.name for spec in host.models()]
     sessions_before = len(host.sessions)
-    handler = _Unexpected(report)
+    handler = _Unexpected(report.unexpected)
     logger = logging.getLogger("wasinn_lab")
     logger.addHandler(handler)
     started = time.perf_counter()
@@ -203,3 +223,143 @@ def fuzz(host: Host, calls: int = 10_000, seed: int = 0) -> FuzzReport:
         report.seconds = time.perf_counter() - started
     report.leaked_sessions = len(host.sessions) - sessions_before
     return report
+
+
+# -- the WIT front-ends ---------------------------------------------------------------------------
+
+FUZZ_GUEST = "fuzz_wit"
+_OK = "ok"
+# What each call may answer, from the WIT and guests/wit/README.md: wasi:nn's codes as
+# abi/wit.py maps the host's errors (busy and backend failures are runtime-error, a prompt
+# too long or a full context too-large, a config that is no JSON object invalid-encoding);
+# wasinn:llm's per call as its README lists them; preview1's error-kind per class. Never:
+# wasi:nn's timeout, security and unknown (nothing here times out or is refused for
+# privilege, and unknown would be an error the front-end does not map).
+_GENERATING = {"invalid-argument", "too-large", "runtime-error", "busy"}
+DOCUMENTED: dict[str, set[str]] = {
+    "nn_load_by_name": {"not-found", "runtime-error"},
+    "nn_load": {"invalid-argument", "invalid-encoding", "runtime-error", "unsupported-operation", "too-large"},
+    "nn_init": {"runtime-error"},
+    "nn_compute": {"invalid-argument", "invalid-encoding", "runtime-error", "too-large", "unsupported-operation"},
+    "backend_properties": {"not-found"},
+    "load_by_name": {"not-found", "runtime-error"},
+    "set_property": {"unsupported-operation", "invalid-parameter"},
+    "init_context": {"unsupported-operation", "invalid-argument", "runtime-error"},
+    "set_parameter": {"invalid-parameter"},
+    "compute": _GENERATING | {"invalid-parameter", "unsupported-operation"},
+    "generate": _GENERATING | {"invalid-parameter"},
+    "next_chunk": _GENERATING,
+    "p1_load_by_name": {"not-found", "model-not-found", "invalid-encoding", "invalid-argument", "runtime-error"},
+    "p1_load": {"invalid-argument", "invalid-encoding", "runtime-error", "unsupported-operation", "too-large"},
+    "p1_configure": {"invalid-encoding", "invalid-argument"},
+    "p1_embed": {"unsupported-operation", "invalid-argument", "prompt-too-long", "context-full", "runtime-error"},
+}
+# The trap each deliberate misuse must end in (wasmtime's canonical ABI refuses it).
+TRAPS = {
+    "dropped-handle": "unknown handle index",
+    "foreign-handle": "handle index [0-9]+ used with the wrong type",
+    "double-drop": "unknown handle index",
+    "invalid-utf8": "invalid utf-8",
+    "string-out-of-bounds": "string pointer/length out of bounds of memory",
+    "unknown-enum-case": "discriminant 200 out of range",
+    "hostile-realloc": "realloc return: beyond end of memory",
+}
+_TALLY = re.compile(r"^fuzz: tally (\S+) (\S+) (\d+)$", re.M)
+_WRONG = re.compile(r"^fuzz: wrong (.*)$", re.M)
+_TRAP = re.compile(r"^fuzz: trap (\S+)$", re.M)
+
+
+@dataclass
+class WitFuzzReport:
+    calls: int = 0
+    runs: int = 0
+    seconds: float = 0.0
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (call, "ok" or "iface:code") -> n
+    traps: Counter[str] = field(default_factory=Counter)  # deliberate traps, by kind
+    wrong: list[str] = field(default_factory=list)  # answers that are not the documented ones
+    unexpected: list[str] = field(default_factory=list)  # host errors, unplanned traps and failed runs
+    leaked_sessions: int = 0
+    resources_left: int = 0  # host resources still held by guests that had dropped everything
+    freed_after_traps: int = 0  # what guests that trapped still held, which the host freed
+
+    @property
+    def failures(self) -> list[str]:
+        return [*self.wrong, *self.unexpected]
+
+
+def _undocumented(outcomes: Counter[tuple[str, str]]) -> list[str]:
+    return [f"{call} answered {outcome} ({n}x), which is not documented for it"
+            for (call, outcome), n in sorted(outcomes.items())
+            if outcome != _OK and outcome.partition(":")[2] not in DOCUMENTED.get(call, set())]
+
+
+def fuzz_wit(host: Host, calls: int = 10_000, seed: int = 0, *, model: str = "default", run_calls: int = 400,
+             trap_share: float = 0.25, text_share: int = 40) -> WitFuzzReport:
+    """Make about ``calls`` random wasi:nn and wasinn:llm calls through runs of the fuzz_wit
+    guest (``run_calls`` on average each), ``model`` its text model, ``text_share`` percent of
+    them on contexts and generations (the calls that run the model); about ``trap_share``
+    of the runs end in a deliberate trap. Checked for every run: the guest's own checks of each
+    answer, each error code against ``DOCUMENTED``, a deliberate trap against ``TRAPS`` and
+    any other trap or failure, host errors logged, sessions left open, and host resources
+    left by a guest that dropped everything."""
+    report = WitFuzzReport()
+    rng = random.Random(seed)
+    # Held through the run, so that the weights stay loaded when a guest unloads the model
+    # (the next load would read them again): the calls are under test, not the loading.
+    holder = host.open_session(model)
+    holder.reload()  # (a context takes its weights when it is first used)
+    sessions_before = len(host.sessions)
+    resources: list[int] = []
+    handler = _Unexpected(report.unexpected, resources)
+    logger, component_log = logging.getLogger("wasinn_lab"), logging.getLogger(component.__name__)
+    level = component_log.level
+    logger.addHandler(handler)
+    component_log.setLevel(logging.DEBUG)  # the RESOURCES_LEFT records
+    started = time.perf_counter()
+    try:
+        kinds = itertools.cycle(TRAPS)  # each kind in turn
+        while report.calls < calls:
+            n = min(calls - report.calls, rng.randrange(run_calls // 2, run_calls * 3 // 2 + 1))
+            trap = next(kinds) if rng.random() < trap_share else "none"
+            run_seed = rng.getrandbits(63)
+            args = (str(run_seed), str(n), model, trap, str(text_share))
+            _fuzz_run(host, report, resources, f"`{FUZZ_GUEST} {' '.join(args)}`", *args)
+            report.calls += n
+            report.runs += 1
+            if len(host.sessions) != sessions_before:
+                report.leaked_sessions += len(host.sessions) - sessions_before
+                report.unexpected.append(f"seed {run_seed}: {len(host.sessions) - sessions_before} sessions left open")
+                break
+    finally:
+        logger.removeHandler(handler)
+        component_log.setLevel(level)
+        host.sessions.discard(holder)
+        report.seconds = time.perf_counter() - started
+    report.wrong += _undocumented(report.outcomes)
+    return report
+
+
+def _fuzz_run(host: Host, report: WitFuzzReport, resources: list[int], name: str, *args: str) -> None:
+    planned = args[3] != "none"
+    del resources[:]
+    try:
+        result = host.run(FUZZ_GUEST, *args)
+        stderr = result.stderr
+        if result.exit_code != 0:
+            report.unexpected.append(f"{name}: exit status {result.exit_code}: {stderr[-500:]}")
+        if resources and not planned:
+            report.resources_left += sum(resources)
+            report.unexpected.append(f"{name}: the host still held {sum(resources)} resources the guest had dropped")
+    except GuestTrap as exc:
+        stderr = exc.stderr
+        kind = _TRAP.findall(stderr)
+        if not kind or not planned:
+            report.unexpected.append(f"{name}: trapped: {exc.trap}")
+        elif not re.search(TRAPS[kind[0]], exc.trap):
+            report.unexpected.append(f"{name}: the {kind[0]} trap said: {exc.trap}")
+        else:
+            report.traps[kind[0]] += 1
+            report.freed_after_traps += sum(resources)
+    for call, outcome, n in _TALLY.findall(stderr):
+        report.outcomes[call, outcome] += int(n)
+    report.wrong += [f"{name}: {line}" for line in _WRONG.findall(stderr)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,10 +59,12 @@ class Option:
         elif self.kind is int:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
-            ok = isinstance(value, int) and not isinstance(value, bool)
+            # Beyond 64 bits no option means anything, and WIT's s64 would read it back wrapped.
+            ok = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
         elif self.kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             value = float(value) if ok else value
+            ok = ok and math.isfinite(value)  # NaN passes every range check; no option means infinity
         else:
             ok = isinstance(value, str)
         if not ok or (self.choices and value not in self.choices):

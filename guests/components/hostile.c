@@ -13,6 +13,9 @@
  *                               n-predict (raised mid-generation, which applies to the next
  *                               one only): length; the reverse prompt: stop; cancel: cancelled
  *   hostile spins               loops without end in wasm (only the host's limits stop it)
+ *   hostile twice               sends the echo model two tensors of one name: invalid-argument
+ *   hostile embedding-text MODEL asks a context made for embeddings for text (compute):
+ *                               unsupported-operation
  *
  * Exit status: 0 when the host answered as it should (printed on stdout), 1 otherwise. */
 #include "wasinn_llm.h"
@@ -82,6 +85,25 @@ static int bad_tensor(void)
     return code == WNN_INVALID_ARGUMENT ? 0 : 1;
 }
 
+static int twice(void)
+{
+    wnn_handle context = wnn_init_execution_context(wnn_load_by_name("echo"));
+    static const uint32_t dims[1] = {4};
+    wnn_named_tensor inputs[2] = {{"x", 1, wnn_tensor_new(dims, 1, WNN_U8, "abcd", 4)},
+                                  {"x", 1, wnn_tensor_new(dims, 1, WNN_FP32, "abcd", 4)}};
+    wnn_result_list r;
+    wnn_import_compute(context, inputs, 2, &r);
+    if (!r.is_err) {
+        puts("compute took two tensors of one name");
+        return 1;
+    }
+    wnn_list message;
+    wnn_error_data(r.of.err, &message);
+    int32_t code = wnn_error_code(r.of.err);
+    printf("compute: %s: %.*s\n", wnn_error_code_name(code), (int)message.len, (const char *)message.ptr);
+    return code == WNN_INVALID_ARGUMENT ? 0 : 1;
+}
+
 static int bad_parameter(const char *model)
 {
     llm_handle context = llm_graph_init_context(llm_load_by_name(model));
@@ -134,6 +156,21 @@ static int finishes(const char *model)
     return !strcmp(limit, "length") && !strcmp(reverse, "stop") && !strcmp(cancel, "cancelled") ? 0 : 1;
 }
 
+static int embedding_text(const char *model)
+{
+    llm_handle context = llm_graph_init_context(llm_load_by_name(model));
+    llm_context_set_parameter(context, "embedding", (llm_value){.kind = LLM_VALUE_BOOLEAN, .of.boolean = true});
+    llm_result_string r;
+    llm_import_context_compute(context, "Hello", 5, &r);
+    if (!r.is_err) {
+        puts("compute answered text on a context that makes embeddings");
+        return 1;
+    }
+    printf("compute: %s: %.*s\n", llm_error_code_name(r.of.err.code), (int)r.of.err.message.len,
+           r.of.err.message.ptr);
+    return r.of.err.code == LLM_UNSUPPORTED_OPERATION ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -150,9 +187,15 @@ int main(int argc, char **argv)
         return bad_parameter(model);
     if (!strcmp(mode, "finishes"))
         return finishes(model);
+    if (!strcmp(mode, "twice"))
+        return twice();
+    if (!strcmp(mode, "embedding-text"))
+        return embedding_text(model);
     if (!strcmp(mode, "spins"))
         for (volatile int spin = 1; spin;)
             ;
-    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|bad-parameter|finishes|spins [MODEL]\n", stderr);
+    fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|twice|bad-parameter|finishes|embedding-text|spins"
+          " [MODEL]
+", stderr);
     return 1;
 }

@@ -120,6 +120,15 @@ typedef struct {
     } of;
 } llm_result_chunk;
 
+/* result<string, error>: the same, a string as the ok payload. */
+typedef struct {
+    uint8_t is_err;
+    union {
+        llm_string ok;
+        llm_error err;
+    } of;
+} llm_result_string;
+
 _Static_assert(sizeof(llm_string) == 8, "string is {ptr, len}");
 _Static_assert(sizeof(llm_error) == 24 && offsetof(llm_error, message) == 4 && offsetof(llm_error, name) == 12,
                "record error layout");
@@ -151,6 +160,10 @@ LLM_IMPORT("graphs", "[resource-drop]graph") extern void llm_graph_drop(llm_hand
 LLM_IMPORT("prompt", "[method]context.set-parameter")
 extern void llm_import_context_set_parameter(llm_handle context, const char *name, size_t name_len, int32_t kind,
                                              int64_t payload, int32_t payload_len, llm_result_unit *ret);
+/* prompt: [method]context.compute(self, prompt: string) -> result<string, error>  (i32 i32 i32 i32) */
+LLM_IMPORT("prompt", "[method]context.compute")
+extern void llm_import_context_compute(llm_handle context, const char *prompt, size_t prompt_len,
+                                       llm_result_string *ret);
 /* prompt: [method]context.generate(self, prompt: string) -> result<generation, error>  (i32 i32 i32 i32) */
 LLM_IMPORT("prompt", "[method]context.generate")
 extern void llm_import_context_generate(llm_handle context, const char *prompt, size_t prompt_len,

@@ -262,6 +262,8 @@ class LLM:
         handle, session = self._session(store, context)
         self._end(handle, "cancelled")
         outputs = session.compute({PROMPT: prompt_tensor(prompt)})
+        if TEXT not in outputs:
+            raise UnsupportedOperation("this context makes embeddings, not text: set `embedding` false to generate")
         return outputs[TEXT].data.decode("utf-8", "replace")
 
     def _generate(self, store: wasmtime.StoreContext, context: cm.ResourceAny, prompt: str) -> cm.ResourceHost:

@@ -143,6 +143,9 @@ class WasiNN:
         handle = self._resources.get(store, context, self.context)
         # The tensors come in owned: the host takes them whatever happens next.
         tensors = {name: self._resources.take(store, tensor, self.tensor) for name, tensor in inputs}
+        if len(tensors) < len(inputs):  # a dict would keep one of them, unchecked and unsaid
+            twice = sorted({name for name, _ in inputs if [n for n, _ in inputs].count(name) > 1})
+            raise InvalidArgument(f"each input tensor needs a name of its own: {', '.join(map(repr, twice))} given twice")
         session = self._nn.context(handle)
         if session.inputs is not None and CONFIG in tensors:
             session.configure(parse_config(tensors.pop(CONFIG).data))

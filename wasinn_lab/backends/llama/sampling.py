@@ -20,7 +20,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 from llama_cpp import _internals
-from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from ...errors import InvalidArgument
 from .native import NativeContext
@@ -83,13 +83,15 @@ def _build(chain: _internals.LlamaSampler, weights: Weights, config: Mapping[str
     if config["json-schema"]:
         try:
             grammar = json_schema_to_gbnf(config["json-schema"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:  # it asserts on an unknown "type"
             raise InvalidArgument(f"json-schema is not a usable JSON schema: {exc}") from exc
     if grammar:
-        try:
-            chain.add_grammar(weights.native, LlamaGrammar.from_string(grammar, verbose=False))
-        except ValueError as exc:
-            raise InvalidArgument(f"grammar does not parse: {exc}") from exc
+        # Not LlamaSampler.add_grammar: it chains llama.cpp's NULL for a grammar that does not
+        # parse, and the first sample then crashes the process.
+        sampler = llama_cpp.llama_sampler_init_grammar(weights.vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise InvalidArgument(f"grammar does not parse (GBNF with a `root` rule): {grammar[:200]!r}")
+        llama_cpp.llama_sampler_chain_add(chain.sampler, sampler)
     if penalties:
         chain.add_penalties(weights.n_vocab, window, config["repeat-penalty"], config["frequency-penalty"],
                             config["presence-penalty"])
