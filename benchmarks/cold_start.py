@@ -1,0 +1,124 @@
+"""A cold start: how long after its process starts `wasinn-lab run` writes its first token.
+
+    .venv/bin/python benchmarks/cold_start.py [--runs 15] [--prompt "Once upon a time"]
+
+Each round spawns, in turn, a fresh process of each of these and times it from just
+before the spawn to the first byte it writes on stdout (a pipe, read unbuffered):
+
+  python      `python -c` that writes one byte: the interpreter's own start
+  llama_cpp   the same after `import llama_cpp` (llama-cpp-python, numpy with it)
+  cli         the same after `import wasinn_lab.cli`
+  floor       a bare `python -c` that loads the default model with llama-cpp-python,
+              makes a context as `run` does (ctx-size 4096, a thread per core), evaluates
+              the prompt and writes the first token it picks (greedy): the least any
+              Python program that uses llama-cpp-python pays
+  run         `python -m wasinn_lab run -p n-predict=1 -p temp=0 stream default PROMPT`
+
+The spawns are interleaved round by round (the order turns each round), so a busy
+moment of the machine falls on every variant alike. Prints the median time to the
+first byte of each, its quartiles, and run / floor paired round by round. WasmEdge
+(not installable here) reached its first token 0.52 s after its start where `run` took
+0.92 s (issue 22, same guest, model and prompt): the reference to beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WASMEDGE_FIRST_TOKEN_S = 0.52
+
+FLOOR = """
+import os, sys
+import llama_cpp as ll
+model = ll.llama_model_load_from_file(sys.argv[1].encode(), ll.llama_model_default_params())
+params = ll.llama_context_default_params()
+params.n_ctx = 4096
+params.n_threads = params.n_threads_batch = os.cpu_count()
+ctx = ll.llama_init_from_model(model, params)
+vocab = ll.llama_model_get_vocab(model)
+prompt = sys.argv[2].encode()
+tokens = (ll.llama_token * (len(prompt) + 2))()
+n = ll.llama_tokenize(vocab, prompt, len(prompt), tokens, len(tokens), True, True)
+ll.llama_decode(ctx, ll.llama_batch_get_one(tokens, n))
+sampler = ll.llama_sampler_init_greedy()
+token = ll.llama_sampler_sample(sampler, ctx, -1)
+piece = ll.ctypes.create_string_buffer(64)
+length = ll.llama_token_to_piece(vocab, token, piece, len(piece), 0, True)
+sys.stdout.buffer.write(piece.raw[:max(length, 1)])
+sys.stdout.flush()
+"""
+
+
+def commands(prompt: str, model: str) -> dict[str, list[str]]:
+    python = sys.executable
+    first_byte = "import sys; sys.stdout.write('.'); sys.stdout.flush()"
+    return {
+        "python": [python, "-c", first_byte],
+        "llama_cpp": [python, "-c", f"import llama_cpp; {first_byte}"],
+        "cli": [python, "-c", f"import wasinn_lab.cli; {first_byte}"],
+        "floor": [python, "-c", FLOOR, model, prompt],
+        "run": [python, "-m", "wasinn_lab", "run", "-p", "n-predict=1", "-p", "temp=0", "stream", "default", prompt],
+    }
+
+
+def first_byte_s(command: list[str]) -> float:
+    """Seconds from just before the spawn to the first byte on the process's stdout."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    first = os.read(process.stdout.fileno(), 1)
+    seconds = time.perf_counter() - started
+    _, stderr = process.communicate()
+    if not first or process.returncode != 0:
+        raise SystemExit(f"{command[:4]}... failed ({process.returncode}):\n{stderr.decode(errors='replace')}")
+    return seconds
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15, help="rounds (each spawns every variant once)")
+    parser.add_argument("--prompt", default="Once upon a time")
+    options = parser.parse_args()
+
+    from wasinn_lab.models import default_model_path
+
+    variants = commands(options.prompt, str(default_model_path()))
+    names = list(variants)
+    for name in names:  # once each, unmeasured: page cache, compiled-guest cache, .pyc files
+        first_byte_s(variants[name])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    load = []
+    for round_ in range(options.runs):
+        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        for name in order:
+            times[name].append(first_byte_s(variants[name]))
+        load.append(os.getloadavg()[0])
+
+    print(f"{options.runs} rounds, {os.cpu_count()} cores, load average {min(load):.2f} to {max(load):.2f}; "
+          f"seconds from spawn to the first byte on stdout")
+    print(f"{'':<10} {'median':>7} {'q1':>7} {'q3':>7}")
+    for name in names:
+        q1, median, q3 = quartiles(times[name])
+        print(f"{name:<10} {median:7.3f} {q1:7.3f} {q3:7.3f}")
+    ratios = [run / floor for run, floor in zip(times["run"], times["floor"], strict=True)]
+    q1, median, q3 = quartiles(ratios)
+    print(f"run / floor, paired by round: median {median:.3f} (q1 {q1:.3f}, q3 {q3:.3f})")
+    print(f"run, median {statistics.median(times['run']):.3f} s; WasmEdge's quoted first token: "
+          f"{WASMEDGE_FIRST_TOKEN_S:.2f} s (another machine, less loaded: compare with the floor here)")
+
+
+if __name__ == "__main__":
+    main()
