@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,15 +71,17 @@ def commands(prompt: str, model: str) -> dict[str, list[str]]:
 
 def first_byte_s(command: list[str]) -> float:
     """Seconds from just before the spawn to the first byte on the process's stdout."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    assert process.stdout is not None
-    first = os.read(process.stdout.fileno(), 1)
-    seconds = time.perf_counter() - started
-    _, stderr = process.communicate()
-    if not first or process.returncode != 0:
-        raise SystemExit(f"{command[:4]}... failed ({process.returncode}):\n{stderr.decode(errors='replace')}")
+    # stderr to a file: llama.cpp's log, unread, would fill a pipe and stop the process.
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        assert process.stdout is not None
+        first = os.read(process.stdout.fileno(), 1)
+        seconds = time.perf_counter() - started
+        process.communicate()
+        if not first or process.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"{command[:4]}... failed ({process.returncode}):\n{stderr.read().decode(errors='replace')}")
     return seconds
 
 

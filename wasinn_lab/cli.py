@@ -94,7 +94,8 @@ class _Version(argparse.Action):
 
         parts = ", ".join(installed(package) for package in ("wasmtime", "llama-cpp-python"))
         python = ".".join(map(str, sys.version_info[:3]))
-        parser.exit(0, f"wasinn-lab {installed('wasinn-lab').split()[-1]} ({parts}, Python {python})\n")
+        print(f"wasinn-lab {installed('wasinn-lab').split()[-1]} ({parts}, Python {python})")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("bench", help=BENCH_HELP, add_help=False)
 
     options = commands.add_parser("options", help="the parameters each backend takes (for run -p, %%%%wasi_nn -p)",
-                                  description=OPTIONS_DESCRIPTION)
+                                  description=OPTIONS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_argument("--markdown", action="store_true", help="as Markdown tables (the README's)")
 
     models = commands.add_parser("models", help="list registered models")
@@ -228,6 +229,8 @@ def _write(stream: TextIO) -> Callable[[bytes], None]:
 def _print_options(*, markdown: bool) -> None:
     from .host import Host
 
+    if not markdown:
+        print("Give a run these with -p NAME=VALUE (wasinn-lab options --help says more).\n")
     with Host(default_model=False) as host:
         for backend in host.registry.backends:
             if not backend.options:

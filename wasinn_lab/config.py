@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ConfigError, InvalidEncoding
 
-__all__ = ["parse_config_json", "parse_assignment"]
+__all__ = ["parse_config_json", "parse_assignment", "quote"]
 
 QUOTE_WIDTH = 72  # characters of a config shown around what was wrong in it
 
