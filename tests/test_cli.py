@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,19 +145,26 @@ def test_bench_rejects_bad_sweeps_and_too_few_runs() -> None:
     assert result.returncode == 2 and "values must be integers" in result.stderr
 
 
-def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
+def stopped_while_generating(stop: Callable[[subprocess.Popen[bytes]], None], *options: str) -> tuple[int, bytes]:
+    """The stream guest started on a long generation and, once its tokens come, ``stop``
+    done to it: how it ended (its status) and what it said (stderr)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "--env", "temp=0",
-         "stream", "default", "Once upon a time"],
+        [sys.executable, "-m", "wasinn_lab", "run", *options, "stream", "default", "Once upon a time"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
         assert process.stdout is not None and process.stdout.read(40)  # it is generating
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        stop(process)
+        _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130
+    return process.returncode, stderr
+
+
+def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
+    status, stderr = stopped_while_generating(lambda process: process.send_signal(signal.SIGINT),
+                                              "--env", "n_predict=100000", "--env", "temp=0")
+    assert status == 130
     assert b"wasinn-lab: interrupted" in stderr and b"Traceback" not in stderr
 
 
@@ -261,18 +269,12 @@ def test_a_missing_model_file_ends_without_resource_warnings(tmp_path: Path) -> 
 
 def test_a_reader_that_goes_away_ends_the_run_as_it_ends_cat() -> None:
     """``wasinn-lab run ... | head -c 40``: no BrokenPipeError, no generating on for nobody."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn_lab", "run", "-p", "n-predict=400", "-p", "temp=0",
-         "stream", "default", "Once upon a time"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None and process.stdout.read(40)  # it is generating
+    def close_the_pipe(process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
         process.stdout.close()
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == -signal.SIGPIPE, stderr
+
+    status, stderr = stopped_while_generating(close_the_pipe, "-p", "n-predict=400", "-p", "temp=0")
+    assert status == -signal.SIGPIPE, stderr
     assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr
     assert b"usage: {" not in stderr  # it ended there, not after 400 tokens
 
