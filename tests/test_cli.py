@@ -5,7 +5,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from wasinn_lab.models import default_model_path
 
@@ -142,19 +145,26 @@ def test_bench_rejects_bad_sweeps_and_too_few_runs() -> None:
     assert result.returncode == 2 and "values must be integers" in result.stderr
 
 
-def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
+def stopped_while_generating(stop: Callable[[subprocess.Popen[bytes]], None], *options: str) -> tuple[int, bytes]:
+    """The stream guest started on a long generation and, once its tokens come, ``stop``
+    done to it: how it ended (its status) and what it said (stderr)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "wasinn_lab", "run", "--env", "n_predict=100000", "--env", "temp=0",
-         "stream", "default", "Once upon a time"],
+        [sys.executable, "-m", "wasinn_lab", "run", *options, "stream", "default", "Once upon a time"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
         assert process.stdout is not None and process.stdout.read(40)  # it is generating
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        stop(process)
+        _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130
+    return process.returncode, stderr
+
+
+def test_ctrl_c_ends_a_generating_guest_with_one_line() -> None:
+    status, stderr = stopped_while_generating(lambda process: process.send_signal(signal.SIGINT),
+                                              "--env", "n_predict=100000", "--env", "temp=0")
+    assert status == 130
     assert b"wasinn-lab: interrupted" in stderr and b"Traceback" not in stderr
 
 
@@ -174,3 +184,104 @@ def test_options_lists_each_backends_parameters_and_the_readme_shows_the_same() 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     block = readme.split("tests/test_cli.py checks it -->\n", 1)[1].split("\n<!-- /options -->", 1)[0]
     assert block == markdown, "README's parameter table is stale: paste `wasinn-lab options --markdown` in"
+
+
+def test_run_takes_parameters_as_a_cell_does() -> None:
+    """``-p`` as ``%%wasi_nn -p`` spells it; ``--env`` spelled like a parameter is pointed to ``-p``."""
+    result = wasinn_lab("run", "-p", "n-predict=3", "--param", "temp=0", "--env", "n-predict=3", "stream", "default", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert '"output_tokens": 3' in result.stderr
+    assert "wasinn-lab: warning: --env n-predict=3 sets an environment variable, which the guests in guests/ read " \
+           "as n_predict; for a parameter, checked, use -p n-predict=3" in result.stderr
+
+
+def test_a_parameter_with_a_wrong_name_or_value_is_refused_before_the_guest_starts() -> None:
+    unknown = wasinn_lab("run", "-p", "colour=1", "stream", "default", "Hi")
+    assert unknown.returncode == 2, unknown.stderr
+    assert "wasinn-lab: error: no parameter 'colour'; the parameters are: batch-size," in unknown.stderr
+    assert "n-predict" in unknown.stderr and "usage: {" not in unknown.stderr  # the guest never ran
+    bad = wasinn_lab("run", "-p", "temp=hot", "stream", "default", "Hi")
+    assert bad.returncode == 2 and "wasinn-lab: error: parameter 'temp' takes a number of at least 0, got 'hot'" \
+        in bad.stderr
+    shapeless = wasinn_lab("run", "-p", "temp", "stream", "default", "Hi")
+    assert shapeless.returncode == 2 and "argument -p/--param: expected KEY=VALUE, got 'temp'" in shapeless.stderr
+
+
+def test_options_says_how_runs_take_the_parameters() -> None:
+    result = wasinn_lab("options", "--help")
+    assert "-p NAME=VALUE" in result.stdout and "--env n_predict=16" in result.stdout
+
+
+def test_a_config_that_is_not_json_is_quoted_where_it_breaks() -> None:
+    """The guests write a number's variable into their config raw: the person sees that config."""
+    result = wasinn_lab("run", "--env", "n_predict=lots", "stream", "default", "Hi")
+    assert result.returncode == 2
+    assert "wasinn-lab: wasi-nn load_by_name_with_config failed: config is not valid JSON (expecting value at " \
+           'line 1, column 14):\n    {"n-predict":lots}\n                 ^\n' in result.stderr
+
+
+def test_a_long_config_is_cut_around_where_it_breaks() -> None:
+    from wasinn_lab.abi.conventions import parse_config as parse_config_json
+    from wasinn_lab.errors import InvalidEncoding
+
+    raw = b'{"grammar": "' + b"a" * 200 + b'", oops, "reverse-prompt": "' + b"b" * 200 + b'"}'
+    with pytest.raises(InvalidEncoding) as caught:
+        parse_config_json(raw)
+    message, quoted, caret = str(caught.value).split("\n")
+    assert message == "config is not valid JSON (expecting property name enclosed in double quotes at line 1, " \
+                      "column 217):"
+    assert quoted.startswith("    …aaa") and quoted.endswith("bbb…") and len(quoted) <= 4 + 2 + 72
+    assert quoted[len(caret) - 1 :].startswith("oops")
+    with pytest.raises(InvalidEncoding, match=r"config is not valid UTF-8 \(invalid start byte at byte 6\):\n"
+                                              r"    \{\"x\":\"\\xff\"\}\n          \^"):
+        parse_config_json(b'{"x":"\xff"}')
+
+
+def test_run_help_names_the_guests_arguments_and_shows_examples() -> None:
+    result = wasinn_lab("run", "--help")
+    assert result.returncode == 0
+    assert "usage: wasinn-lab run [OPTIONS] GUEST [MODEL [PROMPT]]" in result.stdout
+    assert "The guests in guests/ take MODEL [PROMPT]" in result.stdout
+    assert 'examples:\n  wasinn-lab run stream default "Once upon a time"' in result.stdout
+    assert "printf 'Hello!\\nTell me a joke.\\n' | wasinn-lab run chat default" in result.stdout
+    alone = wasinn_lab("run")
+    assert alone.returncode == 2
+    assert 'wasinn-lab run: error: which guest? e.g. wasinn-lab run stream default "Once upon a time"' in alone.stderr
+    assert "required" not in alone.stderr
+
+
+def test_version_names_what_runs_the_guests() -> None:
+    result = wasinn_lab("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wasinn-lab 0.1.0 (wasmtime ")
+    assert "llama-cpp-python 0.3." in result.stdout
+
+
+def test_a_missing_model_file_ends_without_resource_warnings(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-m", "wasinn_lab", "run", "--nn-preload",
+         f"gone:GGML:AUTO:{tmp_path / 'gone.gguf'}", "complete", "gone", "Hi"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "errno 103" in result.stderr
+    assert "ResourceWarning" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_run_as_it_ends_cat() -> None:
+    """``wasinn-lab run ... | head -c 40``: no BrokenPipeError, no generating on for nobody."""
+    def close_the_pipe(process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        process.stdout.close()
+
+    status, stderr = stopped_while_generating(close_the_pipe, "-p", "n-predict=400", "-p", "temp=0")
+    assert status == -signal.SIGPIPE, stderr
+    assert b"Traceback" not in stderr and b"BrokenPipeError" not in stderr
+    assert b"usage: {" not in stderr  # it ended there, not after 400 tokens
+
+
+def test_importing_the_command_line_imports_no_notebook_or_table_library() -> None:
+    script = ("import sys, wasinn_lab.cli; heavy = {'pandas', 'matplotlib', 'ipywidgets', 'IPython'}; "
+              "print(sorted({name.split('.')[0] for name in sys.modules} & heavy))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -4,17 +4,24 @@ components and make preview1 modules components, install the Jupyter kernel spec
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from . import bench, compose, guests, kernelspec
+from . import kernelspec
 from .config import parse_assignment
 from .errors import ConfigError, GuestTrap, WasiNNLabError
-from .host import Host
-from .limits import Limits
+
+# Each command imports what it uses when it runs: `run` never pays for bench's pandas, nor
+# --help for wasmtime and llama.cpp.
+if TYPE_CHECKING:
+    from .host import Host
+    from .limits import Limits
 
 __all__ = ["main"]
 
@@ -29,6 +36,15 @@ def _key_value(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _parameter(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` as a cell's ``-p`` reads it (VALUE as JSON where it is JSON); the
+    host checks it against the options before the guest starts."""
+    try:
+        return parse_assignment(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _directory(text: str) -> tuple[str, str]:
     host_dir, _, guest_dir = text.partition(":")
     if not Path(host_dir).is_dir():
@@ -36,8 +52,55 @@ def _directory(text: str) -> tuple[str, str]:
     return host_dir, guest_dir or host_dir
 
 
+RUN_DESCRIPTION = """Run a guest as wasmedge would: stdin and stdout wired through, the exit status the guest's
+(128 when it traps, 130 on Ctrl-C).
+
+The guests in guests/ take MODEL [PROMPT]: a registered model's name (`default`, the
+bundled model, unless --nn-preload names others; `wasinn-lab models` lists them) and the
+prompt, read from stdin when it is not given (chat reads one turn per line of stdin)."""
+
+RUN_EXAMPLES = """examples:
+  wasinn-lab run stream default "Once upon a time"
+  wasinn-lab run -p n-predict=16 -p temp=0 complete default "The capital of France is"
+  printf 'Hello!\\nTell me a joke.\\n' | wasinn-lab run chat default
+  wasinn-lab run --nn-preload mine:GGML:AUTO:/models/x.gguf stream mine "Hi"
+
+`wasinn-lab options` lists the parameters -p takes."""
+
+BENCH_HELP = "measure guests against llama-cpp-python called directly"
+
+OPTIONS_DESCRIPTION = """The parameters each backend takes. Give them to a run with -p NAME=VALUE (a cell's
+%%wasi_nn -p is the same): they are checked before the guest starts and apply to every
+context it opens. A guest sends them in its config JSON (n-predict or n_predict). The C
+guests in guests/ build that config from environment variables named with _ for -, as
+WasmEdge's examples do: --env n_predict=16 (which they write into the JSON unchecked)."""
+
+
+class _Version(argparse.Action):
+    """--version: wasinn-lab's and the versions of what runs the guests, looked up only
+    when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(package: str) -> str:
+            try:
+                return f"{package} {version(package)}"
+            except PackageNotFoundError:
+                return f"{package} not installed"
+
+        parts = ", ".join(installed(package) for package in ("wasmtime", "llama-cpp-python"))
+        python = ".".join(map(str, sys.version_info[:3]))
+        print(f"wasinn-lab {installed('wasinn-lab').split()[-1]} ({parts}, Python {python})")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasinn-lab", description="Run and study wasi-nn guests.")
+    parser.add_argument("--version", action=_Version, help="show the versions of wasinn-lab, wasmtime and llama.cpp")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_preloads(sub: argparse.ArgumentParser) -> None:
@@ -49,8 +112,15 @@ def _parser() -> argparse.ArgumentParser:
             help="register a model, as WasmEdge does (default: the bundled model as 'default')",
         )
 
-    run = commands.add_parser("run", help="run a guest (stdin and stdout wired through)")
+    run = commands.add_parser("run", help="run a guest (stdin and stdout wired through)",
+                              usage="wasinn-lab run [OPTIONS] GUEST [MODEL [PROMPT]]",
+                              description=RUN_DESCRIPTION, epilog=RUN_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     with_preloads(run)
+    run.set_defaults(run_parser=run)
+    run.add_argument("-p", "--param", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
+                     help="a parameter for every context the guest opens, e.g. -p n-predict=16 (repeatable; "
+                          "`wasinn-lab options` lists them)")
     run.add_argument("--dir", action="append", default=[], type=_directory, metavar="HOST[:GUEST]",
                      help="give the guest a directory (none by default)")
     run.add_argument("--env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
@@ -61,13 +131,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fuel", type=int, default=None, help="instruction budget (metered; default: none)")
     run.add_argument("--limit", action="append", default=[], type=_key_value, metavar="NAME=VALUE",
                      help="any limit by name: instances, tables, table_elements, load_bytes, ... (repeatable)")
-    run.add_argument("guest", metavar="GUEST", help="a .wasm file, a .c/.wat source, or a guest name (stream, chat...)")
-    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the guest's own arguments")
+    # Optional here so that a run without one gets a sentence, not argparse's list.
+    run.add_argument("guest", nargs="?", metavar="GUEST",
+                     help="a .wasm file, a .c/.wat source, or a guest name (stream, complete, chat...)")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="MODEL [PROMPT]",
+                     help="the guest's own arguments: for the guests in guests/, a model name and the prompt")
 
-    bench_command = commands.add_parser("bench", help="measure guests against llama-cpp-python called directly")
-    bench.add_arguments(bench_command)
+    # Its arguments are bench's own, read in the bench branch: importing bench costs pandas.
+    commands.add_parser("bench", help=BENCH_HELP, add_help=False)
 
-    options = commands.add_parser("options", help="the parameters each backend takes (-p, --env, guest configs)")
+    options = commands.add_parser("options", help="the parameters each backend takes (for run -p, %%%%wasi_nn -p)",
+                                  description=OPTIONS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_argument("--markdown", action="store_true", help="as Markdown tables (the README's)")
 
     models = commands.add_parser("models", help="list registered models")
@@ -112,12 +186,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _limits(options: argparse.Namespace) -> Limits:
+    from .limits import Limits
+
     # On the command line, as with wasmedge, a run has no time limit unless asked: Ctrl-C works.
     return Limits(timeout=None).overridden(timeout=options.timeout, fuel=options.fuel,
                                            max_memory_mib=options.max_memory, named=options.limit)
 
 
 def _host(preloads: Sequence[str]) -> Host:
+    from .host import Host
+
     host = Host(default_model=not preloads)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -126,6 +204,16 @@ def _host(preloads: Sequence[str]) -> Host:
     for warning in caught:
         print(f"wasinn-lab: warning: {warning.message}", file=sys.stderr)
     return host
+
+
+def _warn_of_parameters_in_the_environment(host: Host, env: Sequence[tuple[str, str]]) -> None:
+    """``--env n-predict=8`` sets a variable no guest reads (they read ``n_predict``):
+    say what was meant rather than run on the defaults."""
+    for key, value in env:
+        if "-" in key and any(backend.options.lookup(key) for backend in host.registry.backends):
+            print(f"wasinn-lab: warning: --env {key}={value} sets an environment variable, which the guests in "
+                  f"guests/ read as {key.replace('-', '_')}; for a parameter, checked, use -p {key}={value}",
+                  file=sys.stderr)
 
 
 def _write(stream: TextIO) -> Callable[[bytes], None]:
@@ -139,6 +227,10 @@ def _write(stream: TextIO) -> Callable[[bytes], None]:
 
 
 def _print_options(*, markdown: bool) -> None:
+    from .host import Host
+
+    if not markdown:
+        print("Give a run these with -p NAME=VALUE (wasinn-lab options --help says more).\n")
     with Host(default_model=False) as host:
         for backend in host.registry.backends:
             if not backend.options:
@@ -152,6 +244,8 @@ def _print_options(*, markdown: bool) -> None:
 
 
 def _compose(options: argparse.Namespace) -> int:
+    from . import compose
+
     composition = compose.compose(options.component, options.providers, options.output)
     for interface, provider in composition.linked:
         print(f"{interface} <- {provider}", file=sys.stderr)
@@ -167,48 +261,42 @@ def _report(message: str) -> None:
     print(f"wasinn-lab: {message}", file=sys.stderr, flush=True)
 
 
+def _bench(arguments: Sequence[str]) -> int:
+    from . import bench
+
+    parser = argparse.ArgumentParser(prog="wasinn-lab bench", description=f"{BENCH_HELP[0].upper()}{BENCH_HELP[1:]}.")
+    bench.add_arguments(parser)
+    return bench.command(parser.parse_args(arguments))
+
+
+@contextlib.contextmanager
+def _ended_by_a_closed_stdout(command: str) -> Iterator[None]:
+    """A run whose reader has gone (``| head``) ends there, silently, as ``cat`` or
+    ``wasmedge`` would (SIGPIPE, status 141 in a shell), rather than in a BrokenPipeError
+    on the output thread while the guest generates on. Python ignores SIGPIPE so that a
+    socket's reset is an exception: a run has none (bench has Dask's), and signal
+    dispositions are the main thread's to change."""
+    if command != "run" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    options = parser.parse_args(argv)
+    options, unparsed = parser.parse_known_args(argv)
+    if options.command != "bench" and unparsed:
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+    if options.command == "run" and options.guest is None:
+        options.run_parser.error('which guest? e.g. wasinn-lab run stream default "Once upon a time" '
+                                 "(wasinn-lab run --help says more)")
     try:
-        if options.command == "guests":
-            for path in guests.build_all(output_dir=options.out):
-                print(path)
-            return 0
-        if options.command == "bench":
-            return bench.command(options)
-        if options.command == "compose":
-            return _compose(options)
-        if options.command == "component":
-            print(compose.component_new(options.guest, options.output))
-            return 0
-        if options.command == "kernel":
-            destination = kernelspec.install(options.name, user=options.user, sys_prefix=options.sys_prefix)
-            print(f"installed kernel spec {destination.name} in {destination}")
-            return 0
-        if options.command == "options":
-            _print_options(markdown=options.markdown)
-            return 0
-        with _host(options.nn_preload) as host:
-            if options.command == "models":
-                for spec in host.models():
-                    where = spec.path if spec.path is not None else "(built in)"
-                    status = "" if spec.available else "  [missing]"
-                    print(f"{spec.name}\t{spec.encoding.value}\t{spec.target.value}\t{where}{status}")
-                return 0
-            result = host.run(
-                options.guest,
-                *options.args,
-                env=dict(options.env),
-                # A file, not WASI's inherited stdin, whose tokio reader outlives the run.
-                stdin=Path("/dev/stdin"),
-                dirs=options.dir,
-                on_stdout=_write(sys.stdout),
-                on_stderr=_write(sys.stderr),
-                on_error=_report,
-                limits=_limits(options),
-            )
-            return result.exit_code
+        with _ended_by_a_closed_stdout(options.command):
+            return _command(options, unparsed)
     except GuestTrap as trap:
         print(f"wasinn-lab: {trap.args[0]}", file=sys.stderr)
         return TRAP_EXIT_CODE
@@ -217,6 +305,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED_EXIT_CODE
     except WasiNNLabError as exc:
         parser.exit(2, f"wasinn-lab: error: {exc}\n")
+
+
+def _command(options: argparse.Namespace, unparsed: Sequence[str]) -> int:
+    if options.command == "guests":
+        from . import guests
+
+        for path in guests.build_all(output_dir=options.out):
+            print(path)
+        return 0
+    if options.command == "bench":
+        return _bench(unparsed)
+    if options.command == "compose":
+        return _compose(options)
+    if options.command == "component":
+        from . import compose
+
+        print(compose.component_new(options.guest, options.output))
+        return 0
+    if options.command == "kernel":
+        destination = kernelspec.install(options.name, user=options.user, sys_prefix=options.sys_prefix)
+        print(f"installed kernel spec {destination.name} in {destination}")
+        return 0
+    if options.command == "options":
+        _print_options(markdown=options.markdown)
+        return 0
+    with _host(options.nn_preload) as host:
+        if options.command == "models":
+            for spec in host.models():
+                where = spec.path if spec.path is not None else "(built in)"
+                status = "" if spec.available else "  [missing]"
+                print(f"{spec.name}\t{spec.encoding.value}\t{spec.target.value}\t{where}{status}")
+            return 0
+        _warn_of_parameters_in_the_environment(host, options.env)
+        result = host.run(
+            options.guest,
+            *options.args,
+            env=dict(options.env),
+            params=dict(options.param),
+            # A file, not WASI's inherited stdin, whose tokio reader outlives the run.
+            stdin=Path("/dev/stdin"),
+            dirs=options.dir,
+            on_stdout=_write(sys.stdout),
+            on_stderr=_write(sys.stderr),
+            on_error=_report,
+            limits=_limits(options),
+        )
+        return result.exit_code
 
 
 if __name__ == "__main__":

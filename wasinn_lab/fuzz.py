@@ -30,8 +30,7 @@ from typing import Any
 
 from .errors import GuestTrap
 from .host import Host
-from .runtime import ModuleInstance
-from .runtime import component
+from .runtime import ModuleInstance, component
 from .runtime.component import RESOURCES_LEFT
 
 __all__ = ["FuzzReport", "WitFuzzReport", "fuzz", "fuzz_wit"]

@@ -9,12 +9,14 @@ minor version for that.
 
 from __future__ import annotations
 
+import atexit
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
+from llama_cpp import _utils
 
 from ...errors import InvalidArgument, InvalidEncoding, ModelNotFound
 from ...types import ExecutionTarget, GraphEncoding
@@ -25,6 +27,17 @@ from .options import OPTIONS
 from .weights import MAX_WEIGHT_COPIES, gpu_offload_supported
 
 __all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES"]
+
+
+@atexit.register
+def _close_llama_cpp_devnull() -> None:
+    """llama-cpp-python opens os.devnull twice as it is imported, for its output
+    suppression while a model loads (never asked for here: loads are verbose=True and
+    log.py filters), and never closes them: at exit Python would report each as a
+    ResourceWarning wherever those are shown (after any warning, or under -W). Closed
+    once the interpreter is ending, when nothing loads a model any more."""
+    _utils.outnull_file.close()
+    _utils.errnull_file.close()
 
 
 class LlamaBackend:
