@@ -131,6 +131,11 @@ class Lab:
         its own conversation)."""
         return self._transcripts.get(session_id, "")
 
+    def chatting(self, session_id: str) -> bool:
+        """Whether a chat guest lives on for this session (it keeps its own conversation)."""
+        task = self._chats.get(session_id)
+        return task is not None and task.running
+
     def start_afresh(self, session_id: str) -> None:
         """Forget the session's text so far: a prompt guest's next prompt is only the new
         text, and a chat guest ends (the next turn starts a new one, and a new

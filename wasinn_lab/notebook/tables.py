@@ -6,6 +6,7 @@ rounded, with units."""
 from __future__ import annotations
 
 import html
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ EVALUATED_TOKENS = "evaluated tokens"  # the part of a prompt the model computed
 GENERATED_TOKENS = "generated tokens"  # what the model made (output_tokens)
 LATEST_PROMPT_TOKENS = f"latest {PROMPT_TOKENS}"
 COUNT_COLUMNS = ("generations", LATEST_PROMPT_TOKENS, EVALUATED_TOKENS, GENERATED_TOKENS)
-COUNTS_NOTE = (f"{LATEST_PROMPT_TOKENS}: the prompt of the session's latest generation, all of it; "
+COUNTS_NOTE = (f"{LATEST_PROMPT_TOKENS}: the whole prompt of the latest generation of the session; "
                f"{EVALUATED_TOKENS}: the prompt tokens the model computed, the rest coming from its cache; "
                f"{GENERATED_TOKENS}: what it made. Evaluated and generated add up every generation of the session.")
 
@@ -82,7 +83,13 @@ class Parameters(dict[str, Any]):
 
     def _describe(self, key: str, value: Any) -> str:
         option = self._options.get(key)
-        return option.describe(value) if option is not None else str(value)
+        if option is not None and value in option.special:
+            return option.describe(value)
+        if isinstance(value, str) and not value:
+            return "(none)"
+        if isinstance(value, str):  # quoted only where its edges or a control character would not show
+            return value if value.strip() == value and value.isprintable() else json.dumps(value)
+        return str(value)
 
     def changed(self) -> list[str]:
         """The parameters that differ from the backend's defaults."""

@@ -327,7 +327,8 @@ class PromptBox(widgets.VBox):
                 f"({len(text):,} characters{held}): the prompt is added to its end</summary>"
                 f'<pre style="{_CONTINUED}">{html.escape(text)}</pre></details>')
         else:  # a chat guest keeps its own conversation
-            said = f"continues session {name}'s conversation{held}" if latest else f"session {name} has no text yet"
+            chatting = self._lab.chatting(self.session)
+            said = f"continues session {name}'s conversation{held}" if chatting else f"session {name} has no text yet"
             self.continues.value = f'<span style="{_CAPTION}">{said}</span>'
 
     def close(self) -> None:
