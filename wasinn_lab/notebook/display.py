@@ -109,7 +109,7 @@ class Transcript:
         elif event.kind is EventKind.STDERR:
             self._stderr += event.data
         elif event.kind is EventKind.NN_ERROR:  # in order with what the guest says about it
-            self._stderr += f"wasinn-lab: {event.data}\n".encode()
+            self._stderr += f"{_HOST_NOTE}{event.data}\n".encode()
         elif event.kind is EventKind.SESSION and all(event.data is not known for known in self._session_records):
             self._session_records.append(event.data)
             if event.data.id not in self.sessions:
