@@ -3,9 +3,12 @@ Debian's Chromium driven by Playwright (tests/browser_lab.py).
 
 What a person sees: the quickstart runs every cell and its streaming cell's output
 changes while the cell runs; in the parameters notebook a slider moved with the keyboard
-changes the session (read back from the kernel), Generate streams into the prompt box,
-Stop halts it mid-stream within a second, and a ctx-size change reloads and says so; an
-interrupted streaming cell stops and the next cell works. Each test saves screenshots
+changes the session (read back from the kernel), a seed typed into its field fixes the
+seed, Generate streams into the prompt box, which shows the text it continues and starts
+afresh in one click, Stop halts it mid-stream within a second, and a ctx-size change
+reloads and says so; an interrupted streaming cell stops, says so in one line, and the
+next cell works; a guest's own output (03's shout) is shown open, and the sessions
+notebook's tables are short and named alike. Each test saves screenshots
 under tests/artifacts/ (or $WASINN_LAB_ARTIFACTS); with WASINN_LAB_README_IMAGES set
 (`make readme-images`) they also write the README's pictures to docs/images/.
 
@@ -90,6 +93,16 @@ def python(page: NotebookPage, code: str) -> str:
     return page.kernel_eval(code).strip()
 
 
+def run_until(page: Any, lab: JupyterLab, path: str, prefix: str, timeout: float) -> tuple[NotebookPage, int]:
+    """Open ``path`` and run its code cells up to the first that starts with ``prefix``
+    (its index is returned), with no error."""
+    notebook = NotebookPage(page, lab, path)
+    last = notebook.cell_index(prefix)
+    assert notebook.run_cells([i for i in notebook.code_cells() if i <= last], timeout=timeout)
+    assert notebook.errors() == []
+    return notebook, last
+
+
 def plain_outputs(page: NotebookPage, index: int) -> str:
     return "\n".join(output.get("data", {}).get("text/plain", "") + output.get("text", "")
                      for output in page.outputs(index))
@@ -117,7 +130,7 @@ def test_the_quickstart_runs_every_cell_and_its_streaming_cell_streams(page_fact
     assert while_running[0]["length"] < while_running[-1]["length"]
 
     shown = notebook.outputs(stream)[0]["data"]["text/html"]
-    assert "· done" in shown and "usage · " in shown and "input tokens" in shown
+    assert "· done" in shown and "usage · " in shown and "prompt tokens" in shown and "generated tokens" in shown
     assert "#fff4f4" not in shown  # no red box: a usage report is not an error
     for index in [i for i in notebook.code_cells() if notebook.js(
             "(i) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel.getSource()", i
@@ -136,12 +149,8 @@ def test_the_quickstart_runs_every_cell_and_its_streaming_cell_streams(page_fact
 def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: Any, lab: JupyterLab) -> None:
     step = Steps()
     page = page_factory(height=1500)
-    notebook = NotebookPage(page, lab, "02-parameters.ipynb")
-    step("notebook and kernel ready")
-    last = notebook.cell_index("browser = session_browser()")
-    assert notebook.run_cells([i for i in notebook.code_cells() if i <= last], timeout=120)
+    notebook, _ = run_until(page, lab, "02-parameters.ipynb", "browser = session_browser()", timeout=120)
     step("the widget cells ran")
-    assert notebook.errors() == []
     panel = notebook.cell(notebook.cell_index("from wasinn_lab.notebook import current_lab as lab"))
     box_index = notebook.cell_index("box = prompt_box")
     box = notebook.cell(box_index)
@@ -153,8 +162,19 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
     def status() -> str:
         return panel.locator(".widget-vbox > .widget-html").last.inner_text()
 
-    # The seed reads "random", not 4294967295 (a number field beside it takes a seed of one's own).
-    assert knob("random", "checkbox").locator("input").is_checked()
+    # The seed reads "random", not 4294967295; a number typed into its field fixes the seed
+    # (the field was disabled, and typing into it did nothing), and "random" goes back.
+    random = knob("random", "checkbox").locator("input")
+    assert random.is_checked()
+    seed = knob("seed", "text").locator("input")
+    seed.fill("1234")
+    seed.press("Enter")
+    wait_until(lambda: python(notebook, f"print({knobs}.get('seed'))") == "1234", 10, "seed reaching 1234")
+    assert not random.is_checked()
+    screenshot(panel, "parameters-seed-typed")
+    random.check()
+    wait_until(lambda: python(notebook, f"print({knobs}.get('seed'))") == "4294967295", 10, "seed back to random")
+    step("seed typed, then random again")
 
     # A slider moved with the keyboard changes the session's parameter.
     before = float(python(notebook, f"print({knobs}.get('temp'))"))
@@ -168,8 +188,13 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
     assert f"temp = {expected}: applies to the next generation" in status()
     step("temp moved with the keyboard")
 
+    # The box shows what the model continues: the first cell's prompt and text, folded.
+    continues = box.locator(".widget-vbox > .widget-html").first
+    assert "the model continues session knobs's text so far" in continues.inner_text()
+    assert "The three primary colours are" not in continues.inner_text()  # folded until opened
     # Generate streams into the box.
-    output = f"() => window.__wasinn.cellNode({box_index}).querySelector('.widget-vbox > .widget-html .widget-html-content')"
+    output = (f"() => window.__wasinn.cellNode({box_index})"
+              ".querySelector('.widget-vbox > .widget-html:last-child .widget-html-content')")
     caption = f"() => {{ const node = ({output})(); return node ? node.innerText.split('\\n')[0] : null; }}"
     running = "stream · default · session knobs · running"
     notebook.watch("box", output, caption)
@@ -178,6 +203,12 @@ def test_the_parameter_panel_and_the_prompt_box_steer_the_session(page_factory: 
     assert len([c for c in notebook.changes("box") if c["state"] == running]) >= 3, notebook.changes("box")
     assert "session knobs · session knobs" not in box.inner_text()
     step("Generate streamed")
+    continues.locator("summary").click()
+    assert "My favourite colour is" in continues.inner_text()  # the text grew by this prompt and its answer
+    screenshot(box, "parameters-prompt-box-continues")
+    box.get_by_role("button", name="Start afresh").click()
+    wait_until(lambda: "session knobs has no text yet" in continues.inner_text(), 10, "the box starting afresh")
+    step("Start afresh")
 
     # Stop halts a long generation mid-stream, within a second. n-predict typed in.
     n_predict = knob("n-predict", "text").locator("input")  # BoundedIntText: .widget-text too
@@ -231,6 +262,9 @@ def test_an_interrupt_stops_a_streaming_cell_and_the_next_cell_works(page_factor
     ended = notebook.now()
     assert ended - interrupted < 10_000, f"the cell ended {ended - interrupted:.0f} ms after the interrupt"
     assert "· interrupted" in plain_outputs(notebook, long)
+    (line,) = error["traceback"]  # one line, as IPython shows its own magics' errors
+    assert "the lab stopped the generation" in line and notebook.cell(long).locator(".jp-OutputArea").inner_text().count(
+        "KeyboardInterrupt") == 1
     generated = int(python(notebook, "from wasinn_lab.notebook import current_lab\n"
                                      "print(current_lab().session('long').generations[-1].output_tokens)"))
     assert 0 < generated < 4000
@@ -245,3 +279,27 @@ def test_an_interrupt_stops_a_streaming_cell_and_the_next_cell_works(page_factor
     step("the next cell ran")
     notebook.scroll_to(plot)
     screenshot(notebook.cell(plot), "latency-plot", readme="latency-plot.png")
+
+
+def test_a_guests_own_output_is_shown_open_and_the_tables_are_short(page_factory: Any, lab: JupyterLab) -> None:
+    step = Steps()
+    notebook, shout = run_until(page_factory(height=1400), lab, "03-build-a-guest.ipynb", "%%wasi_nn shout", timeout=240)
+    output = notebook.cell(shout).locator(".jp-OutputArea")
+    opened = output.locator("details[open] pre")
+    assert opened.count() == 1 and opened.inner_text() == opened.inner_text().upper() != ""  # upper-cased, open
+    notebook.scroll_to(shout)
+    screenshot(notebook.cell(shout), "shout-stdout-open")
+    step("shout's stdout open")
+
+    page = page_factory(height=1400)
+    notebook, get = run_until(page, lab, "04-sessions.ipynb", "%wasi_nn get poem", timeout=180)
+    shown = notebook.cell(get).locator(".jp-OutputArea").inner_text()
+    assert "2 of" in shown and "differ from the defaults" in shown and len(shown.splitlines()) < 8, shown
+    table = notebook.cell(notebook.cell_index("%wasi_nn sessions")).locator(".jp-OutputArea table")
+    headers = table.locator("thead th").all_inner_texts()
+    assert {"latest prompt tokens", "evaluated tokens", "generated tokens"} <= {h.strip() for h in headers}, headers
+    width = notebook.js("() => document.querySelector('.jp-NotebookPanel-notebook').clientWidth")
+    assert table.bounding_box()["width"] <= width, "the sessions table runs off the right edge"
+    notebook.scroll_to(notebook.cell_index("%wasi_nn sessions"))
+    screenshot(page, "sessions-tables")
+    step("04's tables")

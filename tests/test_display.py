@@ -1,6 +1,7 @@
 """What a cell shows of a generation (no model: events made by hand): usage reports as a
-caption, not as an error; the text as the guest kept it; the prompt box's caption; the
-panel's seed."""
+caption, not as an error, with the counts named as everywhere; the text as the guest kept
+it; a guest's own output open; a failed call the guest handled said in words; the prompt
+box's caption; the tables of the line magics."""
 
 from __future__ import annotations
 
@@ -25,15 +26,15 @@ def transcript(tokens: list[str], stdout: bytes = b"", stderr: bytes = b"", stat
 def test_a_usage_report_is_a_caption_and_not_an_error() -> None:
     shown = transcript([" Hi", "."], b" Hi.\n", USAGE)
     page = shown.html()
-    assert "usage · 12 input tokens · 32 output tokens" in page
+    assert "usage · 12 prompt tokens · 32 generated tokens" in page
     assert "#fff4f4" not in page and "llama_commit: x" in page  # no red box; the rest on hover
-    assert shown.plain().splitlines() == ["[chat · default · done]", " Hi.", "[usage: 12 input tokens · 32 output tokens]"]
+    assert shown.plain().splitlines() == ["[chat · default · done]", " Hi.", "[usage: 12 prompt tokens · 32 generated tokens]"]
 
 
 def test_other_stderr_is_shown_red_only_when_the_run_failed() -> None:
     stderr = b"note: context full\n" + USAGE + b"usage: not json\n"
     usages, rest = split_usage(stderr.decode())
-    assert [describe_usage(u) for u in usages] == ["12 input tokens · 32 output tokens"]
+    assert [describe_usage(u) for u in usages] == ["12 prompt tokens · 32 generated tokens"]
     assert rest == "note: context full\nusage: not json\n"
     done = transcript(["x"], b"x\n", stderr)
     assert "note: context full" in done.html() and "#fff4f4" not in done.html()
@@ -61,13 +62,67 @@ def test_the_chat_reply_is_shown_without_the_turn_marker_the_guest_stopped_at() 
     assert stopped.kept_and_dropped() == (" Once upon", "")
     # A guest whose output is not a prefix of the text (shout upper-cases it) keeps it all.
     shout = transcript([" the", " end"], b" THE END\n")
-    assert shout.kept_and_dropped() == (" the end", "") and "guest stdout" in shout.html()
+    assert shout.kept_and_dropped() == (" the end", "")
+
+
+MODEL_TEXT_BOX = "border-left:3px solid #4a7fd6"
 
 
 def test_a_guest_that_only_prints_shows_its_stdout_open() -> None:
     shown = transcript([], b"hello from WebAssembly\n")
     page = shown.html()
-    assert "<details open>" in page and "border-left:3px" not in page  # no empty text box
+    assert "<details open>" in page and MODEL_TEXT_BOX not in page  # no empty text box
+
+
+def test_what_a_guest_prints_besides_the_text_is_its_output_and_shown_open() -> None:
+    """03's shout upper-cases the text; 06's inspect prints a report around it: both were
+    folded away under "guest stdout", the point of the demo hidden."""
+    shout = transcript([" the", " end"], b" THE END\n")
+    page = shout.html()
+    assert page.index(MODEL_TEXT_BOX) < page.index("<details open><summary")  # the text, then what the guest made of it
+    assert "THE END" in page and "[guest stdout]\n THE END" in shout.plain()
+    report = b"backends: ggml, echo\nparameters: 40\n the end\nfinish: length\n"
+    inspect = transcript([" the", " end"], report).html()
+    # The model text is in the report already: folded, and the report open.
+    assert "<details><summary" in inspect and "model text (8 characters, also in the guest's stdout below)" in inspect
+    assert "<details open><summary" in inspect and "backends: ggml, echo" in inspect
+
+
+def test_a_failed_call_the_guest_went_on_from_is_said_to_be_handled_not_shown_as_an_error() -> None:
+    refused = "wasinn:llm set-parameter failed: 'temp' takes a number of at least 0, got 'hot'"
+
+    def run(status: str) -> Transcript:
+        shown = Transcript("inspect · default")
+        shown.add(Event(EventKind.STDOUT, b"set temp=hot: invalid-argument\n"))
+        shown.add(Event(EventKind.NN_ERROR, refused))
+        shown.status = status
+        return shown
+
+    done = run("done")
+    page = done.html()
+    assert f"a call failed and the guest handled it (it went on): {refused}".replace("'", "&#x27;") in page
+    assert "wasinn-lab:" not in page and "#f6f6f6" not in page  # no grey box that reads as a failure
+    assert f"[handled by the guest: {refused}]" in done.plain()
+    failed = run("failed").html()  # the run failed: the call is part of the story, in the red box, in order
+    assert "#fff4f4" in failed and "wasinn-lab: wasinn:llm set-parameter failed" in failed
+    assert "handled" not in failed
+
+
+def test_the_usage_caption_says_how_much_of_the_prompt_was_evaluated() -> None:
+    from types import SimpleNamespace
+
+    shown = Transcript("chat · default")
+    later = shown._since + 1
+    session = SimpleNamespace(id="talk", on_close=lambda callback: None, generations=[
+        SimpleNamespace(started=shown._since - 9, prompt_tokens=20, evaluated_tokens=20),  # an earlier cell's
+        SimpleNamespace(started=later, prompt_tokens=69, evaluated_tokens=41)])
+    shown.add(Event(EventKind.SESSION, session))
+    shown.add(Event(EventKind.STDERR, b'usage: {"input_tokens": 69, "output_tokens": 32}\n'))
+    shown.status = "waiting for the next turn"
+    assert "usage · 69 prompt tokens (41 evaluated) · 32 generated tokens" in shown.html()
+    # A report that does not match the session's record is shown as the guest said it.
+    shown.add(Event(EventKind.STDERR, b'usage: {"input_tokens": 5, "output_tokens": 1}\n'))
+    assert "usage · 69 prompt tokens · 32 generated tokens" in shown.html()
 
 
 def test_the_prompt_box_caption_names_its_session_once() -> None:
@@ -76,7 +131,7 @@ def test_the_prompt_box_caption_names_its_session_once() -> None:
 
     box = PromptBox("stream", session="knobs", lab=Lab())  # its host is made when first needed: never here
     try:
-        box._transcript.add(Event(EventKind.SESSION, type("S", (), {"id": "knobs"})()))
+        box._transcript.add(Event(EventKind.SESSION, type("S", (), {"id": "knobs", "on_close": lambda self, f: None})()))
         assert box._transcript.caption() == "stream · default · session knobs · idle"
     finally:
         box.close()

@@ -23,7 +23,7 @@ def wasinn_lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_spec_runs_ipykernel_with_the_extension_on_any_python() -> None:
     spec = json.loads(REPO_SPEC.read_text())
-    assert spec["argv"] == ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}", "--ext=wasinn_lab"]
+    assert spec["argv"] == ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}", "--ext=wasinn_lab.notebook"]
     assert spec["display_name"] == "Python 3 (wasinn-lab)"
     assert spec["language"] == "python"
     assert spec["interrupt_mode"] == "signal"
@@ -41,7 +41,7 @@ def test_install_sys_prefix_puts_the_spec_in_the_environment(
     assert json.loads((destination / "kernel.json").read_text()) == json.loads(REPO_SPEC.read_text())
     # What Jupyter reads from there.
     found = KernelSpecManager(kernel_dirs=[str(destination.parent)]).get_kernel_spec("wasinn-lab")
-    assert found.display_name == "Python 3 (wasinn-lab)" and found.argv[-1] == "--ext=wasinn_lab"
+    assert found.display_name == "Python 3 (wasinn-lab)" and found.argv[-1] == "--ext=wasinn_lab.notebook"
 
 
 def test_install_user_under_another_name_and_again(

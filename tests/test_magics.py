@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import pytest
 from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.lib.pretty import pretty
 from IPython.testing.globalipapp import start_ipython
 
 from wasinn_lab.notebook import current_lab as lab
@@ -90,8 +93,9 @@ def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: igno
     parameters = shell.run_line_magic("wasi_nn", "get knobs")
     assert parameters["temp"] == 0.3 and parameters["reverse-prompt"] == "User:"
     sessions = shell.run_line_magic("wasi_nn", "sessions")
-    assert list(sessions.columns) == ["guest", "model", "parameters", "tokens in", "tokens out", "last used", "state"]
-    assert sessions.loc["knobs", "tokens out"] == 2
+    assert list(sessions.columns) == ["guest", "model", "parameters", "generations", "latest prompt tokens",
+                                      "evaluated tokens", "generated tokens", "last used", "state"]
+    assert sessions.loc["knobs", "generated tokens"] == 2 and sessions.loc["knobs", "generations"] == 1
     # What differs from the defaults, whole, where the dict was cut short after n-gpu-layers.
     assert "temp=0.3" in sessions.loc["knobs", "parameters"] and "reverse-prompt=User:" in sessions.loc["knobs", "parameters"]
     shell.run_line_magic("wasi_nn", "close knobs")
@@ -195,6 +199,55 @@ def test_build_c_in_a_cell_then_run_it(shell: InteractiveShell, capsys: pytest.C
     capsys.readouterr()
 
 
+def test_a_guest_built_in_a_cell_is_found_by_name_in_another_kernel(shell: InteractiveShell) -> None:
+    """It was known only to the kernel that built it: another notebook said `unknown guest`."""
+    source = '#include <stdio.h>\nint main(void) { printf("made elsewhere\\n"); return 0; }'
+    assert run(shell, f"%%wasi_nn --build c --name elsewhere\n{source}").success
+    other = subprocess.run([sys.executable, "-c", "from wasinn_lab import Host\n"
+                            "with Host() as host: print(host.run('elsewhere', 'echo').stdout, end='')"],
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0 and other.stdout == "made elsewhere\n", other.stderr
+    # A source that does not build leaves the name with the guest that did.
+    assert not run(shell, "%%wasi_nn --build c --name elsewhere\nint main(void) { return nope; }").success
+    assert run(shell, "%%wasi_nn elsewhere -q -m echo\nunused").success
+    assert shell.user_ns["_wasi_nn"].stdout == "made elsewhere\n"
+
+
+def test_an_unknown_guest_is_answered_with_the_guests_that_run(shell: InteractiveShell) -> None:
+    """Offered were providers and test guests, which cannot run as commands."""
+    result = run(shell, "%%wasi_nn nonexistent\nHi")
+    message = str(result.error_in_exec)
+    offered = message.split("one of ", 1)[1].split("; built in notebook cells: ")[0].split(", ")
+    assert {"stream", "chat", "complete", "chat_py", "ask"} <= set(offered)
+    assert not {"chat_template", "model", "hostile", "probe"} & set(offered), offered
+    assert "; built in notebook cells: " in message and "elsewhere" in message.split("cells: ")[1].split(", ")
+    result = run(shell, "%%wasi_nn --build wat --name stream\n(module)")  # it would mean two things
+    assert isinstance(result.error_in_exec, UsageError) and "'stream' is a built-in guest" in str(result.error_in_exec)
+
+
+def test_the_result_names_only_sessions_that_are_still_open(shell: InteractiveShell) -> None:
+    """The quickstart printed `sessions: ['s1']` for a cell without --session: a context that
+    closed with the guest, never in %wasi_nn sessions."""
+    assert run(shell, "%%wasi_nn stream -q -p n-predict=2\nHi").success
+    assert shell.user_ns["_wasi_nn"].sessions == []
+    assert run(shell, "%%wasi_nn stream -q --session kept -p n-predict=2\nHi").success
+    assert shell.user_ns["_wasi_nn"].sessions == ["kept"]
+    assert "kept" in shell.run_line_magic("wasi_nn", "sessions").index
+    run(shell, "%wasi_nn close kept")
+
+
+def test_get_shows_what_differs_from_the_defaults_and_folds_the_rest(shell: InteractiveShell) -> None:
+    """It dumped a 40-line dict."""
+    assert run(shell, "%%wasi_nn stream -q --session poem -p n-predict=2 -p temp=0.9\nRoses").success
+    parameters = shell.run_line_magic("wasi_nn", "get poem")
+    assert parameters["temp"] == 0.9 and dict(parameters) == lab().session("poem").parameters  # still a dict
+    assert parameters.changed() == ["n-predict", "temp"] or set(parameters.changed()) == {"n-predict", "temp"}
+    page = parameters._repr_html_()  # what a notebook shows
+    assert "2 of" in page and "differ from the defaults" in page and "<details>" in page
+    assert "default 0.8" in page and "random" in page  # the seed as a person reads it, folded with the rest
+    assert len(pretty(parameters).splitlines()) == 4  # a line, the two changes, the rest in one line
+    run(shell, "%wasi_nn close poem")
+
 def test_compiler_errors_point_at_cell_lines(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
     result = run(shell, "%%wasi_nn --build c --name broken\nint main(void) {\n  return nope;\n}")
     assert not result.success
@@ -208,7 +261,9 @@ def test_build_wat(shell: InteractiveShell) -> None:
     assert shell.user_ns["_wasi_nn"].exit_code == 0
 
 
-def test_an_interrupt_stops_generation_fails_the_cell_and_keeps_the_session(shell: InteractiveShell) -> None:
+def test_an_interrupt_stops_generation_fails_the_cell_and_keeps_the_session(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -218,6 +273,11 @@ def test_an_interrupt_stops_generation_fails_the_cell_and_keeps_the_session(shel
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     frames = traceback.extract_tb(result.error_in_exec.__traceback__)
     assert not [frame for frame in frames if "wasinn_lab" in frame.filename and not frame.filename.endswith("magics.py")]
+    # Shown as one line, as IPython shows its own magics' errors: no traceback through the lab.
+    (line,) = result.error_in_exec._render_traceback_()  # type: ignore[attr-defined]
+    assert line.startswith("KeyboardInterrupt: the lab stopped the generation; the ") and "session long is ready" in line
+    shown = "".join(capsys.readouterr())
+    assert line in shown and "Traceback" not in shown and "magics.py" not in shown
     session = lab().session("long")
     assert 0 < session.generations[-1].output_tokens < 2000  # stopped early, within a token
     assert shell.user_ns["_wasi_nn"].text == session.text  # what came before the interrupt is kept
@@ -234,8 +294,13 @@ def test_stats_and_plots_come_from_the_sessions_metrics(shell: InteractiveShell)
     assert run(shell, "%%wasi_nn stream -q --session measured -p n-predict=4 --live-plot\nthree").success
     stats = shell.run_line_magic("wasi_nn", "stats measured")
     assert list(stats.index) == [("measured", 0), ("measured", 1)]
-    assert list(stats["output_tokens"]) == [6, 4]
-    assert (stats["ttft_s"] > 0).all() and (stats["decode_tok_per_s"] > 0).all()
+    assert list(stats["generated tokens"]) == [6, 4]
+    assert (stats["first token (s)"] > 0).all() and (stats["decode (tokens/s)"] > 0).all()
+    # Rounded, with units, and only the columns read first (session.metrics() has them all, unrounded).
+    assert list(stats.columns) == ["prompt tokens", "evaluated tokens", "generated tokens", "prompt eval (s)",
+                                   "first token (s)", "decode (tokens/s)", "total (s)"]
+    assert all(round(value, 3) == value for value in stats["first token (s)"])
+    assert (stats["decode (tokens/s)"] == lab().session("measured").metrics()["decode_tok_per_s"].round(1).values).all()
     figure = shell.run_line_magic("wasi_nn", "plot measured")
     assert isinstance(figure, Figure) and len(figure.axes) == 3  # latency, and ttft with its decode-rate twin
     run(shell, "%wasi_nn close measured")

@@ -1,5 +1,6 @@
-"""The notebooks in notebooks/, executed headless in a real kernel on the default model,
-and the kernel spec in kernels/ started as Jupyter starts it."""
+"""The notebooks in notebooks/, executed headless on the default model in a plain Python
+kernel (each loads the extension in its first code cell), and the kernel spec in kernels/
+started as Jupyter starts it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 # The first line of a %%wasi_nn cell's output: "[GUEST · MODEL · session ID · STATUS]".
 CAPTION = re.compile(r"^\[(?P<guest>\S+) · (?P<model>\S+)(?: · session [^\]]+)? · (?P<status>[^\]·]+)\]$", re.M)
-SECTIONS = re.compile(r"^\[(?:guest (?:stdout|stderr)|usage: [^\]]*)\]$", re.M)
+SECTIONS = re.compile(r"^\[(?:guest (?:stdout|stderr)|usage: [^\]]*|handled by the guest: .*)\]$", re.M)
 
 
 def model_texts(cell: Any) -> list[str]:
@@ -52,6 +53,10 @@ def test_notebooks_are_saved_clean(path: Path) -> None:
     assert notebook.metadata.kernelspec.name == "wasinn-lab"
     assert notebook.metadata.kernelspec.display_name == "Python 3 (wasinn-lab)"
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    # Opened on any other Python kernel (VS Code, a JupyterHub without the spec) they still
+    # work: the first code cell loads the extension (a no-op on the project's kernel).
+    first_code = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    assert first_code.source == "%load_ext wasinn_lab"
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"saved with outputs: {cell.source[:60]!r}"
@@ -59,11 +64,12 @@ def test_notebooks_are_saved_clean(path: Path) -> None:
 
 @pytest.mark.model
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
-def test_notebook_runs_headless_and_generates_text(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs_headless_on_a_plain_kernel_and_generates_text(path: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
-    # The kernel the notebook names, from kernels/ (installed or not).
-    kernel = KernelManager(kernel_name=notebook.metadata.kernelspec.name,
-                           kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(ROOT / "kernels")]))
+    # Not the kernel it names: ipykernel's own "python3", as VS Code or a JupyterHub without
+    # the project's spec would start it (the browser tests run them on the project's kernel).
+    kernel = KernelManager(kernel_name="python3")
+    assert "--ext" not in " ".join(kernel.kernel_spec.argv)
     client = NotebookClient(notebook, km=kernel, timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     try:
         client.execute()  # raises CellExecutionError, with the cell and its traceback, on an error
@@ -119,6 +125,10 @@ def test_the_kernel_spec_starts_a_kernel_with_the_magics_loaded(wasinn_kernel: t
     # Loaded by --ext, lazily: no host (so no model) until a magic needs it.
     reply, outputs = execute(client, "import wasinn_lab.notebook as N\nprint(N._current is not None, N._current._host is None)")
     assert reply["status"] == "ok" and plain(outputs, "stream").split() == ["True", "True"]
+    # The notebooks' first cell: silent here, and the same lab goes on (IPython said "already
+    # loaded. To reload it, use: %reload_ext", and a reload ends the lab).
+    reply, outputs = execute(client, "lab = N._current\n%load_ext wasinn_lab\nprint(N._current is lab)")
+    assert reply["status"] == "ok" and plain(outputs, "stream") == "True\n", outputs
     reply, outputs = execute(client, "%wasi_nn models")
     assert reply["status"] == "ok", reply
     (result,) = [output for output in outputs if output["type"] == "execute_result"]
@@ -142,6 +152,8 @@ def test_the_kernel_spec_kernel_is_interrupted_by_a_signal(wasinn_kernel: tuple[
     reply = client.get_shell_msg(timeout=120)
     assert reply["parent_header"]["msg_id"] == message_id
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    (line,) = reply["content"]["traceback"]  # one line, as IPython shows its own magics' errors
+    assert line.startswith("KeyboardInterrupt: the lab stopped the generation;") and "session long is ready" in line
     assert time.monotonic() - started < 30  # within a token or so, not after 4000 of them
     wait_idle(client, message_id)
     reply, outputs = execute(client, "%wasi_nn get long n-predict\n")  # the kernel lives on, and so does the session

@@ -102,11 +102,17 @@ def test_the_panel_starts_from_the_session_and_its_changes_reach_the_next_genera
         # The seed's default means "a new one each time": shown as such, not as 4294967295.
         seed = panel.knobs["seed"]
         assert seed.special is not None and seed.special.description == "random"
-        assert seed.special.value and seed.control.disabled
-        seed.special.value = False  # a seed of one's own: the number field takes over
-        assert not seed.control.disabled and session.get("seed") == seed.control.value
+        assert seed.special.value and not seed.control.disabled
+        seed.special.value = False  # a seed of one's own: the number field's
+        assert session.get("seed") == seed.control.value
         seed.special.value = True
         assert session.get("seed") == 0xFFFFFFFF
+        # Typing a number fixes the seed (the field was disabled while "random" was ticked,
+        # and typing into it did nothing); ticking "random" goes back.
+        seed.control.value = 1234
+        assert session.get("seed") == 1234 and not seed.special.value
+        seed.special.value = True
+        assert session.get("seed") == 0xFFFFFFFF and seed.control.value == 1234
         sets = recorder_of_sets(session)
         panel.controls["temp"].value = 0.25
         panel.controls["top-k"].value = 7
@@ -250,6 +256,33 @@ def test_stop_halts_a_long_generation_within_a_token_and_the_session_stays_usabl
         box.close()
 
 
+def test_the_box_shows_what_the_model_continues_and_starts_afresh_in_one_click() -> None:
+    """A prompt typed into 02's box was answered as a continuation of the session's earlier
+    text, which the box never showed."""
+    box = prompt_box("stream", session="w-afresh", params={"n-predict": 4, "temp": 0.0})
+    try:
+        assert "session w-afresh has no text yet" in box.continues.value
+        box.generate("The three primary colours are")
+        assert box.wait(60) and box.error is None
+        continued = lab().continued_text("w-afresh")
+        assert continued == "The three primary colours are" + box.result.text
+        session = lab().session("w-afresh")
+        held = session.generations[-1].prompt_tokens + session.generations[-1].output_tokens
+        assert f"({len(continued)} characters, {held} tokens)" in box.continues.value
+        assert "<details>" in box.continues.value and html.escape(continued) in box.continues.value  # folded
+        box.generate(" A story about a lighthouse keeper:")
+        assert box.wait(60)
+        assert session.generations[-1].prompt_tokens > held  # the earlier text came first
+        box.afresh_button.click()
+        assert lab().continued_text("w-afresh") == "" and "has no text yet" in box.continues.value
+        box.generate("A story about a lighthouse keeper:")
+        assert box.wait(60) and box.error is None
+        fresh = session.generations[-1]
+        assert fresh.prompt_tokens < held and session.get("n-predict") == 4  # the prompt alone; parameters kept
+    finally:
+        box.close()
+
+
 def test_stop_right_after_generate_still_stops() -> None:
     """Stop before the guest has opened its session: the box stops it once it has."""
     box = prompt_box("stream", session="w-early", params={"n-predict": 2000, "temp": 0.0})
@@ -300,8 +333,15 @@ def test_the_session_browser_lists_shows_and_closes_sessions() -> None:
         browser.selector.value = "w-b2"
         details = browser.details.value
         assert "<b>w-b2</b>" in details
-        assert re.search(r"tokens out</td><td>2</td>", details) and re.search(r"generations</td><td>1</td>", details)
-        assert re.search(r"temp</td><td>0.3</td>", details) and "ctx-size" in details
+        # Named as %wasi_nn sessions names them, values as a person reads them (no Python reprs).
+        counts = lab().host.sessions.get("w-b2").generations[-1]
+        for name, value in (("generations", 1), ("generated tokens", 2), ("latest prompt tokens", counts.prompt_tokens),
+                            ("evaluated tokens", counts.evaluated_tokens), ("model", "default"), ("state", "idle")):
+            assert re.search(f">{name}</td><td[^>]*>{value}</td>", details), (name, details)
+        assert "&#x27;" not in details and "4294967295" not in details and ">random</td>" in details
+        # What differs from the defaults first, the rest folded.
+        assert re.search(r">temp</td><td[^>]*><b>0.3</b></td><td[^>]*>default 0.8</td>", details)
+        assert "<details><summary" in details and ">ctx-size</td>" in details
         browser.selector.value = "w-b1"
         browser.close_button.click()
         assert lab().host.sessions.find("w-b1") is None

@@ -55,9 +55,10 @@ from .errors import ConfigError, GuestBuildError
 from .models import cache_dir
 
 __all__ = [
-    "SOURCE_DIR", "CFLAGS", "JCO_VERSION", "WASI_VERSION", "JcoFiles",
-    "build", "build_all", "build_dir", "build_python_source", "cell_world", "guest_name", "is_component_source",
-    "jco_files", "package_version", "provider_sources", "resolve", "sources", "wasm_tools", "wit_dir", "world_of",
+    "SOURCE_DIR", "CFLAGS", "JCO_VERSION", "WASI_VERSION", "JcoFiles", "build", "build_all", "build_cell_source",
+    "build_dir", "builtin_source", "cell_source", "cell_world", "cells_dir", "guest_name", "is_component_source",
+    "jco_files", "package_version", "provider_sources", "resolve", "runnable_guests", "sources", "wasm_tools",
+    "wit_dir", "world_of",
 ]
 
 SOURCE_DIR = Path(os.environ.get("WASINN_LAB_GUESTS") or _data.path("guests"))
@@ -71,6 +72,8 @@ _WASI_PACKAGES = ("cli", "clocks", "filesystem", "io", "random", "sockets")
 _COMPONENTS = "components"
 _PROVIDERS = "providers"
 _APP = "app.py"
+# Built-in guests made for the host's own tests: run as commands they do nothing useful.
+_TEST_GUESTS = frozenset({"hostile", "probe"})
 # First line of a component source: `// world: NAME`, `/* world: NAME */` or `# world: NAME`.
 _WORLD_LINE = re.compile(r"^\s*(?://|/\*|#)\s*world:\s*([a-z][a-z0-9-]*)\b")
 # componentize-py exports an interface through a class of that interface's name.
@@ -124,15 +127,11 @@ def provider_sources(source_dir: Path | None = None) -> list[Path]:
 def world_of(source: Path) -> str:
     """The world a component source declares on its first line."""
     source = Path(source)
-    with open(source, encoding="utf-8", errors="replace") as file:
-        first = file.readline()
-    match = _WORLD_LINE.match(first)
+    match = _WORLD_LINE.match(source.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0])
     if match is None:
         comment = "#" if source.suffix == ".py" else "//"
-        raise GuestBuildError(
-            f"{source}: a component's first line names its world, e.g. `{comment} world: llm-imports`"
-            " (the worlds are in guests/wit/llm.wit)"
-        )
+        raise GuestBuildError(f"{source}: a component's first line names its world, e.g. `{comment} world: llm-imports`"
+                              " (the worlds are in guests/wit/llm.wit)")
     return match.group(1)
 
 
@@ -140,8 +139,7 @@ def cell_world(text: str) -> str:
     """The world of a Python component written in a cell: the one its first line declares
     (``# world: NAME``), else ``llm-chat-guest`` when it defines the stdin-turns export (a
     top-level ``class StdinTurns``), else ``llm-guest``."""
-    match = _WORLD_LINE.match(text.split("\n", 1)[0])
-    if match is not None:
+    if (match := _WORLD_LINE.match(text.split("\n", 1)[0])) is not None:
         return match.group(1)
     return "llm-chat-guest" if _STDIN_TURNS_CLASS.search(text) else "llm-guest"
 
@@ -472,22 +470,6 @@ def _build_python_component(source: Path, world: str, wit: Path, scratch: Path, 
         raise GuestBuildError(f"{source}: componentize-py (world {world}) failed", log=log)
 
 
-def build_python_source(name: str, text: str, *, world: str | None = None) -> Path:
-    """Build a Python component from source text (a notebook cell): written unchanged, so
-    that error messages' line numbers are the text's, as ``cache_dir()/cells/NAME/app.py``,
-    and built like any other (cached by content, ``NAME-DIGEST.wasm`` in ``build_dir()``).
-    Its world is ``world``, else ``cell_world(text)``."""
-    if not name.isidentifier():
-        raise ConfigError(f"guest name {name!r} must be an identifier (letters, digits, _)")
-    folder = cache_dir() / "cells" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in _python_files(folder):  # only this text is the guest
-        stale.unlink()
-    source = folder / _APP
-    source.write_text(text)
-    return build(source, world=world or cell_world(text))
-
-
 def build_all(source_dir: Path | None = None, output_dir: Path | None = None) -> list[Path]:
     """Build every guest in ``source_dir`` (the built-in guests by default), modules and
     components, into ``output_dir`` as ``NAME.wasm``, or where ``build`` puts each by default.
@@ -498,10 +480,43 @@ def build_all(source_dir: Path | None = None, output_dir: Path | None = None) ->
     ]
 
 
+def _named(folder: Path, name: str) -> list[Path]:
+    return [path for path in (folder / f"{name}.c", folder / f"{name}.wat", folder / name / _APP) if path.is_file()]
+
+
+def builtin_source(name: str) -> Path | None:
+    """The source of the built-in guest called ``name``, if there is one."""
+    folders = (SOURCE_DIR, SOURCE_DIR / _COMPONENTS, SOURCE_DIR / _PROVIDERS)
+    return next((path for folder in folders for path in _named(folder, name)), None) if "/" not in name else None
+
+
+def cells_dir() -> Path:
+    """Where guests built in notebook cells keep their source by name, for every process."""
+    return cache_dir() / "cells"
+
+
+def cell_source(name: str) -> Path | None:
+    """The source of the guest built in a cell under ``name``, if any."""
+    found = _named(cells_dir(), name) if name.isidentifier() else []
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+def build_cell_source(source: Path) -> Path:
+    """Build a cell's source; a Python one in the world it asks for (``cell_world``)."""
+    return build(source, world=cell_world(source.read_text()) if source.name == _APP else None)
+
+
+def runnable_guests() -> list[str]:
+    """The built-in guests that run by name as commands: not the providers, which serve
+    other guests, nor the host's test guests."""
+    return sorted(guest_name(source) for source in [*sources(), *provider_sources()] if guest_name(source) not in
+                  _TEST_GUESTS and not (is_component_source(source) and _is_provider_world(world_of(source))))
+
+
 def resolve(guest: str | os.PathLike[str]) -> Path:
-    """A guest by path (``.wasm``; a ``.c``/``.wat``/``app.py`` source or a Python
-    component's folder, built on demand) or by the name of a built-in guest (``stream``,
-    ``chat``, ``chat_py``...), built on demand into the cache."""
+    """A guest by path (``.wasm``; a ``.c``/``.wat``/``app.py`` source or a Python component's
+    folder, built on demand) or by name: a built-in guest (``stream``, ``chat_py``...), else
+    one built in a notebook cell (in any process), built on demand into the cache."""
     path = Path(guest)
     if path.suffix == ".wasm":
         if not path.is_file():
@@ -509,12 +524,10 @@ def resolve(guest: str | os.PathLike[str]) -> Path:
         return path
     if path.suffix in (".c", ".wat") or path.name == _APP or (path.is_dir() and (path / _APP).is_file()):
         return build(path)
-    name = str(guest)
-    if "/" not in name:
-        for source in (SOURCE_DIR / f"{name}.c", SOURCE_DIR / f"{name}.wat",
-                       SOURCE_DIR / _COMPONENTS / f"{name}.c", SOURCE_DIR / _COMPONENTS / name / _APP,
-                       SOURCE_DIR / _PROVIDERS / f"{name}.c", SOURCE_DIR / _PROVIDERS / name / _APP):
-            if source.is_file():
-                return build(source)
-    known = sorted(guest_name(source) for source in [*sources(), *provider_sources()])
-    raise ConfigError(f"unknown guest {name!r}: give a .wasm path or one of {', '.join(known)}")
+    if (builtin := builtin_source(str(guest))) is not None:
+        return build(builtin)
+    if (cell := cell_source(str(guest))) is not None:
+        return build_cell_source(cell)
+    cells = sorted({guest_name(path) for pattern in ("*.c", "*.wat", f"*/{_APP}") for path in cells_dir().glob(pattern)})
+    built = f"; built in notebook cells: {', '.join(cells)}" if cells else ""
+    raise ConfigError(f"unknown guest {str(guest)!r}: give a .wasm path, or one of {', '.join(runnable_guests())}{built}")

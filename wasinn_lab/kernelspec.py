@@ -1,5 +1,8 @@
-"""The "Python 3 (wasinn-lab)" Jupyter kernel spec: ipykernel with ``--ext=wasinn_lab``,
-so ``%%wasi_nn`` works without ``%load_ext``. The spec lives in ``kernels/`` at the
+"""The "Python 3 (wasinn-lab)" Jupyter kernel spec: ipykernel with the extension loaded
+(``--ext=wasinn_lab.notebook``), so ``%%wasi_nn`` works without ``%load_ext``. It is loaded
+under the notebook layer's name so that ``%load_ext wasinn_lab``, the first cell of every
+notebook (for any other Python kernel), is a silent no-op here, where IPython would say
+"already loaded" and suggest a reload that ends the lab. The spec lives in ``kernels/`` at the
 repository root and ships as package data (``wasinn_lab._data``), so any install of
 wasinn-lab, editable or not, can install it; ``$WASINN_LAB_KERNELS`` names another folder.
 

@@ -4,7 +4,10 @@ In a kernel, one display handle is updated in place, throttled (every update res
 the whole text and the server rate-limits output), and always left with the final
 state, which is what a saved notebook keeps. Without a kernel (terminal IPython) the
 new text is printed as it comes. Model text, the guest's stdout and its stderr are kept
-apart: a guest that prints its tokens would otherwise show everything twice.
+apart: a guest that prints its tokens would otherwise show everything twice. A guest
+that prints something else (a report, the text changed) has that shown open, as its
+output; a wasi-nn call that failed in a run that went on is said to be handled by the
+guest, not shown as an error.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from IPython.display import display
 
 from ..tasks import Event, EventKind
+from .tables import GENERATED_TOKENS, PROMPT_TOKENS
 
 __all__ = ["CellStream", "LivePlot", "Transcript", "describe_usage", "split_usage"]
 
@@ -28,13 +32,16 @@ UPDATES_PER_SECOND = 15
 
 _STYLE_CAPTION = "color:#888;font-size:80%"
 _STYLE_TEXT = "white-space:pre-wrap;margin:0;padding:4px 8px;border-left:3px solid #4a7fd6;font-size:95%"
-_STYLE_GUEST = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#666;font-size:85%"
+_STYLE_GUEST = "white-space:pre-wrap;margin:0;padding:4px 8px;border-left:3px solid #6a6;font-size:95%"
 _STYLE_STDERR = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#a33;background:#fff4f4;font-size:85%"
 _STYLE_NOTES = "white-space:pre-wrap;margin:0;padding:2px 8px;color:#555;background:#f6f6f6;font-size:85%"
 
 # A guest's usage report on stderr: "usage: {...}" on a line of its own (guests/wasi_nn.h).
 _USAGE_LINE = re.compile(r"usage: (\{.*\})\s*")
-_USAGE_LABELS = {"input_tokens": "input tokens", "output_tokens": "output tokens"}
+# The same names as %wasi_nn sessions and the session browser give them (tables.py).
+_USAGE_LABELS = {"input_tokens": PROMPT_TOKENS, "output_tokens": GENERATED_TOKENS}
+# What the lab adds to the stderr pane, in order with the guest's own lines: a failed call.
+_HOST_NOTE = "wasinn-lab: "
 
 
 def split_usage(stderr: str, *, complete: bool = True) -> tuple[list[dict[str, Any]], str]:
@@ -59,10 +66,14 @@ def split_usage(stderr: str, *, complete: bool = True) -> tuple[list[dict[str, A
     return usages, "".join(rest)
 
 
-def describe_usage(usage: dict[str, Any]) -> str:
-    """``12 input tokens · 32 output tokens``; other fields (build, commit) are left to
-    the tooltip (``_usage_details``)."""
+def describe_usage(usage: dict[str, Any], evaluated: int | None = None) -> str:
+    """``12 prompt tokens (4 evaluated) · 32 generated tokens`` (``evaluated``: how many
+    of the prompt's tokens the model computed, the rest coming from its cache, when the
+    session's record of the generation is at hand); other fields (build, commit) are left
+    to the tooltip (``_usage_details``)."""
     shown = [f"{usage[key]} {label}" for key, label in _USAGE_LABELS.items() if key in usage]
+    if evaluated is not None and shown and "input_tokens" in usage:
+        shown[0] += f" ({evaluated} evaluated)"
     shown += [f"{key.replace('_', ' ')} {value}" for key, value in usage.items()
               if key.endswith("_tokens") and key not in _USAGE_LABELS]
     return " · ".join(shown) or json.dumps(usage)
@@ -81,6 +92,8 @@ class Transcript:
         self.header = header
         self.status = "running"
         self.sessions: list[str] = []
+        self._session_records: list[Any] = []  # the Session objects, for their generations' counts
+        self._since = time.perf_counter()  # generations that started since then are this transcript's
         self._closed: set[str] = set()
         self.error: BaseException | None = None
         self._text: list[str] = []
@@ -96,9 +109,11 @@ class Transcript:
         elif event.kind is EventKind.STDERR:
             self._stderr += event.data
         elif event.kind is EventKind.NN_ERROR:  # in order with what the guest says about it
-            self._stderr += f"wasinn-lab: {event.data}\n".encode()
-        elif event.kind is EventKind.SESSION and event.data.id not in self.sessions:
-            self.sessions.append(event.data.id)
+            self._stderr += f"{_HOST_NOTE}{event.data}\n".encode()
+        elif event.kind is EventKind.SESSION and all(event.data is not known for known in self._session_records):
+            self._session_records.append(event.data)
+            if event.data.id not in self.sessions:
+                self.sessions.append(event.data.id)
             event.data.on_close(lambda session: self._closed.add(session.id))
 
     @property
@@ -153,9 +168,27 @@ class Transcript:
             return text[: len(printed)], text[len(printed) :]
         return text, ""
 
-    def split_stderr(self) -> tuple[list[dict[str, Any]], str]:
-        """The guest's usage reports, and the rest of its stderr."""
-        return split_usage(self.stderr, complete=self.finished)
+    def split_stderr(self) -> tuple[list[dict[str, Any]], list[str], str]:
+        """The guest's usage reports; the failed wasi-nn calls it handled (in a run that
+        did not fail: it went on after them); and the rest of its stderr (a failed run's
+        calls among it, in order)."""
+        usages, rest = split_usage(self.stderr, complete=self.finished)
+        if self.failed or not self.finished:
+            return usages, [], rest
+        lines = rest.splitlines(keepends=True)
+        handled = [line.removeprefix(_HOST_NOTE).rstrip("\n") for line in lines if line.startswith(_HOST_NOTE)]
+        return usages, handled, "".join(line for line in lines if not line.startswith(_HOST_NOTE))
+
+    def usage_captions(self, usages: list[dict[str, Any]]) -> list[str]:
+        """Each usage report in words, with how much of its prompt was evaluated where the
+        session's record of that generation says (the reports and the records of this
+        transcript's generations pair up in order, when their prompt sizes agree)."""
+        generations = sorted((g for session in self._session_records for g in list(session.generations)
+                              if g.started >= self._since), key=lambda g: g.started)
+        if len(generations) != len(usages):
+            generations = [None] * len(usages)
+        return [describe_usage(usage, g.evaluated_tokens if g is not None and usage.get("input_tokens") == g.prompt_tokens
+                               else None) for usage, g in zip(usages, generations)]
 
     def distinct_stdout(self) -> str:
         # A guest that prints its tokens would otherwise show everything twice.
@@ -166,21 +199,27 @@ class Transcript:
     def html(self) -> str:
         kept, dropped = self.kept_and_dropped()
         stdout = self.distinct_stdout()
-        usages, stderr = self.split_stderr()
+        usages, handled, stderr = self.split_stderr()
         parts = [f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption())}</div>']
-        if kept or not self.finished:  # nothing came: no empty box (a guest that only prints shows its stdout)
-            parts.append(f'<pre style="{_STYLE_TEXT}">{html.escape(kept)}</pre>')
+        text = f'<pre style="{_STYLE_TEXT}">{html.escape(kept)}</pre>'
+        if self.finished and kept.strip() and kept.strip() in stdout:  # the guest's output has it: folded
+            parts.append(f'<details><summary style="{_STYLE_CAPTION}">model text ({len(kept)} characters, also in '
+                         f"the guest's stdout below)</summary>{text}</details>")
+        elif kept or not self.finished:  # nothing came: no empty box (a guest that only prints shows its stdout)
+            parts.append(text)
         if dropped:
             note = dropped if len(dropped) <= 60 else dropped[:60] + "…"
             parts.append(f'<div style="{_STYLE_CAPTION}">the guest stopped here; the model went on with '
                          f'{html.escape(json.dumps(note, ensure_ascii=False))}</div>')
-        if stdout:
-            opened = "" if kept else " open"
-            parts.append(f'<details{opened}><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)</summary>'
-                         f'<pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>')
-        for usage in usages:
+        if stdout:  # what the guest printed, when it is more than the model's text: its output, open
+            parts.append(f'<details open><summary style="{_STYLE_CAPTION}">guest stdout ({len(self._stdout)} bytes)'
+                         f'</summary><pre style="{_STYLE_GUEST}">{html.escape(stdout)}</pre></details>')
+        for usage, caption in zip(usages, self.usage_captions(usages)):
             parts.append(f'<div style="{_STYLE_CAPTION}" title="{html.escape(_usage_details(usage))}">'
-                         f"usage · {html.escape(describe_usage(usage))}</div>")
+                         f"usage · {html.escape(caption)}</div>")
+        for note in handled:
+            parts.append(f'<div style="{_STYLE_CAPTION}">a call failed and the guest handled it (it went on): '
+                         f"{html.escape(note)}</div>")
         if stderr.strip():
             style = _STYLE_STDERR if self.failed else _STYLE_NOTES
             parts.append(f'<pre style="{style}">{html.escape(stderr)}</pre>')
@@ -188,15 +227,19 @@ class Transcript:
             parts.append(f'<pre style="{_STYLE_STDERR}">{html.escape(f"{type(self.error).__name__}: {self.error}")}</pre>')
         return "".join(parts)
 
+    def sections(self) -> tuple[list[str], str]:
+        """What follows the model text in plain text (the guest's stdout when it is more
+        than the text, usage, handled calls), and the rest of the guest's stderr."""
+        usages, handled, stderr = self.split_stderr()
+        lines = ["[guest stdout]", self.stdout.rstrip("\n")] if self.distinct_stdout() else []
+        lines += [f"[usage: {caption}]" for caption in self.usage_captions(usages)]
+        lines += [f"[handled by the guest: {note}]" for note in handled]
+        return lines, stderr if stderr.strip() else ""
+
     def plain(self) -> str:
-        usages, stderr = self.split_stderr()
-        lines = [f"[{self.caption()}]", self.kept_and_dropped()[0]]
-        if self.distinct_stdout():
-            lines += ["[guest stdout]", self.stdout]
-        lines += [f"[usage: {describe_usage(usage)}]" for usage in usages]
-        if stderr.strip():
-            lines += ["[guest stderr]", stderr]
-        return "\n".join(lines)
+        lines, stderr = self.sections()
+        return "\n".join([f"[{self.caption()}]", self.kept_and_dropped()[0], *lines,
+                          *(["[guest stderr]", stderr] if stderr else [])])
 
 
 class CellStream:
@@ -230,13 +273,11 @@ class CellStream:
         transcript = self.transcript
         if transcript.text:
             sys.stdout.write("\n")
-        if transcript.distinct_stdout():
-            sys.stdout.write(f"[guest stdout]\n{transcript.stdout}")
-        usages, stderr = transcript.split_stderr()
-        if stderr.strip():
+        lines, stderr = transcript.sections()
+        if stderr:
             sys.stderr.write(f"[guest stderr]\n{stderr}")
-        for usage in usages:
-            print(f"[usage: {describe_usage(usage)}]")
+        for line in lines:
+            print(line)
         print(f"[{transcript.caption()}]")
 
     def _bundle(self) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""The notebook's wasi-nn lab: a host, named guests built in cells, chat guests kept
-alive across cells, and the generation loop that magics and widgets share.
+"""The notebook's wasi-nn lab: a host, guests built in cells, chat guests kept alive
+across cells, the text a prompt guest's session continues, and the generation loop that
+magics and widgets share.
 
 It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
 """
@@ -7,6 +8,8 @@ It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, GuestExitError, NotFound
-from ..guests import build, build_python_source
+from ..guests import build_cell_source, builtin_source, cell_source, cells_dir
 from ..host import Host
 from ..limits import Limits
-from ..models import cache_dir
 from ..runtime import RunResult
 from ..sessions import Session, in_use
 from ..tasks import Event, EventKind, GuestTask
@@ -34,6 +36,8 @@ class CellResult:
     session: str | None
     text: str = ""  # model text, token by token
     exit_code: int | None = None  # None while the guest lives on (a chat session)
+    # The sessions it leaves open (%wasi_nn sessions lists them); a run without --session
+    # has a context of its own, closed with the guest.
     sessions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what failed wasi-nn calls said
     # Bytes as they came: a str grown chunk by chunk is copied whole each time (a guest
@@ -59,7 +63,6 @@ class Lab:
         self._host = host
         self._owns_host = host is None
         self._host_lock = threading.Lock()
-        self._built: dict[str, Path] = {}
         self._chats: dict[str, GuestTask] = {}  # session id -> a stdin guest kept alive
         self._transcripts: dict[str, str] = {}  # session id -> text so far (prompt guests)
         self._watched: set[str] = set()  # sessions whose closing we follow
@@ -75,31 +78,72 @@ class Lab:
 
     # -- guests -------------------------------------------------------------------------------
 
-    def build(self, name: str, source: str, language: str) -> Path:
-        """Build a guest from cell source; ``name`` can then be used as a guest. C and WAT
-        make core modules; Python makes a component on the LLM interface (world
-        ``llm-guest``, or ``llm-chat-guest`` when it defines ``class StdinTurns``)."""
+    def build(self, name: str, code: str, language: str) -> Path:
+        """Build a guest from cell source (``c``, ``wat``, ``python``: a component on the
+        LLM interface, world ``llm-guest``, or ``llm-chat-guest`` when it defines ``class
+        StdinTurns``); ``name`` is then a guest in this kernel and every other one
+        (``guests.cells_dir()`` keeps the source once it has built, so a name always stands
+        for a guest that built). A built-in guest's name is refused: it would run one guest
+        here and another in a kernel that never saw this cell."""
         if not name.isidentifier():
             raise ConfigError(f"guest name {name!r} must be an identifier (letters, digits, _)")
-        if language == "python":
-            self._built[name] = build_python_source(name, source)
-            return self._built[name]
-        suffix = {"c": ".c", "wat": ".wat"}.get(language)
-        if suffix is None:
+        if language not in ("c", "wat", "python"):
             raise ConfigError(f"--build takes c, wat or python, not {language!r}")
-        source_file = cache_dir() / "cells" / f"{name}{suffix}"
-        source_file.parent.mkdir(parents=True, exist_ok=True)
-        source_file.write_text(source)
-        self._built[name] = build(source_file)
-        return self._built[name]
-
-    def resolve(self, guest: str) -> str | Path:
-        return self._built.get(guest, guest)
+        if builtin_source(name) is not None:
+            raise ConfigError(f"{name!r} is a built-in guest: build this one under another name")
+        folder = cells_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
+        try:
+            # Written unchanged: the line numbers in error messages are the cell's.
+            source = staging / name / "app.py" if language == "python" else staging / f"{name}.{language}"
+            source.parent.mkdir(exist_ok=True)
+            source.write_text(code)
+            built = build_cell_source(source)
+            kept = cell_source(name)  # one source per name, in the language it was last built in
+            if kept is not None and kept.name == "app.py":
+                shutil.rmtree(kept.parent)
+            elif kept is not None:
+                kept.unlink()
+            if language == "python":
+                source.parent.replace(folder / name)
+            else:
+                source.replace(folder / source.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return built
 
     # -- sessions -------------------------------------------------------------------------------
 
     def session(self, session_id: str) -> Session:
         return self.host.sessions.get(session_id)
+
+    def find(self, session_id: str) -> Session | None:
+        """The open session ``session_id``, or None; a lab whose host is not made yet has
+        none, and this makes none."""
+        with self._host_lock:
+            host = self._host
+        return None if host is None else host.sessions.find(session_id)
+
+    def continued_text(self, session_id: str) -> str:
+        """The text a prompt guest's next generation on this session continues: every
+        earlier prompt and answer ("" for a new session, and for a chat guest, which keeps
+        its own conversation)."""
+        return self._transcripts.get(session_id, "")
+
+    def chatting(self, session_id: str) -> bool:
+        """Whether a chat guest lives on for this session (it keeps its own conversation)."""
+        task = self._chats.get(session_id)
+        return task is not None and task.running
+
+    def start_afresh(self, session_id: str) -> None:
+        """Forget the session's text so far: a prompt guest's next prompt is only the new
+        text, and a chat guest ends (the next turn starts a new one, and a new
+        conversation). The session, its parameters and its metrics stay."""
+        self._transcripts.pop(session_id, None)
+        task = self._chats.pop(session_id, None)
+        if task is not None:
+            task.close()
 
     def close(self, session_id: str) -> None:
         task = self._chats.get(session_id)
@@ -142,15 +186,14 @@ class Lab:
         let finish its turn; a guest that does not (it spins) is stopped itself. Then the
         interrupt is raised again. A trap or a non-zero exit raises (GuestTrap,
         GuestExitError); a limit, GuestLimitError."""
-        resolved = self.resolve(guest)
         if stdin_turns is None:
-            stdin_turns = self.host.reads_stdin_turns(resolved)
+            stdin_turns = self.host.reads_stdin_turns(guest)
         result = result or CellResult(guest=guest, session=session)
         open_session = self.host.sessions.find(session) if session is not None else None
         if open_session is not None:
             open_session.require_model(model)  # a chat guest kept alive would answer on its own
         with self._exclusive(session):
-            task = self._task(resolved, text, model, session, dict(params or {}), dict(env or {}), list(args),
+            task = self._task(guest, text, model, session, dict(params or {}), dict(env or {}), list(args),
                               stdin_turns, limits)
             on_task(task)
             try:
@@ -161,6 +204,7 @@ class Lab:
             finally:
                 if session is not None:
                     self._remember(session, task, text if not stdin_turns else None, result)
+                result.sessions[:] = [sid for sid in result.sessions if self.host.sessions.find(sid) is not None]
         return result
 
     @contextlib.contextmanager
@@ -202,7 +246,7 @@ class Lab:
 
     def _task(
         self,
-        guest: str | Path,
+        guest: str,
         text: str | None,
         model: str,
         session: str | None,

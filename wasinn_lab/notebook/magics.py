@@ -23,6 +23,7 @@ from ..sessions import Session
 from ..tasks import Event
 from .display import CellStream, LivePlot
 from .lab import CellResult, Lab
+from .tables import COUNT_COLUMNS, Parameters, session_counts, stats_table
 
 __all__ = ["WasiNNMagics"]
 
@@ -63,9 +64,20 @@ def _usage_error(magic: Any, message: str) -> UsageError:
 def _changed(session: Session) -> str:
     """The parameters that differ from the backend's defaults, short enough for a table
     cell (all of them: ``%wasi_nn get SESSION``)."""
-    defaults = session.options.defaults
-    changed = [f"{key}={value}" for key, value in session.parameters.items() if defaults.get(key) != value]
-    return ", ".join(changed) or "(defaults)"
+    parameters = Parameters(session)
+    return ", ".join(f"{key}={parameters[key]}" for key in parameters.changed()) or "(defaults)"
+
+
+def _interrupted(result: CellResult) -> KeyboardInterrupt:
+    """A fresh KeyboardInterrupt (its traceback would run through the whole host) that
+    IPython shows as one line, as it shows a UsageError: the cell has already said where
+    the generation stopped, and kept what came."""
+    kept = f"the {len(result.text):,} characters that came are kept in _wasi_nn" if result.text else "nothing came"
+    after = f"; session {result.session} is ready for the next cell" if result.session else ""
+    interrupt = KeyboardInterrupt()
+    line = f"KeyboardInterrupt: the lab stopped the generation; {kept}{after}"
+    interrupt._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]  # IPython's hook for how it is shown
+    return interrupt
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -167,8 +179,7 @@ class WasiNNMagics(Magics):
             status = "done" if result.exit_code is not None else "waiting for the next turn"
         except KeyboardInterrupt:
             status = "interrupted"
-            # A fresh one: its traceback would otherwise run through the whole host.
-            raise KeyboardInterrupt from None
+            raise _interrupted(result) from None
         finally:
             for sink in sinks:
                 sink.finish(status)
@@ -186,14 +197,16 @@ class WasiNNMagics(Magics):
     def _build(self, name: str, source: str, language: str) -> None:
         started = time.perf_counter()
         try:
-            path = self.lab.build(name, source, language)
+            with _said_plainly():
+                path = self.lab.build(name, source, language)
         except GuestBuildError as exc:
-            # Compiler messages name the cached source file; show them as lines of the cell
-            # (C, WAT: "cell:LINE:"; Python's tracebacks: 'File "cell", line LINE').
-            log = re.sub(r"\S*/cells/" + re.escape(name) + r"\.(c|wat):", "cell:", exc.log)
-            log = re.sub(r'"[^"]*/cells/' + re.escape(name) + r'/app\.py"', '"cell"', log)
+            # Compiler messages name the source file it was built from; show them as lines
+            # of the cell (C, WAT: "cell:LINE:"; Python's tracebacks: 'File "cell", line LINE').
+            log = re.sub(r"\S*/" + re.escape(name) + r"\.(c|wat):", "cell:", exc.log)
+            log = re.sub(r'"[^"]*/' + re.escape(name) + r'/app\.py"', '"cell"', log)
             raise GuestBuildError(f"guest {name!r} did not build", log=log) from None
-        print(f"built {name} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f} s): use it as %%wasi_nn {name}")
+        print(f"built {name} ({path.stat().st_size:,} bytes, {time.perf_counter() - started:.1f} s): use it as "
+              f"%%wasi_nn {name}, in this notebook or any other")
 
     # -- %wasi_nn ---------------------------------------------------------------------------
 
@@ -206,13 +219,13 @@ class WasiNNMagics(Magics):
 
         %wasi_nn models                      registered models
         %wasi_nn preload NAME PATH [K=V...]  register a GGUF model (with a default config)
-        %wasi_nn sessions                    open sessions
+        %wasi_nn sessions                    open sessions, their parameters and token counts
         %wasi_nn get SESSION [KEY]           a session's parameters, or one of them
         %wasi_nn set SESSION KEY=VALUE...    change them for the next generation
         %wasi_nn close SESSION               free a session (and its chat guest)
         %wasi_nn properties [MODEL]          backend (and model) properties
         %wasi_nn options [ENCODING]          the parameters each backend takes (ggml, echo)
-        %wasi_nn stats [SESSION]             metrics per generation (all sessions without one)
+        %wasi_nn stats [SESSION]             metrics per generation, rounded (all sessions without one)
         %wasi_nn plot [SESSION]              per-token latency, time to first token, decode rate
         """
         args = _parse(self.wasi_nn_line, line)
@@ -245,6 +258,8 @@ class WasiNNMagics(Magics):
         print(f"registered {spec.name} → {spec.path}")
 
     def _sessions(self) -> pd.DataFrame:
+        """One row per open session; the counts are named as in the cell's usage caption
+        and the session browser (tables.COUNTS_NOTE says what each counts)."""
         now_monotonic, now = time.monotonic(), datetime.now()
         rows = [
             {
@@ -252,19 +267,18 @@ class WasiNNMagics(Magics):
                 "guest": session.guest,
                 "model": session.model,
                 "parameters": _changed(session),
-                "tokens in": sum(g.evaluated_tokens for g in session.generations),
-                "tokens out": sum(g.output_tokens for g in session.generations),
+                **session_counts(session),
                 "last used": (now - timedelta(seconds=now_monotonic - session.last_used)).strftime("%H:%M:%S"),
                 "state": session.state,
             }
             for session in self.lab.host.sessions
         ]
-        columns = ["id", "guest", "model", "parameters", "tokens in", "tokens out", "last used", "state"]
+        columns = ["id", "guest", "model", "parameters", *COUNT_COLUMNS, "last used", "state"]
         return pd.DataFrame(rows, columns=columns).set_index("id")
 
     def _get(self, session_id: str, key: str | None = None) -> Any:
         session = self.lab.session(session_id)
-        return session.parameters if key is None else session.get(key)
+        return Parameters(session) if key is None else session.get(key)
 
     def _set(self, session_id: str, *assignments: str) -> None:
         if not assignments:
@@ -288,8 +302,9 @@ class WasiNNMagics(Magics):
         return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
 
     def _stats(self, session_id: str | None = None) -> pd.DataFrame:
+        """Rounded, with units; every column, unrounded: ``session.metrics()``."""
         sessions = [self.lab.session(session_id)] if session_id else list(self.lab.host.sessions)
-        frames = [session.metrics().assign(session=session.id) for session in sessions]
+        frames = [stats_table(session.metrics()).assign(session=session.id) for session in sessions]
         if not frames:
             raise UsageError("no open sessions: run a guest first (with --session to keep one)")
         return pd.concat(frames).reset_index().set_index(["session", "generation"])

@@ -16,7 +16,9 @@ NAME`` cell can be tuned, prompted and closed here, and the other way round::
     A control for each of the backend's main options (on the GGML backend: temp, top-p,
     top-k, min-p, repeat-penalty, n-predict, seed, ctx-size, n-gpu-layers, threads),
     built from the backend's description of them (range, step, help as the tooltip, and
-    a checkbox for a value like the seed's "random"), read from the session. A change is
+    a checkbox for a value that means something else: the seed's "random", n-predict's
+    "no limit"; ticked, it applies; a number typed or dragged unticks it and applies
+    instead), read from the session. A change is
     a ``session.set(...)`` and applies to the session's next generation. ctx-size and
     threads need a new llama context, n-gpu-layers loads the weights again: the panel
     does that at once, off the main thread, and its status line says how long it took
@@ -27,14 +29,17 @@ NAME`` cell can be tuned, prompted and closed here, and the other way round::
 ``prompt_box(guest="stream", session=None, model="default", params=None)``
     Generate runs the guest on a worker thread, so the notebook stays responsive, and
     streams the model's text into the box (about 15 updates a second, then the final
-    state). Stop ends the generation within one token; the session stays usable.
+    state). Stop ends the generation within one token; the session stays usable. With a
+    session, the prompt is added to the session's text so far: the box shows that text
+    (folded, with its length), and Start afresh forgets it (``lab.start_afresh``).
     Errors are shown in the box, in red. ``box.result`` holds the latest ``CellResult``
     (``box.error`` the latest error) and ``box.wait(timeout)`` waits for the worker, which
     makes the box scriptable: ``box.generate("Once upon a time"); box.wait(60)``.
 
 ``session_browser()``
-    The open sessions; the selected one's model, guest, state, token counts and
-    parameters; Close (``lab.close(id)``) and Refresh.
+    The open sessions; the selected one's model, guest, state, token counts (named as in
+    ``%wasi_nn sessions``) and parameters (what differs from the defaults, the rest
+    folded); Close (``lab.close(id)``) and Refresh.
 
 Generation never runs inside ``with Output():`` (that swallows exceptions); the boxes
 write to ``HTML`` widgets. Widgets work headless too: set ``value`` traits and call
@@ -46,107 +51,25 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..errors import WasiNNLabError
-from ..options import Option, Scope
 from ..sessions import Session
 from ..tasks import Event, GuestTask
 from . import current_lab
 from .display import Transcript
+from .knobs import RELOADS, Knob, close_tree
 from .lab import CellResult, Lab
+from .tables import COUNTS_NOTE, Parameters, facts_html, session_counts
 
 __all__ = ["ParameterPanel", "PromptBox", "SessionBrowser", "parameter_panel", "prompt_box", "session_browser"]
 
-_STYLE = {"description_width": "120px"}
 _ERROR = "color:#a33"
-_RELOADS = {Scope.CONTEXT: "context", Scope.MODEL: "model"}
-_SLIDER_SPAN = 1024  # an int option with a wider range gets a number field, not a slider
-
-
-class _Knob:
-    """The control for one option, built from its description: a slider or a number
-    field over its range, and a checkbox for a value that means something else (the
-    seed's "random", n-predict's "no limit")."""
-
-    def __init__(self, option: Option, value: Any, on_change: Callable[[str, Any], None]) -> None:
-        self.option = option
-        self._on_change = on_change
-        self._showing = False  # a value from the session being shown is no change to make
-        low = option.minimum if option.minimum is not None else 0
-        high = option.maximum if option.maximum is not None else option.soft_maximum
-        if high is None:
-            high = max(abs(option.default) * 4, 1)
-        step = option.step or (1 if option.kind is int else 0.01)
-        if option.kind is float:
-            cls: type[widgets.ValueWidget] = widgets.FloatSlider
-        else:
-            cls = widgets.IntSlider if high - low <= _SLIDER_SPAN else widgets.BoundedIntText
-        special = next(iter(option.special.items()), None)
-        if special is not None and special[0] <= low:
-            low = special[0] + 1  # the special value is the checkbox's, not the control's
-        elif special is not None and special[0] >= high:
-            high = special[0] - 1
-        tooltip = f"{option.help} (default {option.describe(option.default)})"
-        if option.scope in _RELOADS:
-            tooltip += f"; changing it reloads the {_RELOADS[option.scope]}"
-        self.control = cls(value=option.kind(low), min=option.kind(low), max=option.kind(high),
-                           step=option.kind(step), description=option.name, tooltip=tooltip,
-                           continuous_update=False, style=_STYLE)
-        self.special = None if special is None else widgets.Checkbox(
-            value=False, description=special[1], indent=False, layout=widgets.Layout(width="auto"))
-        self.widget = self.control if self.special is None else widgets.HBox([self.control, self.special])
-        self.show(value)
-        self.control.observe(self._changed, names="value")
-        if self.special is not None:
-            self.special.observe(self._changed, names="value")
-
-    def _changed(self, change: dict[str, Any]) -> None:
-        if self.special is not None:
-            self.control.disabled = self.special.value  # the special value has no number to edit
-        if not self._showing:
-            self._on_change(self.option.name, self.value)
-
-    @property
-    def value(self) -> Any:
-        if self.special is not None and self.special.value:
-            return next(iter(self.option.special))
-        return self.control.value
-
-    def show(self, value: Any) -> None:
-        """Show the session's value. A bounded control would clamp a value outside its
-        range, and the clamped value would then be written back: widen it first."""
-        self._showing = True
-        try:
-            self._show(value)
-        finally:
-            self._showing = False
-
-    def _show(self, value: Any) -> None:
-        if self.special is not None:
-            is_special = value in self.option.special
-            self.control.disabled = is_special
-            if is_special:
-                self.special.value = True
-                return
-            self.special.value = False
-        if value > self.control.max:
-            self.control.max = value
-        if value < self.control.min:
-            self.control.min = value
-        self.control.value = value
-
-    def close(self) -> None:
-        _close_tree(self.widget)
-
-
-def _close_tree(widget: widgets.Widget) -> None:
-    for child in getattr(widget, "children", ()):
-        _close_tree(child)
-    widget.close()
+_CAPTION = "color:#555;font-size:90%"
+_CONTINUED = "white-space:pre-wrap;margin:0;padding:4px 8px;color:#555;background:#f6f6f6;font-size:90%"
 
 
 def _status(text: str, *, error: bool = False) -> str:
@@ -162,8 +85,8 @@ class ParameterPanel(widgets.VBox):
         self.session = (lab or current_lab()).session(session) if isinstance(session, str) else session
         parameters = self.session.parameters
         options = self.session.options
-        self.knobs: dict[str, _Knob] = {
-            name: _Knob(option, parameters[name], self._changed) for name, option in options.items() if option.panel
+        self.knobs: dict[str, Knob] = {
+            name: Knob(option, parameters[name], self._changed) for name, option in options.items() if option.panel
         }
         self.controls = {name: knob.control for name, knob in self.knobs.items()}
         self.status = widgets.HTML(_status("changes apply to the next generation"))
@@ -192,7 +115,7 @@ class ParameterPanel(widgets.VBox):
                 self.knobs[key].show(self.session.get(key))
             return
         shown = f"{key} = {option.describe(value)}"
-        what = _RELOADS.get(option.scope)
+        what = RELOADS.get(option.scope)
         if what is None:
             self.status.value = _status(f"{shown}: applies to the next generation")
         else:
@@ -234,7 +157,7 @@ class ParameterPanel(widgets.VBox):
             if knob is None or knob.value == value:
                 continue
             knob.show(value)
-            what = _RELOADS.get(knob.option.scope)
+            what = RELOADS.get(knob.option.scope)
             if what is not None:
                 self.status.value = _status(f"{key} = {knob.option.describe(value)}: the {what} is rebuilt "
                                             "at the next generation")
@@ -251,7 +174,7 @@ class ParameterPanel(widgets.VBox):
             if remove is not None:
                 remove()
         for child in self.children:
-            _close_tree(child)
+            close_tree(child)
         super().close()
 
 
@@ -274,18 +197,27 @@ class PromptBox(widgets.VBox):
         self.params = dict(params or {})
         self.result: CellResult | None = None  # the latest generation's
         self.error: BaseException | None = None  # the latest generation's
-        self.prompt = widgets.Textarea(placeholder="Prompt…", layout=widgets.Layout(width="100%", height="5em"))
+        # The default model is a base model: it continues text rather than answering it.
+        self.prompt = widgets.Textarea(placeholder="Text for the model to continue…",
+                                       layout=widgets.Layout(width="100%", height="5em"))
         self.generate_button = widgets.Button(description="Generate", icon="play", button_style="primary")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.afresh_button = widgets.Button(description="Start afresh", icon="eraser", disabled=session is None,
+                                            tooltip="forget the session's text so far: the next prompt is all the "
+                                                    "model sees (the parameters stay)")
+        self.continues = widgets.HTML()  # what the model continues: the session's text so far
         self.output = widgets.HTML()
-        self.children = (self.prompt, widgets.HBox([self.generate_button, self.stop_button]), self.output)
+        buttons = widgets.HBox([self.generate_button, self.stop_button, self.afresh_button])
+        self.children = (self.continues, self.prompt, buttons, self.output)
         self.generate_button.on_click(lambda button: self.generate())
         self.stop_button.on_click(lambda button: self.stop())
+        self.afresh_button.on_click(lambda button: self.start_afresh())
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._task: GuestTask | None = None
         self._stopping = False
         self._reset("idle")
+        self._show_continued()
 
     @property
     def running(self) -> bool:
@@ -301,11 +233,24 @@ class PromptBox(widgets.VBox):
             self.result = self.error = None
             self._task, self._stopping = None, False
             self._reset("running")
-            self.generate_button.disabled, self.stop_button.disabled = True, False
+            self._show_continued()
+            self.generate_button.disabled, self.stop_button.disabled, self.afresh_button.disabled = True, False, True
             self._render()
             job = (self.guest, self.prompt.value, self.model, self.session, dict(self.params))
             self._thread = threading.Thread(target=self._work, args=job, name="wasinn-lab-prompt", daemon=True)
             self._thread.start()
+
+    def start_afresh(self) -> None:
+        """Forget the session's text so far (not while a generation runs): the next
+        prompt is all the model sees."""
+        with self._lock:
+            if self.running or self.session is None:
+                return
+            try:
+                self._lab.start_afresh(self.session)
+            except WasiNNLabError as exc:
+                self.error = exc
+            self._show_continued()
 
     def stop(self) -> None:
         """End the generation under way after its next token."""
@@ -339,7 +284,9 @@ class PromptBox(widgets.VBox):
             self._transcript.status = status
             self._task = None
             self._render()
+            self._show_continued()
             self.generate_button.disabled, self.stop_button.disabled = False, True
+            self.afresh_button.disabled = self.session is None
 
     def _on_task(self, task: GuestTask) -> None:
         self._task = task
@@ -364,11 +311,31 @@ class PromptBox(widgets.VBox):
         self._transcript.shown()
         self.output.value = self._transcript.html()
 
+    def _show_continued(self) -> None:
+        """What the next prompt is added to, folded, with its length."""
+        if self.session is None:
+            self.continues.value = ""
+            return
+        text = self._lab.continued_text(self.session)
+        found = self._lab.find(self.session)
+        latest = found.generations[-1] if found is not None and found.generations else None
+        held = "" if latest is None else f", {latest.prompt_tokens + latest.output_tokens:,} tokens"
+        name = html.escape(self.session)
+        if text:
+            self.continues.value = (
+                f'<details><summary style="{_CAPTION}">the model continues session {name}\'s text so far '
+                f"({len(text):,} characters{held}): the prompt is added to its end</summary>"
+                f'<pre style="{_CONTINUED}">{html.escape(text)}</pre></details>')
+        else:  # a chat guest keeps its own conversation
+            chatting = self._lab.chatting(self.session)
+            said = f"continues session {name}'s conversation{held}" if chatting else f"session {name} has no text yet"
+            self.continues.value = f'<span style="{_CAPTION}">{said}</span>'
+
     def close(self) -> None:
         if getattr(self, "_thread", None) is not None:
             self.stop()
         for child in self.children:
-            _close_tree(child)
+            close_tree(child)
         super().close()
 
 
@@ -418,26 +385,14 @@ class SessionBrowser(widgets.VBox):
         if session is None:
             self.details.value = _status("no open sessions" if session_id is None else f"{session_id} is gone: Refresh")
             return
-        generations = session.generations
-        facts = {
-            "model": session.model,
-            "guest": session.guest,
-            "state": session.state,
-            "generations": len(generations),
-            "tokens in (evaluated)": sum(g.evaluated_tokens for g in generations),
-            "tokens out": sum(g.output_tokens for g in generations),
-        }
-        rows = [*facts.items(), *session.parameters.items()]
-        cells = "".join(
-            f'<tr><td style="color:#666;padding-right:12px">{html.escape(str(key))}</td>'
-            f"<td>{html.escape(repr(value) if isinstance(value, str) else str(value))}</td></tr>"
-            for key, value in rows
-        )
-        self.details.value = f"<b>{html.escape(session.id)}</b><table style='font-size:90%'>{cells}</table>"
+        about = facts_html({"model": session.model, "guest": session.guest or "-", "state": session.state}, columns=3)
+        counts = f'<div title="{html.escape(COUNTS_NOTE)}">{facts_html(session_counts(session))}</div>'
+        self.details.value = (f"<b>{html.escape(session.id)}</b>{about}{counts}"
+                              f"{Parameters(session)._repr_html_()}")
 
     def close(self) -> None:
         for child in self.children:
-            _close_tree(child)
+            close_tree(child)
         super().close()
 
 
