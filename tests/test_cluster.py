@@ -19,14 +19,14 @@ import pytest
 from distributed import Client
 from jupyter_client.manager import KernelManager
 
-from wasinn_lab import Host, SweepError
+from wasinn_lab import Host, SweepError, cluster
 from wasinn_lab.bench import Bench, Workload, write
-from wasinn_lab.cluster import connect
+from wasinn_lab.cluster import ClusterBench, connect
 from wasinn_lab.errors import ConfigError
 
 pytestmark = [pytest.mark.model]
 
-SMALL = Workload(prompt_tokens=8, n_predict=3, sampling="greedy")  # greedy: every run makes the same tokens
+SMALL = Workload(prompt_tokens=8, n_predict=3, sampling="greedy", threads=1)  # greedy: every run makes the same tokens
 PATHS = ("direct", "guest-stream")
 GREEDY = {"temp": 0, "seed": 42, "n-predict": 4}
 PROMPTS = ["Once upon a time", "The sea is", "My favourite food", "In the year 1900"]
@@ -70,7 +70,7 @@ def test_the_command_line_asks_for_one_cluster_and_says_what_is_wrong() -> None:
 
 def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, client: Client, tmp_path: Path) -> None:
     serial = host.map("stream", PROMPTS, params=GREEDY, progress=False)
-    spread = host.map("stream", PROMPTS, params=GREEDY, client=client, progress=False)
+    spread = cluster.map(client, "stream", PROMPTS, params=GREEDY, progress=False)
     assert (serial["exit_code"] == 0).all() and serial["stdout"].str.strip().all()
     assert list(spread["prompt"]) == PROMPTS and list(spread["stdout"]) == list(serial["stdout"])
     workers = set(client.scheduler_info()["workers"])
@@ -80,7 +80,7 @@ def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, cli
     bench = Bench(host, progress=False)
     try:
         serial = bench.sweep("prompt-tokens", [4, 8], SMALL, runs=1, paths=PATHS)
-        spread = bench.sweep("prompt-tokens", [4, 8], SMALL, runs=1, paths=PATHS, client=client)
+        spread = ClusterBench(client, progress=False).sweep("prompt-tokens", [4, 8], SMALL, runs=1, paths=PATHS)
     finally:
         bench.close()
     pd.testing.assert_frame_equal(spread[OUTCOME], serial[OUTCOME])
@@ -92,9 +92,8 @@ def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, cli
 
 
 def test_a_bad_point_is_named_and_the_others_complete(host: Host, client: Client) -> None:
-    bench = Bench(host, progress=False)
     with pytest.raises(SweepError) as raised:
-        bench.sweep("n-predict", [3, -5, 2], SMALL, runs=1, paths=PATHS, client=client)
+        ClusterBench(client, progress=False).sweep("n-predict", [3, -5, 2], SMALL, runs=1, paths=PATHS)
     assert list(raised.value.failures) == ["n-predict=-5"]
     assert "parameter 'n-predict' takes an integer of at least -1" in raised.value.failures["n-predict=-5"]
     assert "n-predict=-5: ConfigError: parameter 'n-predict'" in str(raised.value)
@@ -102,14 +101,14 @@ def test_a_bad_point_is_named_and_the_others_complete(host: Host, client: Client
     assert list(frame["n_predict"]) == [3, 3, 2, 2] and list(frame["output_tokens"]) == [3, 3, 2, 2]
 
 
-def test_a_worker_killed_mid_sweep_has_its_points_rerun_elsewhere(host: Host, client: Client) -> None:
-    bench = Bench(host, progress=False)
+def test_a_worker_killed_mid_sweep_has_its_points_rerun_elsewhere(client: Client) -> None:
+    bench = ClusterBench(client, progress=False)
     values = [4, 6, 8, 10]
     outcome: dict[str, Any] = {}
 
     def sweep() -> None:
         try:
-            outcome["frame"] = bench.sweep("prompt-tokens", values, SMALL, runs=1, paths=("guest-stream",), client=client)
+            outcome["frame"] = bench.sweep("prompt-tokens", values, SMALL, runs=1, paths=("guest-stream",))
         except BaseException as exc:  # handed to the test's own thread
             outcome["error"] = exc
 
@@ -138,10 +137,9 @@ def test_in_a_notebook_dasks_progress_bar_moves_while_the_cell_waits() -> None:
     """A real kernel: the widget listens on the Dask client's own loop, so its value
     reaches the notebook run by run while the kernel is busy with the cell."""
     code = """
-from wasinn_lab import Host
-from wasinn_lab.cluster import connect
-with connect(local_workers=1) as client, Host() as host:
-    frame = host.map("stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4}, client=client)
+from wasinn_lab.cluster import connect, map
+with connect(local_workers=1) as client:
+    frame = map(client, "stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4})
 print(list(frame["exit_code"]))
 """
     manager = KernelManager(kernel_name="python3")

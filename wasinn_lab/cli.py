@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import bench, compose, guests, kernelspec
+from . import compose, guests, kernelspec
+from .bench import command as bench
 from .config import parse_assignment
 from .errors import ConfigError, GuestTrap, WasiNNLabError
 from .host import Host

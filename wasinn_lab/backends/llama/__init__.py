@@ -20,11 +20,14 @@ from ...errors import InvalidArgument, InvalidEncoding, ModelNotFound
 from ...types import ExecutionTarget, GraphEncoding
 from ..base import PROMPT
 from . import devices
+from .compute import ComputeThread, compute_thread
 from .graph import LlamaGraph
 from .options import OPTIONS
 from .weights import MAX_WEIGHT_COPIES, gpu_offload_supported
 
-__all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES"]
+# compute_thread: the thread every decode runs on, for code that drives llama.cpp itself
+# next to the host (the benchmarks' baselines): hold it (acquire/release), run on it.
+__all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES", "ComputeThread", "compute_thread"]
 
 
 class LlamaBackend:
