@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-from jupyter_client.manager import KernelManager
+from kernel_run import execute
 
 from wasinn_lab import Host
 from wasinn_lab.bench import ALL_PATHS, PATHS, Bench, Workload, write
@@ -137,17 +136,7 @@ with Progress(3, "runs") as bar:
     for _ in range(3):
         bar.update()
 """
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel()
-    kernel = manager.client()
-    try:
-        kernel.start_channels()
-        kernel.wait_for_ready(timeout=60)
-        messages: list[dict[str, Any]] = []
-        reply = kernel.execute_interactive(code, timeout=120, output_hook=messages.append)
-    finally:
-        kernel.stop_channels()
-        manager.shutdown_kernel(now=True)
+    reply, messages = execute(code, timeout=120)
     assert reply["content"]["status"] == "ok"
     shown = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
     assert "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]  # a live bar while it runs

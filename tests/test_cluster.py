@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from distributed import Client
-from jupyter_client.manager import KernelManager
+from kernel_run import execute
 
 from wasinn_lab import Host, SweepError, cluster
 from wasinn_lab.bench import Bench, Workload, write
@@ -142,17 +142,7 @@ with connect(local_workers=1) as client:
     frame = map(client, "stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4})
 print(list(frame["exit_code"]))
 """
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel()
-    kernel = manager.client()
-    try:
-        kernel.start_channels()
-        kernel.wait_for_ready(timeout=60)
-        messages: list[dict[str, Any]] = []
-        reply = kernel.execute_interactive(code, timeout=240, output_hook=messages.append)
-    finally:
-        kernel.stop_channels()
-        manager.shutdown_kernel(now=True)
+    reply, messages = execute(code, timeout=240)
     assert reply["content"]["status"] == "ok"
     assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {}) for m in messages
                if m["msg_type"] == "display_data")

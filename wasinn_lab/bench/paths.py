@@ -24,8 +24,7 @@ from typing import Any
 
 import llama_cpp
 
-from ..backends.llama import compute_thread
-from ..backends.llama.log import logged
+from ..backends.llama import compute_thread, logged
 from ..errors import GuestExitError
 from ..host import Host
 from .workload import GUESTS, SAMPLINGS, Workload, guest_env

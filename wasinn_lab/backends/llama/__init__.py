@@ -22,12 +22,14 @@ from ..base import PROMPT
 from . import devices
 from .compute import ComputeThread, compute_thread
 from .graph import LlamaGraph
+from .log import logged
 from .options import OPTIONS
 from .weights import MAX_WEIGHT_COPIES, gpu_offload_supported
 
-# compute_thread: the thread every decode runs on, for code that drives llama.cpp itself
-# next to the host (the benchmarks' baselines): hold it (acquire/release), run on it.
-__all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES", "ComputeThread", "compute_thread"]
+# For code that drives llama.cpp itself next to the host (the benchmarks' baselines):
+# compute_thread, the thread every decode runs on (hold it, run on it), and logged(), so
+# that what llama.cpp logs for it goes to Python logging as the host's own does.
+__all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES", "ComputeThread", "compute_thread", "logged"]
 
 
 class LlamaBackend:
