@@ -12,6 +12,7 @@ from kernel_run import execute
 
 from wasinn_lab import Host
 from wasinn_lab.bench import ALL_PATHS, PATHS, Bench, Workload, write
+from wasinn_lab.bench.stats import chat_table
 from wasinn_lab.cli import main
 
 SMALL = Workload(prompt_tokens=8, n_predict=4, sampling="greedy", threads=1)
@@ -78,6 +79,9 @@ def test_chat_turns_and_load_timings(host: Host) -> None:
         full = chat[chat["mode"] == "re-evaluate all"]
         assert (full["evaluated_tokens"] == full["prompt_tokens"]).all()
         assert not [s for s in host.sessions if s.id.startswith("bench-chat")]
+        table = chat_table(chat)
+        assert list(table.columns.get_level_values(0).unique()) == ["conversation", "prefix reuse", "re-evaluate all"]
+        assert list(table["re-evaluate all", "evaluated"]) == list(full["prompt_tokens"])
         loads = bench.load_by_name(1)
         assert set(loads["kind"]) == {"cold", "cached"} and (loads["errno"] == 0).all()
         assert bench.session_cost(1000) > 0  # a session's token path costs something over its stream

@@ -97,11 +97,11 @@ def table(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
 
 
 def chat_table(chat: pd.DataFrame) -> pd.DataFrame:
-    """``Bench.chat_turns`` to read: per turn, the tokens in the conversation and the
-    time to first token in each mode, with the tokens it evaluated."""
-    wide = chat.pivot(index="turn", columns="mode", values=["ttft_s", "evaluated_tokens"])
-    out = pd.DataFrame({"conversation tokens": chat.groupby("turn")["prompt_tokens"].max()})
-    for mode in chat["mode"].unique():
-        out[f"{mode}: first token ms"] = (wide[("ttft_s", mode)] * 1e3).round(0).astype(int)
-        out[f"{mode}: evaluated"] = wide[("evaluated_tokens", mode)]
-    return out
+    """``Bench.chat_turns`` to read: per turn, the tokens in the conversation, and for
+    each mode the time to first token and how many tokens it evaluated."""
+    out = {("conversation", "tokens"): chat.groupby("turn")["prompt_tokens"].max()}
+    for mode, rows in chat.groupby("mode", sort=False):
+        rows = rows.set_index("turn")
+        out[(str(mode), "first token ms")] = (rows["ttft_s"] * 1e3).round().astype(int)
+        out[(str(mode), "evaluated")] = rows["evaluated_tokens"].astype(int)
+    return pd.DataFrame(out)
