@@ -1,10 +1,11 @@
 """Sweeps and batches on Dask (``pip install wasinn-lab[cluster]``).
 
-Each sweep point (``ClusterBench(client).sweep(...)``, as ``Bench.sweep``) and each guest
-run of a batch (``map(client, guest, prompts)``, as ``Host.map``) is one Dask task. Every worker process keeps one
-``Host`` for its life (a worker plugin starts it with the worker and closes it with the
-worker), so models load once per worker, and one lock, so a worker makes one generation
-at a time whatever its thread count and timings are not disturbed. Results come back as
+Each sweep point (``ClusterBench(client).sweep(...)``, as ``Bench.sweep``) and each
+guest run of a batch (``map(client, guest, prompts)``, as ``Host.map``) is one Dask task.
+Every worker process keeps one ``Host`` for its life (a worker plugin starts it with the
+worker and closes it with the worker), so models load once per worker, and one lock, so
+a worker makes one generation at a time whatever its thread count and timings are not
+disturbed. Results come back as
 the same DataFrames as a local run, with ``worker`` (its address) and ``hostname`` in each
 row. A task whose worker dies is rerun on another one (Dask's own rescheduling); a point
 that fails is named in a ``SweepError`` raised once the others have completed.

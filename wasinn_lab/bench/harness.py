@@ -112,7 +112,7 @@ class Bench:
                     bar.update()
         return pd.DataFrame(rows)
 
-    def _warm_up(self, path: str, w: Workload, prompt: str, most: int = 4) -> None:
+    def _warm_up(self, path: str, w: Workload, prompt: str, most: int = 3) -> None:
         """Run ``path`` until two runs in a row reach their first token within 20% of each
         other (at most ``most`` runs): a path's first runs on new context settings pay for
         making the context, compiling the guest, a new thread's OpenMP team."""
