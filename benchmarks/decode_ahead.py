@@ -18,20 +18,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--prompt-tokens", type=int, default=32)
     options = parser.parse_args()
-    bench = Bench(progress=False)
-    run = bench.host.run
+    with Bench(progress=False) as bench:
+        run = bench.host.run
 
-    def with_mode(*args: Any, **kwargs: Any) -> Any:  # the guest path's parameters, plus decode-ahead
-        kwargs["params"] = {**kwargs.get("params", {}), "decode-ahead": options.mode}
-        return run(*args, **kwargs)
+        def with_mode(*args: Any, **kwargs: Any) -> Any:  # the guest path's parameters, plus decode-ahead
+            kwargs["params"] = {**kwargs.get("params", {}), "decode-ahead": options.mode}
+            return run(*args, **kwargs)
 
-    bench.host.run = with_mode  # type: ignore[method-assign]
-    frame = bench.compare(Workload(prompt_tokens=options.prompt_tokens), runs=options.runs,
-                          paths=["floor", "guest-stream"])
+        bench.host.run = with_mode  # type: ignore[method-assign]
+        frame = bench.compare(Workload(prompt_tokens=options.prompt_tokens), runs=options.runs,
+                              paths=["floor", "guest-stream"])
     summary = Bench.summary(frame)
     print(f"decode-ahead {options.mode}")
     print(summary[["decode_tok_per_s", "vs_floor", "vs_floor_q1", "vs_floor_q3", "load_1min"]].round(3).to_string())
-    bench.close()
 
 
 if __name__ == "__main__":

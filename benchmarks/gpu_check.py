@@ -56,16 +56,16 @@ def main() -> int:
     if not ok:
         return 1
 
-    bench = Bench(host)
     print(f"machine: {platform.machine()}, GPU {gpus[0]['description']}")
-    for label, layers_on_gpu in (("GPU", -1), ("CPU", 0)):
-        frame = bench.compare(Workload(n_predict=options.n_predict, n_gpu_layers=layers_on_gpu), options.runs)
-        summary = Bench.summary(frame)
-        print(f"\n{label} (n-gpu-layers {layers_on_gpu})")
-        print(summary.round(3).to_string())
-        if label == "GPU":
-            ratio = summary.loc["guest-stream", "decode_ratio"]
-            print(f"{'PASS' if ratio >= 0.95 else 'MISS'}  streaming guest / direct on the GPU: {ratio:.3f} (target >= 0.95)")
+    with Bench(host) as bench:
+        for label, layers_on_gpu in (("GPU", -1), ("CPU", 0)):
+            frame = bench.compare(Workload(n_predict=options.n_predict, n_gpu_layers=layers_on_gpu), options.runs)
+            summary = Bench.summary(frame)
+            print(f"\n{label} (n-gpu-layers {layers_on_gpu})")
+            print(Bench.table(frame).to_string())
+            if label == "GPU":
+                ratio = summary.loc["guest-stream", "decode_ratio"]
+                print(f"{'PASS' if ratio >= 0.95 else 'MISS'}  streaming guest / direct on the GPU: {ratio:.3f} (target >= 0.95)")
 
     sessions = []
     free = [gpus_free(host)]

@@ -17,16 +17,16 @@ from typing import Any
 import pandas as pd
 import pytest
 from distributed import Client
-from jupyter_client.manager import KernelManager
+from kernel_run import execute
 
-from wasinn_lab import GuestLimitError, Host, Limits, SweepError
+from wasinn_lab import GuestLimitError, Host, Limits, SweepError, cluster
 from wasinn_lab.bench import Bench, Workload, write
-from wasinn_lab.cluster import connect
+from wasinn_lab.cluster import ClusterBench, connect
 from wasinn_lab.errors import ConfigError
 
 pytestmark = [pytest.mark.model]
 
-SMALL = Workload(prompt_tokens=8, n_predict=3, sampling="greedy")  # greedy: every run makes the same tokens
+SMALL = Workload(prompt_tokens=8, n_predict=3, sampling="greedy", threads=1)  # greedy: every run makes the same tokens
 PATHS = ("direct", "guest-stream")
 GREEDY = {"temp": 0, "seed": 42, "n-predict": 4}
 PROMPTS = ["Once upon a time", "The sea is", "My favourite food", "In the year 1900"]
@@ -70,7 +70,7 @@ def test_the_command_line_asks_for_one_cluster_and_says_what_is_wrong() -> None:
 
 def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, client: Client, tmp_path: Path) -> None:
     serial = host.map("stream", PROMPTS, params=GREEDY, progress=False)
-    spread = host.map("stream", PROMPTS, params=GREEDY, client=client, progress=False)
+    spread = cluster.map(client, "stream", PROMPTS, params=GREEDY, progress=False)
     assert (serial["exit_code"] == 0).all() and serial["stdout"].str.strip().all()
     assert list(spread["prompt"]) == PROMPTS and list(spread["stdout"]) == list(serial["stdout"])
     workers = set(client.scheduler_info()["workers"])
@@ -80,7 +80,7 @@ def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, cli
     bench = Bench(host, progress=False)
     try:
         serial = bench.sweep("prompt-tokens", [4, 8], SMALL, runs=1, paths=PATHS)
-        spread = bench.sweep("prompt-tokens", [4, 8], SMALL, runs=1, paths=PATHS, client=client)
+        spread = ClusterBench(client, progress=False).sweep("prompt-tokens", [4, 8], SMALL, runs=1, paths=PATHS)
     finally:
         bench.close()
     pd.testing.assert_frame_equal(spread[OUTCOME], serial[OUTCOME])
@@ -92,9 +92,8 @@ def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, cli
 
 
 def test_a_bad_point_is_named_and_the_others_complete(host: Host, client: Client) -> None:
-    bench = Bench(host, progress=False)
     with pytest.raises(SweepError) as raised:
-        bench.sweep("n-predict", [3, -5, 2], SMALL, runs=1, paths=PATHS, client=client)
+        ClusterBench(client, progress=False).sweep("n-predict", [3, -5, 2], SMALL, runs=1, paths=PATHS)
     assert list(raised.value.failures) == ["n-predict=-5"]
     assert "parameter 'n-predict' takes an integer of at least -1" in raised.value.failures["n-predict=-5"]
     assert "n-predict=-5: ConfigError: parameter 'n-predict'" in str(raised.value)
@@ -102,30 +101,29 @@ def test_a_bad_point_is_named_and_the_others_complete(host: Host, client: Client
     assert list(frame["n_predict"]) == [3, 3, 2, 2] and list(frame["output_tokens"]) == [3, 3, 2, 2]
 
 
-def test_an_error_on_a_worker_arrives_as_its_own_class(host: Host, client: Client) -> None:
+def test_an_error_on_a_worker_arrives_as_its_own_class(client: Client) -> None:
     """Every error of the tree came back from a worker as the root class, with its
     attributes lost (a GuestLimitError's ``limit``)."""
     with pytest.raises(SweepError) as raised:
-        host.map("stream", ["Hi"], params={"n-predict": -5}, client=client, progress=False)
+        cluster.map(client, "stream", ["Hi"], params={"n-predict": -5}, progress=False)
     error = raised.value.errors["prompt 0"]
     assert type(error) is ConfigError and "parameter 'n-predict' takes an integer" in str(error)
     assert raised.value.failures["prompt 0"] == f"ConfigError: {error}"
     with pytest.raises(SweepError) as raised:
-        host.map("stream", ["Once upon a time"], params={"n-predict": 5000}, limits=Limits(timeout=1), client=client,
-                 progress=False)
+        cluster.map(client, "stream", ["Once upon a time"], params={"n-predict": 5000}, limits=Limits(timeout=1),
+                    progress=False)
     error = raised.value.errors["prompt 0"]
     assert type(error) is GuestLimitError and error.limit == "time" and error.value == 1
     assert "ran past its time limit of 1 s" in str(error)
 
-
-def test_a_worker_killed_mid_sweep_has_its_points_rerun_elsewhere(host: Host, client: Client) -> None:
-    bench = Bench(host, progress=False)
+def test_a_worker_killed_mid_sweep_has_its_points_rerun_elsewhere(client: Client) -> None:
+    bench = ClusterBench(client, progress=False)
     values = [4, 6, 8, 10]
     outcome: dict[str, Any] = {}
 
     def sweep() -> None:
         try:
-            outcome["frame"] = bench.sweep("prompt-tokens", values, SMALL, runs=1, paths=("guest-stream",), client=client)
+            outcome["frame"] = bench.sweep("prompt-tokens", values, SMALL, runs=1, paths=("guest-stream",))
         except BaseException as exc:  # handed to the test's own thread
             outcome["error"] = exc
 
@@ -149,28 +147,16 @@ def test_a_worker_killed_mid_sweep_has_its_points_rerun_elsewhere(host: Host, cl
     assert victim not in set(rerun["worker"])  # the point it was making was made elsewhere
     assert victim not in client.scheduler_info()["workers"]
 
-
 def test_in_a_notebook_dasks_progress_bar_moves_while_the_cell_waits() -> None:
     """A real kernel: the widget listens on the Dask client's own loop, so its value
     reaches the notebook run by run while the kernel is busy with the cell."""
     code = """
-from wasinn_lab import Host
-from wasinn_lab.cluster import connect
-with connect(local_workers=1) as client, Host() as host:
-    frame = host.map("stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4}, client=client)
+from wasinn_lab.cluster import connect, map
+with connect(local_workers=1) as client:
+    frame = map(client, "stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4})
 print(list(frame["exit_code"]))
 """
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel()
-    kernel = manager.client()
-    try:
-        kernel.start_channels()
-        kernel.wait_for_ready(timeout=60)
-        messages: list[dict[str, Any]] = []
-        reply = kernel.execute_interactive(code, timeout=240, output_hook=messages.append)
-    finally:
-        kernel.stop_channels()
-        manager.shutdown_kernel(now=True)
+    reply, messages = execute(code, timeout=240)
     assert reply["content"]["status"] == "ok"
     assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {}) for m in messages
                if m["msg_type"] == "display_data")

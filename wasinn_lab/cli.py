@@ -262,7 +262,7 @@ def _report(message: str) -> None:
 
 
 def _bench(arguments: Sequence[str]) -> int:
-    from . import bench
+    from .bench import command as bench
 
     parser = argparse.ArgumentParser(prog="wasinn-lab bench", description=f"{BENCH_HELP[0].upper()}{BENCH_HELP[1:]}.")
     bench.add_arguments(parser)

@@ -1,15 +1,17 @@
 """Sweeps and batches on Dask (``pip install wasinn-lab[cluster]``).
 
-Each sweep point (``Bench.sweep(..., client=client)``) and each guest run of a batch
-(``Host.map(..., client=client)``) is one Dask task. Every worker process keeps one
-``Host`` for its life (a worker plugin starts it with the worker and closes it with the
-worker), so models load once per worker, and one lock, so a worker makes one generation
-at a time whatever its thread count and timings are not disturbed. Results come back as
+Each sweep point (``ClusterBench(client).sweep(...)``, as ``Bench.sweep``) and each
+guest run of a batch (``map(client, guest, prompts)``, as ``Host.map``) is one Dask task.
+Every worker process keeps one ``Host`` for its life (a worker plugin starts it with the
+worker and closes it with the worker), so models load once per worker, and one lock, so
+a worker makes one generation at a time whatever its thread count and timings are not
+disturbed. Results come back as
 the same DataFrames as a local run, with ``worker`` (its address) and ``hostname`` in each
 row. A task whose worker dies is rerun on another one (Dask's own rescheduling); a point
 that fails is named in a ``SweepError`` raised once the others have completed.
 
-Only this module imports Dask, and only the cluster paths import this module.
+Only this module imports Dask, and nothing in wasinn-lab imports this module but the
+command line's cluster options: it sits above the host and the benchmarks.
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ try:
 except ImportError as exc:  # the optional extra is not installed
     raise ConfigError("sweeps on a cluster need Dask: pip install 'wasinn-lab[cluster]'") from exc
 
-from .bench import Bench
+from .bench import Bench, Workload
+from .bench.workload import PATHS, sweep_points
 from .guests import resolve
 from .host import Guest, Host
+from .limits import Limits
+from .models import DEFAULT_MODEL
 
-__all__ = ["connect", "run_bench", "run_map"]
+__all__ = ["connect", "ClusterBench", "map"]
 
 PLUGIN = "wasinn-lab"
 
@@ -148,21 +153,46 @@ def _run(client: Client, tasks: Sequence[tuple[str, Callable[..., pd.DataFrame],
     return frame
 
 
-def run_bench(client: Client, model: str, calls: Sequence[tuple[str, str, tuple[Any, ...]]], description: str,
-              *, progress: bool = True) -> pd.DataFrame:
-    """Each ``(label, method, args)``, a ``Bench`` method on ``model`` (``compare``,
-    ``chat_turns``), as one task; the frames concatenated in order."""
-    return _run(client, [(label, _bench_task, (model, method, args)) for label, method, args in calls],
-                description, progress)
+class ClusterBench:
+    """``Bench``'s measurements, each point a task on ``client``'s workers (each keeps a
+    ``Bench`` on ``model``); the frames a local run makes, each row naming its ``worker``
+    and ``hostname``. A point that fails is named in a ``SweepError`` (its ``frame``
+    holds the other points' rows) once the others have completed."""
+
+    def __init__(self, client: Client, *, model: str = DEFAULT_MODEL, progress: bool = True) -> None:
+        self.client, self.model, self.progress = client, model, progress
+
+    def _run(self, calls: Sequence[tuple[str, str, tuple[Any, ...]]], description: str) -> pd.DataFrame:
+        return _run(self.client, [(label, _bench_task, (self.model, method, args)) for label, method, args in calls],
+                    description, self.progress)
+
+    def compare(self, w: Workload = Workload(), runs: int = 5, paths: Sequence[str] = PATHS) -> pd.DataFrame:
+        """``Bench.compare``, all of it one task (so its ratios pair runs on one machine)."""
+        return self._run([("compare", "compare", (w, runs, paths))], "compare")
+
+    def sweep(self, parameter: str, values: Sequence[int], base: Workload = Workload(), runs: int = 5,
+              paths: Sequence[str] = PATHS) -> pd.DataFrame:
+        """``Bench.sweep``, one task per value; a worker that dies has its points rerun on another."""
+        points = sweep_points(parameter, list(values), base)
+        return self._run([(label, "compare", (w, runs, paths)) for label, w in points], f"sweep {parameter}")
+
+    def chat_turns(self, turns: int = 10, n_predict: int = 16, w: Workload = Workload()) -> pd.DataFrame:
+        """``Bench.chat_turns``, one task."""
+        return self._run([("chat-turns", "chat_turns", (turns, n_predict, w))], "chat turns")
 
 
-def run_map(client: Client, guest: Guest, prompts: Sequence[str], model: str, options: dict[str, Any],
-            *, progress: bool = True) -> pd.DataFrame:
-    """``Host.map``, one task per prompt. A built-in guest goes by name (a worker builds it
-    from the sources it ships with); any other as its bytes, which a worker on another
-    machine can run."""
+def map(client: Client, guest: Guest, prompts: Sequence[str], model: str = DEFAULT_MODEL, *,
+        env: dict[str, str] | None = None, params: dict[str, Any] | None = None, limits: Limits | None = None,
+        progress: bool = True) -> pd.DataFrame:
+    """``Host.map`` on the cluster: one task per prompt, the rows in order, each also
+    naming its ``worker`` and ``hostname``. A built-in guest goes by name (a worker builds
+    it from the sources it ships with); any other as its bytes, which a worker on another
+    machine can run. A run whose worker dies is rerun on another; a run that raises is
+    named in a ``SweepError`` once the others have completed."""
     if not (isinstance(guest, str) and "/" not in guest and not Path(guest).exists()):
         guest = bytes(guest) if isinstance(guest, (bytes, bytearray)) else resolve(guest).read_bytes()
+    options = {"env": dict(env or {}), "params": dict(params or {}), "limits": limits}
+    prompts = list(prompts)
     return _run(client, [(f"prompt {n}", _map_task, (guest, prompt, model, options)) for n, prompt in enumerate(prompts)],
                 f"{len(prompts)} runs", progress)
 

@@ -31,7 +31,6 @@ from .types import ExecutionTarget, GraphEncoding
 
 if TYPE_CHECKING:
     import pandas as pd
-    from distributed import Client
 
 __all__ = ["Host", "Guest"]
 
@@ -225,24 +224,13 @@ class Host:
         env: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         limits: Limits | None = None,
-        client: Client | None = None,
         progress: bool = True,
     ) -> pd.DataFrame:
         """Run ``guest`` on ``model`` once per prompt, as ``run(guest, model, prompt, ...)``:
         one row per prompt, in order (prompt, exit_code, stdout, stderr, errors, seconds).
-
-        With a Dask ``client`` (``pip install wasinn-lab[cluster]``) each run is a task on
-        the cluster's workers, each of which keeps a host of its own (models loaded once per
-        worker) and makes one generation at a time; each row then also names its
-        ``worker`` and ``hostname``. A run whose worker dies is rerun on another; a run that
-        raises is named in a ``SweepError`` once the others have completed. ``progress``
-        shows a bar as the runs complete (Dask's widget in a notebook on a cluster)."""
+        ``progress`` shows a bar as the runs complete. ``wasinn_lab.cluster.map`` does the
+        same on a Dask cluster, a task per prompt."""
         prompts = list(prompts)
-        if client is not None:
-            from .cluster import run_map
-
-            options = {"env": dict(env or {}), "params": dict(params or {}), "limits": limits}
-            return run_map(client, guest, prompts, model, options, progress=progress)
         import pandas as pd
         from tqdm.auto import tqdm
 

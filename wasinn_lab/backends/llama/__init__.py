@@ -22,11 +22,16 @@ from ...errors import InvalidArgument, InvalidEncoding, ModelNotFound
 from ...types import ExecutionTarget, GraphEncoding
 from ..base import PROMPT
 from . import devices
+from .compute import ComputeThread, compute_thread
 from .graph import LlamaGraph
+from .log import logged
 from .options import OPTIONS
 from .weights import MAX_WEIGHT_COPIES, gpu_offload_supported
 
-__all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES"]
+# For code that drives llama.cpp itself next to the host (the benchmarks' baselines):
+# compute_thread, the thread every decode runs on (hold it, run on it), and logged(), so
+# that what llama.cpp logs for it goes to Python logging as the host's own does.
+__all__ = ["LlamaBackend", "gpu_offload_supported", "MAX_WEIGHT_COPIES", "ComputeThread", "compute_thread", "logged"]
 
 
 @atexit.register

@@ -2,26 +2,39 @@
 
 wasinn-lab installs its callback only while it holds llama.cpp objects (``acquire``
 with the first weights, ``release`` with the last), and puts back whatever was there
-before. Its own calls into llama.cpp run in a ``section``, on their thread: the log is
-printed there if the context asked for it (``enable-log``) and dropped if not. Logs from
-anyone else's calls (a ``Llama(verbose=True)`` elsewhere in the process) go on to the
-callback that was there before, as if wasinn-lab were not loaded.
+before. Its own calls into llama.cpp run in a ``section``, on their thread: every line
+they log goes to Python logging (the ``wasinn_lab.llama_cpp`` logger, at the line's
+level), and is printed to stderr as well only if the context asked for it
+(``enable-log``; ``enable-debug-log`` adds the debug lines). Nothing reaches stderr, or
+a notebook cell, unasked. Logs from anyone else's calls (a ``Llama(verbose=True)``
+elsewhere in the process) go on to the callback that was there before, as if wasinn-lab
+were not loaded.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import llama_cpp
 
-__all__ = ["acquire", "release", "Section", "carried"]
+__all__ = ["acquire", "release", "Section", "carried", "logged", "LOGGER"]
 
 T = TypeVar("T")
-_DEBUG = 4
+LOGGER = "wasinn_lab.llama_cpp"
+log = logging.getLogger(LOGGER)
+# A library's log is the application's to show: without this, Python's last-resort
+# handler would print every warning llama.cpp makes (one per context) to stderr.
+log.addHandler(logging.NullHandler())
+
+# ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (the line goes on).
+_CONTINUED = 5
+_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 _local = threading.local()
 _lock = threading.Lock()
 _users = 0
@@ -29,50 +42,74 @@ _previous: tuple[Any, Any] | None = None  # the callback and user data we replac
 
 
 class Section:
-    """While a wasinn-lab call into llama.cpp runs on this thread: print its log
-    (``verbose``; with ``debug``, its debug lines too) or drop it. Cheap: it is on the
-    per-token path."""
+    """While a wasinn-lab call into llama.cpp runs on this thread: its log goes to Python
+    logging, and to stderr too when ``verbose`` (with ``debug``, its debug lines as
+    well). Cheap: it is on the per-token path."""
 
-    __slots__ = ("_level", "_outer")
+    __slots__ = ("_outer", "_printed")
 
     def __init__(self, verbose: bool, debug: bool = False) -> None:
-        self._level = (_DEBUG + 1 if debug else _DEBUG) if verbose else 0  # levels below this print
+        self._printed = (logging.DEBUG if debug else logging.INFO) if verbose else logging.CRITICAL + 1
 
     def __enter__(self) -> None:
-        self._outer = getattr(_local, "level", None)
-        _local.level = self._level
+        self._outer = getattr(_local, "printed", None)
+        _local.printed = self._printed
 
     def __exit__(self, *exc_info: object) -> None:
-        _local.level = self._outer
+        _local.printed = self._outer
 
 
 def carried(work: Callable[[], T]) -> Callable[[], T]:
     """``work``, to run on another thread in the section this thread is in now."""
-    level = getattr(_local, "level", None)
+    printed = getattr(_local, "printed", None)
 
     def in_section() -> T:
-        outer = getattr(_local, "level", None)
-        _local.level = level
+        outer = getattr(_local, "printed", None)
+        _local.printed = printed
         try:
             return work()
         finally:
-            _local.level = outer
+            _local.printed = outer
 
     return in_section
 
 
+@contextmanager
+def logged() -> Iterator[None]:
+    """For code that drives llama.cpp itself (the benchmarks' baselines): what its calls
+    on this thread log in the block goes to Python logging only, as wasinn-lab's own."""
+    acquire()
+    try:
+        with Section(False):
+            yield
+    finally:
+        release()
+
+
 @llama_cpp.llama_log_callback
 def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    shown_below = getattr(_local, "level", None)
-    if shown_below is None:  # not one of our calls: hand it on
+    printed = getattr(_local, "printed", None)
+    if printed is None:  # not one of our calls: hand it on
         previous = _previous
         if previous is not None and previous[0]:
             previous[0](level, text, user_data)
         else:  # there was none: llama.cpp's own default prints everything
             print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
         return
-    if level < shown_below or (level == 5 and shown_below):  # 5: a continued line
-        print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
+    # llama.cpp writes a line in pieces (CONT): a record is made of each whole line.
+    pending: list[str] = getattr(_local, "pending", None) or []
+    if level != _CONTINUED:
+        _local.line_level = _LEVELS.get(level, logging.INFO)
+    pending.append(text.decode("utf-8", "replace"))
+    _local.pending = pending
+    if not pending[-1].endswith("\n"):
+        return
+    _local.pending = None
+    line = "".join(pending)
+    line_level: int = getattr(_local, "line_level", logging.INFO)
+    log.log(line_level, "%s", line.rstrip("\n"))
+    if line_level >= printed:
+        print(line, end="", file=sys.stderr, flush=True)
 
 
 def acquire() -> None:
