@@ -72,7 +72,7 @@ class _Unexpected(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == RESOURCES_LEFT and self.resources is not None:
-            self.resources.append(record.args[1])  # type: ignore[index]
+            self.resources.append(record.args[1])  # type: ignore[index, arg-type]
         elif record.levelno >= logging.ERROR:
             cause = traceback.format_exception_only(record.exc_info[1])[-1].strip() if record.exc_info else ""
             self.unexpected.append(f"{record.getMessage()}: {cause}" if cause else record.getMessage())

@@ -222,6 +222,7 @@ class Bench:
 
 class _InstantStream:
     event = TokenEvent(b" word", 1, 0.0)
+    end_reason = None
 
     def next_token(self) -> TokenEvent:
         return self.event
@@ -249,6 +250,9 @@ class _InstantContext:
         pass
 
     def set_input(self, name: str, tensor: Tensor) -> None:
+        pass
+
+    def clear_inputs(self) -> None:
         pass
 
     def compute(self) -> None:
