@@ -195,7 +195,6 @@ int main(int argc, char **argv)
         for (volatile int spin = 1; spin;)
             ;
     fputs("usage: hostile never-drops|traps|after-cancel|bad-tensor|twice|bad-parameter|finishes|embedding-text|spins"
-          " [MODEL]
-", stderr);
+          " [MODEL]\n", stderr);
     return 1;
 }
