@@ -14,7 +14,8 @@ before the spawn to the first byte it writes on stdout (a pipe, read unbuffered)
               Python program that uses llama-cpp-python pays
   run         `python -m wasinn_lab run --env n_predict=1 --env temp=0 stream default PROMPT`
   baseline    the same run from the checkout in --baseline DIR (e.g. `git worktree add`
-              of an older commit), where one is given: before and after, side by side
+              of an older commit), where one is given: before and after, side by side;
+              with it, baseline_imports: the imports variant from that checkout
 
 The spawns are interleaved round by round (the order turns each round), so a busy
 moment of the machine falls on every variant alike. Prints the median time to the
@@ -64,17 +65,19 @@ def commands(prompt: str, model: str, baseline: Path | None) -> dict[str, tuple[
     wasinn_lab from there)."""
     python = sys.executable
     first_byte = "import sys; sys.stdout.write('.'); sys.stdout.flush()"
+    imports = [python, "-c", f"import wasinn_lab.cli, wasinn_lab.host; {first_byte}"]
     # The guest's environment variables, which every version of `run` takes.
     run = [python, "-m", "wasinn_lab", "run", "--env", "n_predict=1", "--env", "temp=0", "stream", "default", prompt]
     variants = {
         "python": ([python, "-c", first_byte], ROOT),
         "llama_cpp": ([python, "-c", f"import llama_cpp; {first_byte}"], ROOT),
-        "imports": ([python, "-c", f"import wasinn_lab.cli, wasinn_lab.host; {first_byte}"], ROOT),
+        "imports": (imports, ROOT),
         "floor": ([python, "-c", FLOOR, model, prompt], ROOT),
         "run": (run, ROOT),
     }
     if baseline is not None:
         variants["baseline"] = (run, baseline)
+        variants["baseline_imports"] = (imports, baseline)
     return variants
 
 
@@ -123,16 +126,17 @@ def main() -> None:
 
     print(f"{options.runs} rounds, {os.cpu_count()} cores, load average {min(load):.2f} to {max(load):.2f}; "
           f"seconds from spawn to the first byte on stdout")
-    print(f"{'':<10} {'median':>7} {'q1':>7} {'q3':>7}")
+    print(f"{'':<16} {'median':>7} {'q1':>7} {'q3':>7}")
     for name in names:
         q1, median, q3 = quartiles(times[name])
-        print(f"{name:<10} {median:7.3f} {q1:7.3f} {q3:7.3f}")
+        print(f"{name:<16} {median:7.3f} {q1:7.3f} {q3:7.3f}")
     for name in ("run", "baseline")[: 1 + (options.baseline is not None)]:
         q1, median, q3 = quartiles([mine / floor for mine, floor in zip(times[name], times["floor"], strict=True)])
         print(f"{name} / floor, paired by round: median {median:.3f} (q1 {q1:.3f}, q3 {q3:.3f})")
     if options.baseline is not None:
-        q1, median, q3 = quartiles([run / before for run, before in zip(times["run"], times["baseline"], strict=True)])
-        print(f"run / baseline, paired by round: median {median:.3f} (q1 {q1:.3f}, q3 {q3:.3f})")
+        for mine, before in (("run", "baseline"), ("imports", "baseline_imports")):
+            q1, median, q3 = quartiles([a / b for a, b in zip(times[mine], times[before], strict=True)])
+            print(f"{mine} / {before}, paired by round: median {median:.3f} (q1 {q1:.3f}, q3 {q3:.3f})")
     print(f"run, median {statistics.median(times['run']):.3f} s; WasmEdge's quoted first token: "
           f"{WASMEDGE_FIRST_TOKEN_S:.2f} s (another machine, less loaded: compare with the floor here)")
 

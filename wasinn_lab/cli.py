@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import kernelspec
+from . import __version__, kernelspec
 from .config import parse_assignment
 from .errors import ConfigError, GuestTrap, WasiNNLabError
 
@@ -29,20 +29,18 @@ TRAP_EXIT_CODE = 128  # distinct from any status a guest passes to proc_exit in 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    try:
-        return parse_assignment(text, json_value=False)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _assignment(*, json_value: bool) -> Callable[[str], tuple[str, Any]]:
+    """``KEY=VALUE`` for argparse, as the magics read it: VALUE as JSON where it is JSON
+    (-p; the host checks it against the options before the guest starts), else text
+    (--env, --limit)."""
 
+    def parse(text: str) -> tuple[str, Any]:
+        try:
+            return parse_assignment(text, json_value=json_value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-def _parameter(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` as a cell's ``-p`` reads it (VALUE as JSON where it is JSON); the
-    host checks it against the options before the guest starts."""
-    try:
-        return parse_assignment(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def _directory(text: str) -> tuple[str, str]:
@@ -94,7 +92,7 @@ class _Version(argparse.Action):
 
         parts = ", ".join(installed(package) for package in ("wasmtime", "llama-cpp-python"))
         python = ".".join(map(str, sys.version_info[:3]))
-        print(f"wasinn-lab {installed('wasinn-lab').split()[-1]} ({parts}, Python {python})")
+        print(f"wasinn-lab {__version__} ({parts}, Python {python})")
         parser.exit()
 
 
@@ -118,18 +116,18 @@ def _parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     with_preloads(run)
     run.set_defaults(run_parser=run)
-    run.add_argument("-p", "--param", action="append", default=[], type=_parameter, metavar="NAME=VALUE",
+    run.add_argument("-p", "--param", action="append", default=[], type=_assignment(json_value=True), metavar="NAME=VALUE",
                      help="a parameter for every context the guest opens, e.g. -p n-predict=16 (repeatable; "
                           "`wasinn-lab options` lists them)")
     run.add_argument("--dir", action="append", default=[], type=_directory, metavar="HOST[:GUEST]",
                      help="give the guest a directory (none by default)")
-    run.add_argument("--env", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    run.add_argument("--env", action="append", default=[], type=_assignment(json_value=False), metavar="KEY=VALUE",
                      help="set an environment variable for the guest")
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                      help="stop the guest after this long (default: no limit on the command line)")
     run.add_argument("--max-memory", type=int, default=None, metavar="MIB", help="linear memory limit (default 2048)")
     run.add_argument("--fuel", type=int, default=None, help="instruction budget (metered; default: none)")
-    run.add_argument("--limit", action="append", default=[], type=_key_value, metavar="NAME=VALUE",
+    run.add_argument("--limit", action="append", default=[], type=_assignment(json_value=False), metavar="NAME=VALUE",
                      help="any limit by name: instances, tables, table_elements, load_bytes, ... (repeatable)")
     # Optional here so that a run without one gets a sentence, not argparse's list.
     run.add_argument("guest", nargs="?", metavar="GUEST",
