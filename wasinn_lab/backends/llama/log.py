@@ -30,20 +30,22 @@ _previous: tuple[Any, Any] | None = None  # the callback and user data we replac
 
 class Section:
     """While a wasinn-lab call into llama.cpp runs on this thread: print its log
-    (``verbose``; with ``debug``, its debug lines too) or drop it. Cheap: it is on the
-    per-token path."""
+    (``verbose``; with ``debug``, its debug lines too) or drop it, and append every line,
+    debug ones too, to ``record`` where one is given (what llama.cpp reports of a load).
+    Cheap: it is on the per-token path."""
 
-    __slots__ = ("_level", "_outer")
+    __slots__ = ("_level", "_outer", "_record")
 
-    def __init__(self, verbose: bool, debug: bool = False) -> None:
+    def __init__(self, verbose: bool, debug: bool = False, record: list[str] | None = None) -> None:
         self._level = (_DEBUG + 1 if debug else _DEBUG) if verbose else 0  # levels below this print
+        self._record = record
 
     def __enter__(self) -> None:
-        self._outer = getattr(_local, "level", None)
-        _local.level = self._level
+        self._outer = getattr(_local, "level", None), getattr(_local, "record", None)
+        _local.level, _local.record = self._level, self._record
 
     def __exit__(self, *exc_info: object) -> None:
-        _local.level = self._outer
+        _local.level, _local.record = self._outer
 
 
 def carried(work: Callable[[], T]) -> Callable[[], T]:
@@ -71,6 +73,9 @@ def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         else:  # there was none: llama.cpp's own default prints everything
             print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
         return
+    record = getattr(_local, "record", None)
+    if record is not None:
+        record.append(text.decode("utf-8", "replace"))
     if level < shown_below or (level == 5 and shown_below):  # 5: a continued line
         print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
 
