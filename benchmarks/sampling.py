@@ -32,7 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=400)
     options = parser.parse_args()
-    config = {**OPTIONS.defaults, "ctx-size": 1024, "seed": 1}  # repeat penalty 1.1 over 64, top-k 40, ...
+    # The penalty the window path exists for (the default, 1.0, applies none), over 64 tokens.
+    config = {**OPTIONS.defaults, "ctx-size": 1024, "seed": 1, "repeat-penalty": 1.1}
     weights = weights_cache.acquire(default_model_path(), OPTIONS.scoped(config, Scope.MODEL))
     with log.Section(False):  # llama.cpp's report of the context it makes: not worth printing
         native = NativeContext(weights, context_params(config, weights))

@@ -27,7 +27,8 @@ def test_every_layer_is_offloaded_when_asked(host: Host) -> None:
     host.register("gpu-model", host.registry.get("default").path, config={"n-gpu-layers": -1})
     try:
         model = host.properties("gpu-model")["model"]
-        assert model["n_gpu_layers_offloaded"] == model["n_layers"] + 1
+        assert model["n_gpu_layers_offloaded"] == model["n_layers"] + 1  # as llama.cpp placed them
+        assert all(device != "CPU" for device in model["layer_devices"])
         result = host.run("stream", "gpu-model", "Once upon a time", env={"n_predict": "16"})
         assert result.exit_code == 0 and result.stdout.strip()
     finally:

@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 from wasinn_lab import ConfigError, GraphEncoding, Host, MissingModelWarning, NotFound
+from wasinn_lab.backends.llama import gpu_offload_supported
+from wasinn_lab.backends.llama.devices import devices
+from wasinn_lab.models import default_model_path
 from wasinn_lab.registry import parse_preload
 from wasinn_lab.types import ExecutionTarget
 
@@ -76,3 +79,17 @@ def test_properties_report_backends_and_the_model(host: Host) -> None:
     assert model["n_params"] > 200_000_000 and model["n_layers"] > 0
     if not llama["gpu_offload_supported"]:
         assert model["n_gpu_layers_offloaded"] == 0
+
+
+def test_the_offload_reported_is_where_llama_cpp_put_each_layer(host: Host) -> None:
+    # Asked for every layer: a CUDA build puts them on the GPU, a CPU build truthfully on the CPU.
+    host.register("all-layers", default_model_path(), config={"n-gpu-layers": -1})
+    try:
+        model = host.properties("all-layers")["model"]
+    finally:
+        host.registry.unregister("all-layers")
+    placed = model["layer_devices"]
+    assert len(placed) == model["n_layers"] + 1  # the output layer too, as llama.cpp counts
+    cpus = {device["name"] for device in devices() if device["type"] == "cpu"}
+    on_devices = sum(1 for device in placed if device not in cpus)
+    assert model["n_gpu_layers_offloaded"] == on_devices == (len(placed) if gpu_offload_supported() else 0)

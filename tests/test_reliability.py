@@ -176,17 +176,54 @@ def test_an_interrupt_in_host_run_stops_the_guest_and_keeps_the_process(host: Ho
     assert host.run("stream", "default", "Hello", env={"n_predict": "3"}).exit_code == 0
 
 
+class _InterruptDuringLoad(threading.Thread):
+    """Sends SIGINT once llama.cpp has the model file open, its load under way, and notes
+    whether it still had it open once the signal was sent: then the signal landed during
+    the load (llama.cpp closes the file when the load ends)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self._path = os.path.realpath(path)
+        self._cancelled = threading.Event()
+        self.landed_during_load = False
+
+    def _open(self) -> bool:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") == self._path:
+                    return True
+            except OSError:  # closed meanwhile
+                pass
+        return False
+
+    def run(self) -> None:
+        while not self._cancelled.is_set():
+            if self._open():
+                os.kill(os.getpid(), signal.SIGINT)
+                self.landed_during_load = self._open()
+                return
+            time.sleep(0.001)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self.join()
+
+
 def test_an_interrupt_during_a_model_load(host: Host) -> None:
     lab = Lab(host)
-    host.register("reloaded", host.registry.get("default").path, config={"use-mmap": False})  # weights of its own
+    path = host.registry.get("default").path
+    host.register("reloaded", path, config={"use-mmap": False})  # weights of its own, not loaded yet
     try:
-        timer = _interrupt_after(0.05)  # while the weights load (not cached yet)
+        interrupt = _InterruptDuringLoad(path)
+        assert not interrupt._open()  # no load of the file under way before this one
+        interrupt.start()
         started = time.monotonic()
         try:
             with pytest.raises(KeyboardInterrupt):
                 lab.generate("complete", "Hi", model="reloaded", params={"n-predict": 2000, "temp": 0})
         finally:
-            timer.cancel()
+            interrupt.cancel()
+        assert interrupt.landed_during_load
         assert time.monotonic() - started < 30
         assert not [s for s in host.sessions if s.model == "reloaded"]
         assert lab.generate("complete", "Hi", model="reloaded", params={"n-predict": 2}).exit_code == 0

@@ -53,7 +53,7 @@ def tokens(llama: tuple[Weights, NativeContext], settings: dict[str, Any], n: in
 
 
 SETTINGS = [
-    {"temp": 0.8, "seed": 1},  # the defaults: repeat 1.1 over 64
+    {"temp": 0.8, "seed": 1, "repeat-penalty": 1.1},  # over the default window, 64
     {"temp": 0.0, "repeat-penalty": 1.3},
     {"temp": 1.2, "seed": 2, "repeat-penalty": 1.5, "last-n-penalty": 16, "top-k": 0, "top-p": 1.0, "min-p": 0.0},
     {"temp": 0.7, "seed": 3, "repeat-penalty": 0.9, "last-n-penalty": -1},  # below 1, the whole context

@@ -51,8 +51,9 @@ def context_params(config: Mapping[str, Any], weights: Weights) -> llama_cpp.lla
         params.embeddings = True
         if not weights.has_pooling:
             params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
-        # Pooled embeddings need the whole prompt in one micro-batch.
-        params.n_batch = params.n_ubatch = config["ctx-size"] or weights.n_ctx_train
+        # Pooled embeddings need the whole prompt in one micro-batch: batch-size tokens
+        # at most, as WasmEdge takes (a micro-batch of the model's whole length need not fit).
+        params.n_batch = params.n_ubatch = min(config["batch-size"], config["ctx-size"] or weights.n_ctx_train)
     return params
 
 
@@ -359,8 +360,9 @@ class LlamaContext:
         if not self._prompt:
             raise InvalidArgument(f"no prompt: set the input {PROMPT!r} first")
         native = self._ensure_native()
-        if len(self._prompt) > self._n_ctx:
-            raise PromptTooLong(f"the prompt has {len(self._prompt)} tokens; the context holds {self._n_ctx}")
+        if len(self._prompt) > native.n_batch:
+            raise PromptTooLong(f"the prompt has {len(self._prompt)} tokens; an embedding takes at most batch-size "
+                                f"({native.n_batch}): raise batch-size (and ctx-size) or shorten the prompt")
         started = time.perf_counter()
         native.clear()
         native.decode(self._prompt, 0)

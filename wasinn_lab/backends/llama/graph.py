@@ -42,7 +42,8 @@ class LlamaGraph:
                 "n_ctx_train": weights.n_ctx_train,
                 "n_layers": weights.n_layers,
                 "n_gpu_layers_requested": weights.requested_gpu_layers,
-                "n_gpu_layers_offloaded": weights.offloaded_layers,
+                "n_gpu_layers_offloaded": weights.offloaded_layers,  # as llama.cpp placed them
+                "layer_devices": list(weights.layer_devices),
                 "gpu_offload_supported": gpu_offload_supported(),
                 "weight_copies": weights_cache.copies(self.path),  # one per distinct model-level settings in use
                 "metadata": dict(weights.metadata),

@@ -44,19 +44,21 @@ _previous: tuple[Any, Any] | None = None  # the callback and user data we replac
 class Section:
     """While a wasinn-lab call into llama.cpp runs on this thread: its log goes to Python
     logging, and to stderr too when ``verbose`` (with ``debug``, its debug lines as
-    well). Cheap: it is on the per-token path."""
+    well); every whole line, debug ones too, is appended to ``record`` where one is given
+    (what llama.cpp reports of a load). Cheap: it is on the per-token path."""
 
-    __slots__ = ("_outer", "_printed")
+    __slots__ = ("_outer", "_printed", "_record")
 
-    def __init__(self, verbose: bool, debug: bool = False) -> None:
+    def __init__(self, verbose: bool, debug: bool = False, record: list[str] | None = None) -> None:
         self._printed = (logging.DEBUG if debug else logging.INFO) if verbose else logging.CRITICAL + 1
+        self._record = record
 
     def __enter__(self) -> None:
-        self._outer = getattr(_local, "printed", None)
-        _local.printed = self._printed
+        self._outer = getattr(_local, "printed", None), getattr(_local, "record", None)
+        _local.printed, _local.record = self._printed, self._record
 
     def __exit__(self, *exc_info: object) -> None:
-        _local.printed = self._outer
+        _local.printed, _local.record = self._outer
 
 
 def carried(work: Callable[[], T]) -> Callable[[], T]:
@@ -108,6 +110,9 @@ def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     line = "".join(pending)
     line_level: int = getattr(_local, "line_level", logging.INFO)
     log.log(line_level, "%s", line.rstrip("\n"))
+    record = getattr(_local, "record", None)
+    if record is not None:
+        record.append(line)
     if line_level >= printed:
         print(line, end="", file=sys.stderr, flush=True)
 

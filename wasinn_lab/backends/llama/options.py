@@ -1,6 +1,8 @@
 """The GGML backend's options: WasmEdge's kebab-case config keys, their types, defaults,
 ranges and what a change to each one costs (a model reload, a new llama context, or
-nothing until the next generation)."""
+nothing until the next generation). The defaults are WasmEdge's plugin's (llama.cpp's
+``common_params``) but where the README's "Where this differs from WasmEdge" says why not;
+tests/test_defaults.py lists each against its source."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ OPTIONS = Options(
                minimum=-1, soft_maximum=1024, step=1, panel=True, special={-1: "all"}, aliases=("ngl",)),
         Option("main-gpu", int, 0, Scope.MODEL, "the GPU that holds the model when one GPU is used", minimum=0),
         Option("use-mmap", bool, True, Scope.MODEL, "map the model file instead of reading it into memory"),
-        Option("ctx-size", int, 4096, Scope.CONTEXT, "tokens the context (KV cache) holds; 0: the model's own length",
+        Option("ctx-size", int, 0, Scope.CONTEXT, "tokens the context (KV cache) holds; 0: the model's own length",
                minimum=0, soft_maximum=32768, step=256, panel=True),
-        Option("batch-size", int, 512, Scope.CONTEXT, "prompt tokens evaluated per llama_decode", minimum=1),
+        Option("batch-size", int, 2048, Scope.CONTEXT, "prompt tokens evaluated per llama_decode", minimum=1),
         Option("ubatch-size", int, 512, Scope.CONTEXT, "physical batch size llama.cpp computes at once", minimum=1),
         Option("threads", int, _CORES, Scope.CONTEXT, "CPU threads for decoding",
                minimum=1, soft_maximum=_CORES, step=1, panel=True),
@@ -38,7 +40,7 @@ OPTIONS = Options(
                minimum=0, soft_maximum=200, step=1, panel=True),
         Option("min-p", float, 0.05, Scope.GENERATION, "drop tokens less likely than this times the likeliest",
                minimum=0.0, maximum=1.0, step=0.01, panel=True),
-        Option("repeat-penalty", float, 1.1, Scope.GENERATION, "penalty for the tokens of the last last-n-penalty; 1: none",
+        Option("repeat-penalty", float, 1.0, Scope.GENERATION, "penalty for the tokens of the last last-n-penalty; 1: none",
                minimum=0.0, soft_maximum=2.0, step=0.05, panel=True),
         Option("presence-penalty", float, 0.0, Scope.GENERATION, "subtracted from the logit of each recent token"),
         Option("frequency-penalty", float, 0.0, Scope.GENERATION, "subtracted per occurrence of each recent token"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import threading
 import weakref
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from llama_cpp import _internals
 from ...errors import BackendError, Busy
 from ...singleflight import SingleFlight
 from . import log
+from .devices import devices
 
 if TYPE_CHECKING:
     from .native import NativeContext
@@ -34,6 +36,8 @@ __all__ = ["Weights", "WeightsCache", "MAX_WEIGHT_COPIES", "gpu_offload_supporte
 MAX_WEIGHT_COPIES = 4  # per model file: one per distinct set of model-level settings in use
 _GPU_SETTINGS = frozenset({"n-gpu-layers", "main-gpu"})
 _Key = tuple[str, tuple[tuple[str, Any], ...]]  # the file's real path, the model-level settings
+# llama.cpp's debug line for each layer as it assigns it a device (src/llama-model.cpp).
+_LAYER_PLACED = re.compile(r"load_tensors: layer +(\d+) assigned to device (\S+),")
 
 
 def gpu_offload_supported() -> bool:
@@ -50,8 +54,9 @@ class Weights:
         params.use_mmap = settings["use-mmap"]
         log.acquire()
         native: _internals.LlamaModel | None = None
+        report: list[str] = []
         try:
-            with log.Section(False):
+            with log.Section(False, record=report):
                 # verbose=True: llama-cpp-python otherwise redirects the process's file
                 # descriptors while it loads; its log is ours to filter anyway.
                 native = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
@@ -70,6 +75,7 @@ class Weights:
         self.vocab = native.vocab
         self.path = path
         self.requested_gpu_layers = settings["n-gpu-layers"]
+        self.layer_devices = _layer_devices(report)
         self.contexts: weakref.WeakSet[NativeContext] = weakref.WeakSet()  # freed before the weights
         self.references = 0
 
@@ -79,11 +85,9 @@ class Weights:
 
     @property
     def offloaded_layers(self) -> int:
-        if not gpu_offload_supported():
-            return 0
-        total = self.n_layers + 1  # the output layer counts, as in llama.cpp's own report
-        requested = self.requested_gpu_layers
-        return total if requested < 0 else min(requested, total)
+        """The layers llama.cpp put on a device other than the CPU (the output layer counts)."""
+        cpus = {device["name"] for device in devices() if device["type"] == "cpu"}
+        return sum(1 for device in self.layer_devices if device not in cpus)
 
     @property
     def has_pooling(self) -> bool:
@@ -117,6 +121,13 @@ class Weights:
         with log.Section(False):
             self.native.close()
         log.release()
+
+
+def _layer_devices(report: list[str]) -> list[str]:
+    """The device of each layer, the output layer last, from llama.cpp's load log: its
+    public API does not say where it put them."""
+    placed = {int(match[1]): match[2] for match in map(_LAYER_PLACED.match, report) if match}
+    return [placed[index] for index in sorted(placed)]
 
 
 class WeightsCache:
