@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,27 @@ def test_the_offload_reported_is_where_llama_cpp_put_each_layer(host: Host) -> N
     cpus = {device["name"] for device in devices() if device["type"] == "cpu"}
     on_devices = sum(1 for device in placed if device not in cpus)
     assert model["n_gpu_layers_offloaded"] == on_devices == (len(placed) if gpu_offload_supported() else 0)
+
+
+
+_MAPPED = """
+import sys
+from pathlib import Path
+from wasinn_lab import Host
+from wasinn_lab.models import default_model_path
+path = str(default_model_path().resolve())
+with Host() as host:
+    host.register("m", default_model_path(), config={"use-mmap": sys.argv[1] == "on"})
+    with host.open_session("m"):
+        print(any(line.rstrip().endswith(path) for line in Path("/proc/self/maps").read_text().splitlines()))
+"""
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("use_mmap", "mapped"), [("on", "True"), ("off", "False")])
+def test_use_mmap_says_whether_the_model_file_is_mapped(use_mmap: str, mapped: str) -> None:
+    """`use-mmap` set an attribute llama-cpp-python 0.3.36's params no longer have (ctypes
+    took it silently), so the file was mapped whatever it said."""
+    done = subprocess.run([sys.executable, "-c", _MAPPED, use_mmap], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == mapped

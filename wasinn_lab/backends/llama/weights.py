@@ -51,7 +51,9 @@ class Weights:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = settings["n-gpu-layers"]
         params.main_gpu = settings["main-gpu"]
-        params.use_mmap = settings["use-mmap"]
+        # llama-cpp-python 0.3.36's params have no use_mmap (ctypes would take it silently):
+        # llama.cpp's load mode says it.
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_AUTO if settings["use-mmap"] else llama_cpp.LLAMA_LOAD_MODE_NONE
         log.acquire()
         native: _internals.LlamaModel | None = None
         report: list[str] = []
