@@ -149,3 +149,20 @@ with Progress(3, "runs") as bar:
     assert final["content"]["transient"]["display_id"] == shown[0]["content"]["transient"]["display_id"]
     assert list(final["content"]["data"]) == ["text/plain"] and final["content"]["data"]["text/plain"].startswith("runs: 3/3 in ")
     assert not [m for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+
+
+def test_host_map_in_a_notebook_leaves_text_not_a_widget() -> None:
+    """Host.map showed tqdm's widget and left it: after a reload, "model not found"."""
+    code = """
+from wasinn_lab import Host
+with Host() as host:
+    frame = host.map("complete", ["one", "two"], "echo")
+print("rows", len(frame))
+"""
+    reply, messages = execute(code, timeout=120)
+    assert reply["content"]["status"] == "ok"
+    shown = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+    assert shown[-1]["msg_type"] == "update_display_data"
+    assert list(shown[-1]["content"]["data"]) == ["text/plain"]
+    assert shown[-1]["content"]["data"]["text/plain"].startswith("2 runs: 2/2 in ")
+    assert any(m["msg_type"] == "stream" and "rows 2" in m["content"]["text"] for m in messages)

@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     install = kernel_commands.add_parser(
         "install",
         help="install the 'Python 3 (wasinn-lab)' kernel spec",
-        description="Install kernels/wasinn-lab: ipykernel with the %%wasi_nn magics loaded (--ext=wasinn_lab).",
+        description="Install kernels/wasinn-lab: ipykernel with the %%wasi_nn magics loaded (--ext=wasinn_lab.notebook).",
     )
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="for this user (Jupyter's user data directory)")

@@ -232,13 +232,16 @@ class Host:
         same on a Dask cluster, a task per prompt."""
         prompts = list(prompts)
         import pandas as pd
-        from tqdm.auto import tqdm
+
+        from .progress import Progress
 
         rows = []
-        for prompt in tqdm(prompts, desc=f"{len(prompts)} runs", disable=not progress, leave=False):
-            result = self.run(guest, model, prompt, env=env, params=params, limits=limits)
-            rows.append({"prompt": prompt, "exit_code": result.exit_code, "stdout": result.stdout,
-                         "stderr": result.stderr, "errors": result.errors, "seconds": result.seconds})
+        with Progress(len(prompts), f"{len(prompts)} runs", enabled=progress) as bar:
+            for prompt in prompts:
+                result = self.run(guest, model, prompt, env=env, params=params, limits=limits)
+                rows.append({"prompt": prompt, "exit_code": result.exit_code, "stdout": result.stdout,
+                             "stderr": result.stderr, "errors": result.errors, "seconds": result.seconds})
+                bar.update()
         return pd.DataFrame(rows, columns=["prompt", "exit_code", "stdout", "stderr", "errors", "seconds"])
 
     @staticmethod
