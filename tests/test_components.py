@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from wasinn_lab import ConfigError, GuestLimitError, GuestLoadError, GuestTrap, Host, Limits, errors
-from wasinn_lab.guests import build, build_python_source, resolve
+from wasinn_lab.guests import build, build_cell_source, resolve
 from wasinn_lab.notebook.lab import Lab
 from wasinn_lab.runtime import kind_of
 
@@ -83,10 +83,13 @@ class Run(exports.Run):
 """
 
 
-def test_a_python_components_big_writes_arrive_whole(host: Host) -> None:
+def test_a_python_components_big_writes_arrive_whole(host: Host, tmp_path: Path) -> None:
     """componentize-py's stdout dropped what one write had past 64 KiB (wasmtime takes at
     most that much at a time), silently."""
-    result = host.run(build_python_source("big_writes", BIG_WRITES))
+    source = tmp_path / "big_writes" / "app.py"
+    source.parent.mkdir()
+    source.write_text(BIG_WRITES)
+    result = host.run(build_cell_source(source))
     assert result.exit_code == 0
     assert (len(result.stdout), len(result.stderr)) == (200_001, 100_000)
 
