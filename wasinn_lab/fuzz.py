@@ -26,12 +26,11 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .errors import GuestTrap
 from .host import Host
-from .runtime import ModuleInstance
-from .runtime import component
+from .runtime import ModuleInstance, component
 from .runtime.component import RESOURCES_LEFT
 
 __all__ = ["FuzzReport", "WitFuzzReport", "fuzz", "fuzz_wit"]
@@ -73,7 +72,8 @@ class _Unexpected(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == RESOURCES_LEFT and self.resources is not None:
-            self.resources.append(record.args[1])  # type: ignore[index]
+            _, left = cast(tuple[str, int], record.args)
+            self.resources.append(left)
         elif record.levelno >= logging.ERROR:
             cause = traceback.format_exception_only(record.exc_info[1])[-1].strip() if record.exc_info else ""
             self.unexpected.append(f"{record.getMessage()}: {cause}" if cause else record.getMessage())
