@@ -53,19 +53,9 @@ typedef struct {
     llm_value value;
 } llm_option_value;
 
-/* result<string, error>: tag at 0, payload at 4 (28 bytes). */
-typedef struct {
-    uint8_t is_err;
-    union {
-        llm_string ok;
-        llm_error err;
-    } of;
-} llm_result_string;
-
 _Static_assert(sizeof(llm_value) == 16 && sizeof(llm_parameter) == 24 && offsetof(llm_parameter, value) == 8,
                "tuple<string, value> layout");
 _Static_assert(sizeof(llm_option_value) == 24 && offsetof(llm_option_value, value) == 8, "option<value> layout");
-_Static_assert(sizeof(llm_result_string) == 28, "result<string, error> layout");
 
 LLM_IMPORT("graphs", "[method]graph.list-properties")
 extern void llm_import_graph_list_properties(llm_handle graph, llm_properties *ret);
@@ -79,9 +69,6 @@ extern void llm_import_context_list_parameters(llm_handle context, llm_parameter
 LLM_IMPORT("prompt", "[method]context.get-parameter")
 extern void llm_import_context_get_parameter(llm_handle context, const char *name, size_t name_len,
                                              llm_option_value *ret);
-LLM_IMPORT("prompt", "[method]context.compute")
-extern void llm_import_context_compute(llm_handle context, const char *prompt, size_t prompt_len,
-                                       llm_result_string *ret);
 
 /* A value as set-parameter takes it flattened: its case, then one i64 slot (a bool, an s64,
  * an f64's bits or a string's pointer) and a string's length. */
