@@ -134,6 +134,7 @@ _Static_assert(sizeof(llm_error) == 24 && offsetof(llm_error, message) == 4 && o
                "record error layout");
 _Static_assert(sizeof(llm_result_handle) == 28 && offsetof(llm_result_handle, of) == 4, "result<handle, error> layout");
 _Static_assert(sizeof(llm_result_unit) == 28, "result<_, error> layout");
+_Static_assert(sizeof(llm_result_string) == 28, "result<string, error> layout");
 _Static_assert(sizeof(llm_result_chunk) == 28 && offsetof(llm_result_chunk, of) == 4,
                "result<option<string>, error> layout");
 _Static_assert(sizeof(llm_usage) == 40 && offsetof(llm_usage, prompt_ms) == 16 && offsetof(llm_usage, has_finish) == 32 &&
