@@ -26,6 +26,7 @@ from IPython.testing.globalipapp import start_ipython
 from wasinn_lab import guests
 from wasinn_lab.errors import ConfigError, GuestBuildError
 from wasinn_lab.models import cache_dir
+from wasinn_lab.notebook.lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = guests.SOURCE_DIR / "components"
@@ -203,16 +204,16 @@ def test_a_cells_world_follows_what_it_defines() -> None:
 
 
 def test_python_sources_are_cached_by_content_and_build_outside_the_source_tree(fresh_cache: Path) -> None:
-    first = guests.build_cell("hello", HELLO, "python")
+    first = Lab().build("hello", HELLO, "python")
     assert first.parent == fresh_cache / "guests" and first.name.startswith("hello-") and _layer(first) == 1
     imports, exports = _world(first)
     assert exports == {"wasi:cli/run@0.2.12", "exports"}  # llm-guest: no stdin-turns
     assert all(i.startswith(("wasi:", "wasinn:llm/")) for i in imports)
     started = time.perf_counter()
-    assert guests.build_cell("hello", HELLO, "python") == first
+    assert Lab().build("hello", HELLO, "python") == first
     assert time.perf_counter() - started < 2  # a componentize-py build takes 20 s
-    chat = guests.build_cell("hello", HELLO + "\n\nclass StdinTurns(exports.StdinTurns):\n"
-                             "    def reads_turns(self) -> bool:\n        return True\n", "python")
+    chat = Lab().build("hello", HELLO + "\n\nclass StdinTurns(exports.StdinTurns):\n"
+                       "    def reads_turns(self) -> bool:\n        return True\n", "python")
     assert chat != first and "wasinn:llm/stdin-turns@0.1.0" in _world(chat)[1]
     # Builds never write beside the sources (they may be read-only).
     written = [*COMPONENTS.rglob("__pycache__"), *COMPONENTS.rglob("*.wasm"), *(guests.SOURCE_DIR / "wit").rglob("*.wasm")]

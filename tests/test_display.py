@@ -68,6 +68,14 @@ def test_the_chat_reply_is_shown_without_the_turn_marker_the_guest_stopped_at() 
 MODEL_TEXT_BOX = "border-left:3px solid #4a7fd6"
 
 
+def test_a_guest_printing_its_tokens_shows_them_once_while_they_come_and_when_stopped() -> None:
+    """Its stdout lags the tokens (and misses the last one when stopped): that is not an
+    output of its own, and was shown open beside the text, twice."""
+    for status, stdout in (("running", b" Once"), ("stopped", b" Once"), ("interrupted", b" Once"), ("done", b" Once upon\n")):
+        shown = transcript([" Once", " upon"], stdout, status=status)
+        assert "guest stdout" not in shown.html() and "[guest stdout]" not in shown.plain(), status
+
+
 def test_a_guest_that_only_prints_shows_its_stdout_open() -> None:
     shown = transcript([], b"hello from WebAssembly\n")
     page = shown.html()

@@ -94,7 +94,9 @@ def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: igno
     assert parameters["temp"] == 0.3 and parameters["reverse-prompt"] == "User:"
     sessions = shell.run_line_magic("wasi_nn", "sessions")
     assert list(sessions.columns) == ["guest", "model", "parameters", "generations", "latest prompt tokens",
-                                      "evaluated tokens", "generated tokens", "last used", "state"]
+                                      "evaluated tokens", "generated tokens", "state"]
+    assert sessions.loc["knobs", "guest"] == "complete" and re.fullmatch(r"idle since \d\d:\d\d:\d\d",
+                                                                        sessions.loc["knobs", "state"])
     assert sessions.loc["knobs", "generated tokens"] == 2 and sessions.loc["knobs", "generations"] == 1
     # What differs from the defaults, whole, where the dict was cut short after n-gpu-layers.
     assert "temp=0.3" in sessions.loc["knobs", "parameters"] and "reverse-prompt=User:" in sessions.loc["knobs", "parameters"]

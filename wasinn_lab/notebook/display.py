@@ -191,10 +191,12 @@ class Transcript:
                                else None) for usage, g in zip(usages, generations)]
 
     def distinct_stdout(self) -> str:
-        # A guest that prints its tokens would otherwise show everything twice.
+        """The guest's stdout when it is more than the model's text: a guest that prints its
+        tokens (all of them; fewer while they come, or when it was stopped) would otherwise
+        show them twice."""
         stdout = self.stdout
-        kept = self.kept_and_dropped()[0]
-        return stdout if stdout.strip() and stdout.strip() != kept.strip() else ""
+        printed = stdout.strip()
+        return stdout if printed and not self.kept_and_dropped()[0].strip().startswith(printed) else ""
 
     def html(self) -> str:
         kept, dropped = self.kept_and_dropped()

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -264,16 +265,17 @@ class WasiNNMagics(Magics):
         rows = [
             {
                 "id": session.id,
-                "guest": session.guest,
+                "guest": Path(session.guest).stem if session.guest else "",  # stream, not stream.wasm
                 "model": session.model,
                 "parameters": _changed(session),
                 **session_counts(session),
-                "last used": (now - timedelta(seconds=now_monotonic - session.last_used)).strftime("%H:%M:%S"),
-                "state": session.state,
+                # When it was last used, beside its state: one column less to run off the right edge.
+                "state": f"{session.state} since "
+                         f"{(now - timedelta(seconds=now_monotonic - session.last_used)).strftime('%H:%M:%S')}",
             }
             for session in self.lab.host.sessions
         ]
-        columns = ["id", "guest", "model", "parameters", *COUNT_COLUMNS, "last used", "state"]
+        columns = ["id", "guest", "model", "parameters", *COUNT_COLUMNS, "state"]
         return pd.DataFrame(rows, columns=columns).set_index("id")
 
     def _get(self, session_id: str, key: str | None = None) -> Any:
