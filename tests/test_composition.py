@@ -338,8 +338,13 @@ def test_the_adapter_gives_every_errno_the_module_path_gives(host: Host, errors_
     finally:
         host.registry.unregister("missing")
     assert module.exit_code == component.exit_code == 0, component.stderr
-    assert component.stdout.splitlines() == module.stdout.splitlines()
     lines = dict(re.findall(r"^(.*?): (errno .*)$", module.stdout, re.M))
+    adapted = dict(re.findall(r"^(.*?): (errno .*)$", component.stdout, re.M))
+    # The one difference (README, "What it cannot do"): wasi:nn's compute answers for its
+    # own inputs, and the adapter sends those set since the last compute: none here.
+    assert lines.pop("echo output 7 again") == "errno 0 written 5 [seven]"
+    assert adapted.pop("echo output 7 again") == "errno 1 written 12345"
+    assert adapted == lines and len(component.stdout.splitlines()) == len(module.stdout.splitlines())
     assert lines["load_by_name unknown"] == "errno 8"
     assert lines["load_by_name file missing"] == "errno 103"
     assert lines["load_by_name bad utf-8"] == lines["init unknown graph"] == lines["compute unknown context"] == "errno 1"
