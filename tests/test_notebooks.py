@@ -135,8 +135,9 @@ def test_the_kernel_spec_starts_a_kernel_with_the_magics_loaded(wasinn_kernel: t
     assert "<table" in result["data"]["text/html"] and "default" in result["data"]["text/plain"]
     reply, outputs = execute(client, "models = %wasi_nn models\nprint(*models.index, models.loc['default', 'path'])")
     assert reply["status"] == "ok", reply
-    echo, default, path = plain(outputs, "stream").split()
-    assert (echo, default) == ("echo", "default") and path.endswith(".gguf") and Path(path).is_file()
+    echo, default, smollm2, path = plain(outputs, "stream").split()
+    assert (echo, default, smollm2) == ("echo", "default", "smollm2")
+    assert path.endswith(".gguf") and Path(path).is_file()
 
 
 @pytest.mark.model

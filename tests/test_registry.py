@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from wasinn_lab import ConfigError, GraphEncoding, Host, MissingModelWarning, NotFound
+from wasinn_lab import ConfigError, GraphEncoding, Host, MissingModelWarning, ModelNotFound, NotFound
 from wasinn_lab.backends.llama import gpu_offload_supported
 from wasinn_lab.backends.llama.devices import devices
-from wasinn_lab.models import default_model_path
+from wasinn_lab.models import SMOLLM2_CONFIG, SMOLLM2_MODEL, default_model_path, smollm2_path
 from wasinn_lab.registry import parse_preload
 from wasinn_lab.types import ExecutionTarget
 
@@ -119,3 +120,38 @@ def test_use_mmap_says_whether_the_model_file_is_mapped(use_mmap: str, mapped: s
     done = subprocess.run([sys.executable, "-c", _MAPPED, use_mmap], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == mapped
+
+
+def test_smollm2_is_registered_beside_the_default_with_bounded_generation() -> None:
+    with Host() as host:
+        spec = host.registry.get(SMOLLM2_MODEL)
+        assert spec.path == smollm2_path() and spec.available  # `make model` fetched it
+        assert dict(spec.config) == SMOLLM2_CONFIG
+    with Host(default_model=False) as bare:  # the bundled models come together, or not at all
+        assert [spec.name for spec in bare.models()] == ["echo"]
+
+
+@pytest.mark.model
+def test_smollm2_generates_through_a_guest(host: Host) -> None:
+    result = host.run("stream", SMOLLM2_MODEL, "Name three colours.", params={"temp": 0, "n-predict": 6})
+    assert result.exit_code == 0 and result.stdout.strip() and not result.errors
+    model = host.properties(SMOLLM2_MODEL)["model"]
+    assert model["metadata"]["general.architecture"] == "llama"  # a second architecture: the default is gemma3
+
+
+def test_a_missing_smollm2_says_to_run_make_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered without its file, it warns of nothing (it is fetched by `make model`, not
+    by pip), and whoever loads it is told how to get it."""
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / default_model_path().name).symlink_to(default_model_path())
+    monkeypatch.setenv("WASINN_LAB_CACHE", str(cache))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingModelWarning)
+        host = Host()
+    with host:
+        assert not host.registry.get(SMOLLM2_MODEL).available
+        with pytest.raises(ModelNotFound, match=r"SmolLM2-135M-Instruct\.Q4_1\.gguf does not exist: `make model`"):
+            host.registry.load(SMOLLM2_MODEL)
+        result = host.run("complete", SMOLLM2_MODEL, "Hi")
+    assert result.exit_code != 0 and any("`make model` fetches it" in error for error in result.errors)

@@ -9,24 +9,35 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .abi.llm import STDIN_TURNS
 from .backends.echo import EchoBackend
 from .backends.llama import LlamaBackend
-from .errors import ConfigError, GuestExitError, NNError
+from .errors import ConfigError, GuestExitError, NNError, Timeout
 from .guests import resolve
 from .limits import Limits
-from .models import DEFAULT_CONFIG, DEFAULT_MODEL, cache_dir, default_model_path
+from .models import (
+    DEFAULT_CONFIG,
+    DEFAULT_MODEL,
+    SMOLLM2_CONFIG,
+    SMOLLM2_MISSING,
+    SMOLLM2_MODEL,
+    cache_dir,
+    default_model_path,
+    smollm2_path,
+)
 from .nn import GuestNN
 from .registry import ModelRegistry, ModelSpec
 from .runtime import CompiledGuest, GuestOptions, GuestRuntime, ModuleInstance, RunResult
 from .sessions import Session, SessionManager
-from .tasks import EventKind, GuestTask, Hooks, Runner
+from .tasks import DRAIN, GRACE, EventKind, GuestTask, Hooks, Runner
 from .types import ExecutionTarget, GraphEncoding
 
 if TYPE_CHECKING:
@@ -36,12 +47,13 @@ __all__ = ["Host", "Guest"]
 
 Guest = str | os.PathLike[str] | bytes | bytearray
 STDIN_TURNS_EXPORT = "wasinn-lab.input.stdin"
+_POLL = 0.1  # seconds between looks while a map waits for its next run to end
 
 
 class Host:
     """Runs wasi-nn guests in-process.
 
-    >>> with Host() as host:                # registers `default` (Gemma 3 270M) and `echo`
+    >>> with Host() as host:                # registers `default` (Gemma 3 270M), `smollm2` and `echo`
     ...     host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
     0
     """
@@ -67,6 +79,7 @@ class Host:
         self.registry.register("echo", encoding=GraphEncoding.ECHO)
         if default_model:
             self.registry.register(DEFAULT_MODEL, default_model_path(), config=DEFAULT_CONFIG)
+            self.registry.register(SMOLLM2_MODEL, smollm2_path(), config=SMOLLM2_CONFIG, missing=SMOLLM2_MISSING)
 
     def __enter__(self) -> Host:
         return self
@@ -225,23 +238,44 @@ class Host:
         params: Mapping[str, Any] | None = None,
         limits: Limits | None = None,
         progress: bool = True,
+        concurrency: int = 4,
     ) -> pd.DataFrame:
-        """Run ``guest`` on ``model`` once per prompt, as ``run(guest, model, prompt, ...)``:
-        one row per prompt, in order (prompt, exit_code, stdout, stderr, errors, seconds).
-        ``progress`` shows a bar as the runs complete. ``wasinn_lab.cluster.map`` does the
-        same on a Dask cluster, a task per prompt."""
+        """Run ``guest`` on ``model`` once per prompt, as ``run(guest, model, prompt, ...)``,
+        ``concurrency`` runs at once (1: one after another): one row per prompt, in prompt
+        order (prompt, exit_code, stdout, stderr, errors, seconds). ``progress`` shows a bar
+        as the runs complete. A KeyboardInterrupt ends every run under way, as ``run`` ends
+        its one, and is raised once they have unwound; a run that raises (a limit it hit)
+        ends the others the same way, and its error is raised. ``wasinn_lab.cluster.map``
+        does the same on a Dask cluster."""
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency is how many runs go at once, a whole number of at least 1, not {concurrency!r}")
         prompts = list(prompts)
         import pandas as pd
 
         from .progress import Progress
 
-        rows = []
+        options = GuestOptions(env=dict(env or {}), limits=limits or self.limits)
+        waiting = deque(enumerate(prompts))
+        running: dict[int, GuestTask] = {}
+        finished: queue.Queue[int] = queue.Queue()  # each run's index, as its guest ends
+        results: dict[int, RunResult] = {}
         with Progress(len(prompts), f"{len(prompts)} runs", enabled=progress) as bar:
-            for prompt in prompts:
-                result = self.run(guest, model, prompt, env=env, params=params, limits=limits)
-                rows.append({"prompt": prompt, "exit_code": result.exit_code, "stdout": result.stdout,
-                             "stderr": result.stderr, "errors": result.errors, "seconds": result.seconds})
-                bar.update()
+            try:
+                while waiting or running:
+                    while waiting and len(running) < concurrency:
+                        index, prompt = waiting.popleft()
+                        runner = self._runner(guest, dataclasses.replace(options, args=(model, prompt)), None, params)
+                        running[index] = self._task(_telling(runner, finished, index), Hooks(), interactive=False,
+                                                    output_events=False)
+                    index = _next(finished)
+                    results[index] = self._wait(running.pop(index))
+                    bar.update()
+            except BaseException:
+                _wind_down(list(running.values()))
+                raise
+        rows = [{"prompt": prompt, "exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
+                 "errors": result.errors, "seconds": result.seconds}
+                for prompt, result in zip(prompts, (results[index] for index in range(len(prompts))), strict=True)]
         return pd.DataFrame(rows, columns=["prompt", "exit_code", "stdout", "stderr", "errors", "seconds"])
 
     @staticmethod
@@ -302,3 +336,49 @@ class Host:
         taking a prompt argument."""
         exports = self._compile(guest, self.limits)[1].exports
         return STDIN_TURNS_EXPORT in exports or STDIN_TURNS in exports
+
+
+def _telling(runner: Runner, finished: queue.Queue[int], index: int) -> Runner:
+    """``runner``, putting ``index`` on ``finished`` as it ends, however it ends."""
+    def run(hooks: Hooks) -> RunResult:
+        try:
+            return runner(hooks)
+        finally:
+            finished.put(index)
+
+    return run
+
+
+def _next(finished: queue.Queue[int]) -> int:
+    """The next index on ``finished``, waiting for it in short polls: an interrupt lands."""
+    while True:
+        try:
+            return finished.get(timeout=_POLL)
+        except queue.Empty:
+            continue
+
+
+def _wind_down(tasks: list[GuestTask]) -> None:
+    """After an interrupt, or a run that raised: end every run under way, all together,
+    as ``GuestTask.wind_down`` ends one: their generations at once, then, ``GRACE``
+    seconds later, the guests that have not ended (each would have its own grace, one
+    after another, if it were wound down alone); then wait ``DRAIN`` seconds at most
+    for them to unwind. What they raise meanwhile is the interrupt's consequence."""
+    for task in tasks:
+        task.stop()
+    try:
+        _drain(tasks, time.monotonic() + GRACE)
+    finally:  # a second interrupt cuts the grace short
+        for task in tasks:
+            if task.running:
+                task.interrupt()
+    _drain(tasks, time.monotonic() + DRAIN)
+
+
+def _drain(tasks: list[GuestTask], deadline: float) -> None:
+    for task in tasks:
+        try:
+            for _ in task.events(deadline=deadline):
+                pass
+        except Timeout:
+            return

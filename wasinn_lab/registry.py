@@ -38,6 +38,7 @@ class ModelSpec:
     target: ExecutionTarget
     path: Path | None
     config: Mapping[str, Any] = field(default_factory=dict)
+    missing: str | None = None  # how to get the file, for a model whose file may be absent
 
     @property
     def available(self) -> bool:
@@ -94,9 +95,12 @@ class ModelRegistry:
         encoding: GraphEncoding | str = GraphEncoding.GGML,
         target: ExecutionTarget | str = ExecutionTarget.AUTO,
         config: Mapping[str, Any] | None = None,
+        missing: str | None = None,
     ) -> ModelSpec:
         """Register (or replace) a model under ``name``. ``config`` is its default config;
-        a guest's own config overrides it key by key."""
+        a guest's own config overrides it key by key. ``missing`` says how to get a file
+        that may not be there yet: then its absence warns of nothing here, and a load
+        says it (ModelNotFound)."""
         if not name or ":" in name:
             raise ConfigError(f"model name {name!r} must be non-empty and contain no ':'")
         if not isinstance(encoding, GraphEncoding):
@@ -110,8 +114,9 @@ class ModelRegistry:
             normalized = backend.options.normalize(config or {}, strict=True)
         except NNError as exc:
             raise ConfigError(f"model {name!r}: {exc}") from exc
-        spec = ModelSpec(name, encoding, target, Path(path).expanduser() if path is not None else None, normalized)
-        if not spec.available:
+        spec = ModelSpec(name, encoding, target, Path(path).expanduser() if path is not None else None, normalized,
+                         missing)
+        if not spec.available and missing is None:
             warnings.warn(
                 f"model {name!r}: {spec.path} does not exist; guests loading it get model-not-found",
                 MissingModelWarning,
@@ -166,7 +171,8 @@ class ModelRegistry:
 
         def load() -> Graph:
             if spec.path is not None and not spec.path.is_file():
-                raise ModelNotFound(f"model {name!r}: file {spec.path} does not exist")
+                how = f": {spec.missing}" if spec.missing else ""
+                raise ModelNotFound(f"model {name!r}: file {spec.path} does not exist{how}")
             return backend.load_file(spec.path or Path(), spec.target, merged)
 
         graph = self._loads.get(name, lambda: self._graphs.get(name), load,
