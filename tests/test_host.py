@@ -3,16 +3,20 @@ log callback), it gives back."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import wasmtime
 from conftest import HELLO_GUEST
 
-from wasinn_lab import ConfigError, Host, Limits, Timeout
+from wasinn_lab import ConfigError, GuestLimitError, Host, Limits, Timeout
 from wasinn_lab.backends.llama.weights import weights_cache
 from wasinn_lab.models import default_model_path
 
@@ -115,3 +119,78 @@ def test_llama_cpp_logs_as_if_wasinn_lab_were_not_there(when: str) -> None:
     plain = log_lines("plain")
     assert plain > 50  # llama.cpp's whole log: the check means something
     assert log_lines(when) == plain
+
+
+MAP_PROMPTS = ["Once upon a time", "The sea is", "My favourite food", "In the year 1900", "Hello"]
+MAP_GREEDY = {"temp": 0, "seed": 42, "n-predict": 4}
+
+
+def _output_tokens(stderr: str) -> int:
+    """How many tokens the stream guest's usage line says it generated."""
+    (usage,) = [line for line in stderr.splitlines() if line.startswith("usage: {")]
+    return int(json.loads(usage.removeprefix("usage: "))["output_tokens"])
+
+
+class _MostGuests(threading.Thread):
+    """Counts, while it runs, the most guest threads alive at once."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.most = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.005):
+            self.most = max(self.most, sum(1 for thread in threading.enumerate() if thread.name == "wasinn-lab-guest"))
+
+    def __enter__(self) -> _MostGuests:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self.join()
+
+
+@pytest.mark.model
+def test_map_runs_its_prompts_at_once_and_gives_the_rows_in_prompt_order(host: Host) -> None:
+    serial = [host.run("stream", "default", prompt, params=MAP_GREEDY).stdout for prompt in MAP_PROMPTS]
+    one_at_a_time = host.map("stream", MAP_PROMPTS, params=MAP_GREEDY, progress=False, concurrency=1)
+    assert list(one_at_a_time["stdout"]) == serial  # concurrency 1 is the serial map it was
+    with _MostGuests() as counted:
+        frame = host.map("stream", MAP_PROMPTS, params=MAP_GREEDY, progress=False, concurrency=3)
+    assert counted.most == 3  # three at once, never more
+    assert list(frame["prompt"]) == MAP_PROMPTS and (frame["exit_code"] == 0).all()
+    assert [_output_tokens(stderr) for stderr in frame["stderr"]] == [4] * len(MAP_PROMPTS)  # each a whole text
+    with pytest.raises(ConfigError, match="concurrency is how many runs go at once, a whole number of at least 1"):
+        host.map("stream", MAP_PROMPTS, concurrency=0)
+
+
+@pytest.mark.model
+def test_an_interrupt_in_map_ends_every_run_under_way_and_starts_no_more(host: Host) -> None:
+    """Ctrl-C on the thread that waits (a script, a cell): all the guests under way end,
+    the prompts not begun never begin, and the interrupt is raised once they have unwound."""
+    before = set(threading.enumerate())
+    sessions = len(host.sessions)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with _MostGuests() as counted, pytest.raises(KeyboardInterrupt):
+            host.map("stream", ["Once upon a time"] * 6, params={"temp": 0, "n-predict": 5000}, progress=False,
+                     concurrency=3)
+    finally:
+        timer.cancel()
+    assert counted.most == 3 and time.monotonic() - started < 15  # all three were generating, and ended soon after
+    assert not [thread for thread in threading.enumerate() if thread not in before and thread.name == "wasinn-lab-guest"]
+    assert len(host.sessions) == sessions  # what they opened is closed
+    assert host.map("stream", ["Hello"], params=MAP_GREEDY, progress=False)["exit_code"].tolist() == [0]
+
+
+@pytest.mark.model
+def test_a_run_of_map_that_raises_ends_the_others(host: Host) -> None:
+    before = set(threading.enumerate())
+    with pytest.raises(GuestLimitError, match="time limit of 1 s"):
+        host.map("stream", ["Once upon a time", "The sea is"], params={"temp": 0, "n-predict": 5000},
+                 limits=Limits(timeout=1), progress=False, concurrency=2)
+    assert not [thread for thread in threading.enumerate() if thread not in before and thread.name == "wasinn-lab-guest"]

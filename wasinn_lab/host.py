@@ -366,19 +366,23 @@ def _wind_down(tasks: list[GuestTask]) -> None:
     for them to unwind. What they raise meanwhile is the interrupt's consequence."""
     for task in tasks:
         task.stop()
+    left = tasks
     try:
-        _drain(tasks, time.monotonic() + GRACE)
+        left = _drain(tasks, time.monotonic() + GRACE)
     finally:  # a second interrupt cuts the grace short
-        for task in tasks:
-            if task.running:
-                task.interrupt()
-    _drain(tasks, time.monotonic() + DRAIN)
+        for task in left:
+            task.interrupt()
+    _drain(left, time.monotonic() + DRAIN)
 
 
-def _drain(tasks: list[GuestTask], deadline: float) -> None:
+def _drain(tasks: list[GuestTask], deadline: float) -> list[GuestTask]:
+    """Read each task's events until its guest ends, until ``deadline`` at the latest;
+    returns those whose guests had not ended by then."""
+    left = []
     for task in tasks:
         try:
             for _ in task.events(deadline=deadline):
                 pass
         except Timeout:
-            return
+            left.append(task)
+    return left
