@@ -32,6 +32,12 @@ def updates_expected(token_times: list[float], at_most: int) -> int:
     return max(1, min(at_most, int(span * UPDATES_PER_SECOND) - 1))
 
 
+def output_tokens(stderr: str) -> int:
+    """How many tokens a guest's usage line (``nn_print_usage``: the stream guest's) says it generated."""
+    (usage,) = [line for line in stderr.splitlines() if line.startswith("usage: {")]
+    return int(json.loads(usage.removeprefix("usage: "))["output_tokens"])
+
+
 def wait_idle(client: Any, message_id: str, timeout: float = 60) -> None:
     """Wait until a kernel is idle after a request: after an error it aborts every request
     that reaches it before then."""

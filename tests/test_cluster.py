@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import output_tokens
 from distributed import Client
 from kernel_run import execute
 
@@ -70,11 +71,15 @@ def test_the_command_line_asks_for_one_cluster_and_says_what_is_wrong() -> None:
 
 def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, client: Client, tmp_path: Path) -> None:
     serial = host.map("stream", PROMPTS, params=GREEDY, progress=False)
-    spread = cluster.map(client, "stream", PROMPTS, params=GREEDY, progress=False)
+    spread = cluster.map(client, "stream", PROMPTS, params=GREEDY, progress=False, concurrency=1)
     assert (serial["exit_code"] == 0).all() and serial["stdout"].str.strip().all()
     assert list(spread["prompt"]) == PROMPTS and list(spread["stdout"]) == list(serial["stdout"])
     workers = set(client.scheduler_info()["workers"])
     assert set(spread["worker"]) == workers  # each run a task, on both workers
+    at_once = cluster.map(client, "stream", [*PROMPTS, "Hello"], params=GREEDY, progress=False, concurrency=2)
+    assert list(at_once["prompt"]) == [*PROMPTS, "Hello"] and (at_once["exit_code"] == 0).all()
+    assert [output_tokens(stderr) for stderr in at_once["stderr"]] == [GREEDY["n-predict"]] * 5  # each whole
+    assert at_once["worker"].iloc[0] == at_once["worker"].iloc[1]  # two prompts to a task, run by one worker
     assert (spread["hostname"] == socket.gethostname()).all()
 
     bench = Bench(host, progress=False)
@@ -153,7 +158,7 @@ def test_in_a_notebook_dasks_progress_bar_moves_while_the_cell_waits() -> None:
     code = """
 from wasinn_lab.cluster import connect, map
 with connect(local_workers=1) as client:
-    frame = map(client, "stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4})
+    frame = map(client, "stream", ["a", "b", "c"], params={"temp": 0, "n-predict": 4}, concurrency=1)
 print(list(frame["exit_code"]))
 """
     reply, messages = execute(code, timeout=240)

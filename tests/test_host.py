@@ -3,7 +3,6 @@ log callback), it gives back."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import time
 
 import pytest
 import wasmtime
-from conftest import HELLO_GUEST
+from conftest import HELLO_GUEST, output_tokens
 
 from wasinn_lab import ConfigError, GuestLimitError, Host, Limits, Timeout
 from wasinn_lab.backends.llama.weights import weights_cache
@@ -125,12 +124,6 @@ MAP_PROMPTS = ["Once upon a time", "The sea is", "My favourite food", "In the ye
 MAP_GREEDY = {"temp": 0, "seed": 42, "n-predict": 4}
 
 
-def _output_tokens(stderr: str) -> int:
-    """How many tokens the stream guest's usage line says it generated."""
-    (usage,) = [line for line in stderr.splitlines() if line.startswith("usage: {")]
-    return int(json.loads(usage.removeprefix("usage: "))["output_tokens"])
-
-
 class _MostGuests(threading.Thread):
     """Counts, while it runs, the most guest threads alive at once."""
 
@@ -161,7 +154,7 @@ def test_map_runs_its_prompts_at_once_and_gives_the_rows_in_prompt_order(host: H
         frame = host.map("stream", MAP_PROMPTS, params=MAP_GREEDY, progress=False, concurrency=3)
     assert counted.most == 3  # three at once, never more
     assert list(frame["prompt"]) == MAP_PROMPTS and (frame["exit_code"] == 0).all()
-    assert [_output_tokens(stderr) for stderr in frame["stderr"]] == [4] * len(MAP_PROMPTS)  # each a whole text
+    assert [output_tokens(stderr) for stderr in frame["stderr"]] == [4] * len(MAP_PROMPTS)  # each a whole text
     with pytest.raises(ConfigError, match="concurrency is how many runs go at once, a whole number of at least 1"):
         host.map("stream", MAP_PROMPTS, concurrency=0)
 

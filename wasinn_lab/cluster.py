@@ -1,14 +1,17 @@
 """Sweeps and batches on Dask (``pip install wasinn-lab[cluster]``).
 
 Each sweep point (``ClusterBench(client).sweep(...)``, as ``Bench.sweep``) and each
-guest run of a batch (``map(client, guest, prompts)``, as ``Host.map``) is one Dask task.
-Every worker process keeps one ``Host`` for its life (a worker plugin starts it with the
-worker and closes it with the worker), so models load once per worker, and one lock, so
-a worker makes one generation at a time whatever its thread count and timings are not
-disturbed. Results come back as
-the same DataFrames as a local run, with ``worker`` (its address) and ``hostname`` in each
-row. A task whose worker dies is rerun on another one (Dask's own rescheduling); a point
-that fails is named in a ``SweepError`` raised once the others have completed.
+chunk of a batch's prompts (``map(client, guest, prompts)``, as ``Host.map``) is one
+Dask task. Every worker process keeps one ``Host`` for its life (a worker plugin starts
+it with the worker and closes it with the worker), so models load once per worker, and
+one lock, so a worker runs one task at a time whatever its thread count, and timings are
+not disturbed: a sweep point makes one generation at a time; a batch's task runs its
+chunk (``concurrency`` prompts) at once, as ``Host.map`` does; a concurrency measurement
+(``ClusterBench.concurrency``) runs as many guests at once as it was asked to. Results
+come back as the same DataFrames as a local run, with ``worker`` (its address) and
+``hostname`` in each row. A task whose worker dies is rerun on another one (Dask's own
+rescheduling); a point that fails is named in a ``SweepError`` raised once the others
+have completed.
 
 Only this module imports Dask, and nothing in wasinn-lab imports this module but the
 command line's cluster options: it sits above the host and the benchmarks.
@@ -94,8 +97,8 @@ def _bench_task(model: str, method: str, args: tuple[Any, ...]) -> pd.DataFrame:
     return _on_worker(lambda state: getattr(state.bench(model), method)(*args))
 
 
-def _map_task(guest: Guest, prompt: str, model: str, options: dict[str, Any]) -> pd.DataFrame:
-    return _on_worker(lambda state: state.host.map(guest, [prompt], model, progress=False, **options))
+def _map_task(guest: Guest, prompts: list[str], model: str, options: dict[str, Any]) -> pd.DataFrame:
+    return _on_worker(lambda state: state.host.map(guest, prompts, model, progress=False, **options))
 
 
 def _progress(client: Client, futures: list[Future[pd.DataFrame]], description: str) -> Any:
@@ -180,21 +183,36 @@ class ClusterBench:
         """``Bench.chat_turns``, one task."""
         return self._run([("chat-turns", "chat_turns", (turns, n_predict, w))], "chat turns")
 
+    def concurrency(self, levels: Sequence[int], w: Workload = Workload(), runs: int = 5,
+                    batching: bool = True) -> pd.DataFrame:
+        """``Bench.concurrency``, one task: the one place where a worker makes several
+        generations at once for a measurement, because it was asked to."""
+        return self._run([("concurrency", "concurrency", (list(levels), w, runs, batching))], "guests at once")
+
 
 def map(client: Client, guest: Guest, prompts: Sequence[str], model: str = DEFAULT_MODEL, *,
         env: dict[str, str] | None = None, params: dict[str, Any] | None = None, limits: Limits | None = None,
-        progress: bool = True) -> pd.DataFrame:
-    """``Host.map`` on the cluster: one task per prompt, the rows in order, each also
-    naming its ``worker`` and ``hostname``. A built-in guest goes by name (a worker builds
-    it from the sources it ships with); any other as its bytes, which a worker on another
-    machine can run. A run whose worker dies is rerun on another; a run that raises is
-    named in a ``SweepError`` once the others have completed."""
+        progress: bool = True, concurrency: int = 4) -> pd.DataFrame:
+    """``Host.map`` on the cluster: the prompts in tasks of ``concurrency`` each, which a
+    worker runs at once (``Host.map`` with that concurrency; 1: a task per prompt); the
+    rows in prompt order, each also naming its ``worker`` and ``hostname``. A task's runs
+    all end before the worker takes its next task. A built-in guest goes by name (a
+    worker builds it from the sources it ships with); any other as its bytes, which a
+    worker on another machine can run. A task whose worker dies is rerun on another; a
+    task that raises is named (``prompts 4-7``) in a ``SweepError`` once the others have
+    completed."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigError(f"concurrency is how many runs a worker makes at once, at least 1, not {concurrency!r}")
     if not (isinstance(guest, str) and "/" not in guest and not Path(guest).exists()):
         guest = bytes(guest) if isinstance(guest, (bytes, bytearray)) else resolve(guest).read_bytes()
-    options = {"env": dict(env or {}), "params": dict(params or {}), "limits": limits}
+    options = {"env": dict(env or {}), "params": dict(params or {}), "limits": limits, "concurrency": concurrency}
     prompts = list(prompts)
-    return _run(client, [(f"prompt {n}", _map_task, (guest, prompt, model, options)) for n, prompt in enumerate(prompts)],
-                f"{len(prompts)} runs", progress)
+    tasks = []
+    for first in range(0, len(prompts), concurrency):
+        chunk = prompts[first:first + concurrency]
+        label = f"prompt {first}" if len(chunk) == 1 else f"prompts {first}-{first + len(chunk) - 1}"
+        tasks.append((label, _map_task, (guest, chunk, model, options)))
+    return _run(client, tasks, f"{len(prompts)} runs", progress)
 
 
 @contextmanager

@@ -53,6 +53,11 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="PARAM=V1,V2,...",
                         help=f"sweep a workload parameter ({', '.join(sorted(sweepable()))})")
     parser.add_argument("--chat-turns", type=int, default=0, help="also time the first token at turns 1..N of a chat")
+    parser.add_argument("--concurrency", type=_levels, default=(), metavar="N1,N2,...",
+                        help="also run N stream guests at once, for each N: tokens/s in all and time to first token")
+    parser.add_argument("--solo", action="store_true",
+                        help="with --concurrency: keep each generation alone in its batch (solo-exact), "
+                             "where the backend would batch generations together")
     parser.add_argument("--paths", type=_paths, default=PATHS, metavar="PATH,...",
                         help=f"which paths to compare, direct first (default {','.join(PATHS)}; also: component-stream)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="where CSV, JSON and PNG go")
@@ -71,6 +76,16 @@ def _paths(text: str) -> tuple[str, ...]:
     if unknown or paths[:1] != ("direct",):
         raise argparse.ArgumentTypeError(f"{text!r}: direct first, then any of {', '.join(ALL_PATHS[1:])}")
     return paths
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(level) for level in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: numbers of guests at once, each at least 1, e.g. 1,2,4,8,16")
+    return levels
 
 
 def _sweep_spec(text: str) -> tuple[str, list[int]]:
@@ -104,7 +119,7 @@ def _sweep_frame(bench: Bench | ClusterBench, name: str, values: list[int], base
 
 
 def command(options: Any) -> int:
-    from .stats import chat_table, table
+    from .stats import chat_table, concurrency_table, table
 
     if options.runs < MIN_RUNS:
         raise ConfigError(f"--runs must be at least {MIN_RUNS}: a median of fewer runs says little on a noisy machine")
@@ -131,5 +146,9 @@ def command(options: Any) -> int:
             frames["chat"] = bench.chat_turns(options.chat_turns, w=base)
             write({"chat": frames["chat"]}, options.out)
             print(chat_table(frames["chat"]).to_string(), end="\n\n")
+        if options.concurrency:
+            frames["concurrency"] = bench.concurrency(options.concurrency, base, options.runs, batching=not options.solo)
+            write({"concurrency": frames["concurrency"]}, options.out)
+            print(concurrency_table(frames["concurrency"]).to_string(), end="\n\n")
     print(f"results in {options.out}/: {', '.join(sorted(frames))} (CSV, JSON; sweeps also PNG)")
     return 0

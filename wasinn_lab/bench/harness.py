@@ -130,6 +130,31 @@ class Bench:
         return pd.concat([self.compare(w, runs, paths) for _, w in sweep_points(parameter, list(values), base)],
                          ignore_index=True)
 
+    def concurrency(self, levels: Sequence[int], w: Workload = Workload(), runs: int = 5,
+                    batching: bool = True) -> pd.DataFrame:
+        """For each level N, N stream guests started at once, each a new session on its own
+        prompt (``concurrency.at_once``): one row per level and run, with the tokens made in
+        all per second (``tok_per_s``), the median and the longest wait for a first token
+        (``ttft_s``, ``ttft_max_s``) and ``mode``, "batched" or "solo" (``batching=False``
+        asks for solo runs where the backend would batch). The levels interleave run by run."""
+        from .concurrency import at_once, batching_mode, batching_params, distinct_prompts
+
+        if not levels or any(level < 1 for level in levels):
+            raise ConfigError(f"concurrency levels are numbers of guests, each at least 1, not {list(levels)}")
+        self.host.check_params(w.config)
+        extra, mode = batching_params(self.host, batching), batching_mode(self.host, batching)
+        prompts = distinct_prompts(self.prompt(w.prompt_tokens, w), max(levels))
+        at_once(self.host, self.model, prompts[:1], w, extra)  # unrecorded: the guest compiled, the weights loaded
+        rows = []
+        with self._bar(len(levels) * runs, "guests at once") as bar:
+            for run in range(runs):
+                for level in levels:
+                    measured = at_once(self.host, self.model, prompts[:level], w, extra)
+                    rows.append({"level": level, "run": run, "mode": mode, **asdict(w),
+                                 "load_1min": os.getloadavg()[0], **measured})
+                    bar.update()
+        return pd.DataFrame(rows)
+
     # -- the rest of the host -----------------------------------------------------------------------
 
     def load_by_name(self, repeats: int = 5) -> pd.DataFrame:

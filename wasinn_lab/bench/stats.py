@@ -8,14 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["summary", "table", "chat_table"]
+__all__ = ["summary", "table", "chat_table", "concurrency_table", "paired"]
 
 # The measurements kept per run, in the order the summary shows them.
 MEASURES = ("ttft_s", "decode_tok_per_s", "boundary_us_per_token", "step_boundary_us", "output_boundary_us",
             "guest_us_per_token", "output_tokens", "load_1min")
 
 
-def _paired(frame: pd.DataFrame, by: Sequence[str], value: str, base: str, names: tuple[str, str, str]) -> pd.DataFrame | None:
+def paired(frame: pd.DataFrame, by: Sequence[str], value: str, base: str, names: tuple[str, str, str]) -> pd.DataFrame | None:
     """Each run's ``value`` on every path over the same run's on ``base``: quartiles per path."""
     wide = frame.set_index([*by, "run", "path"])[value].unstack("path")
     if base not in wide:
@@ -37,7 +37,7 @@ def summary(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
         ("decode_tok_per_s", "floor", ("vs_floor_q1", "vs_floor", "vs_floor_q3")),
         ("ttft_s", "direct", ("ttft_ratio_q1", "ttft_ratio", "ttft_ratio_q3")),
     ):
-        stats = _paired(frame, by, value, base, names)
+        stats = paired(frame, by, value, base, names)
         if stats is not None:
             table = table.join(stats)
     if "vs_direct" in table:
@@ -105,3 +105,23 @@ def chat_table(chat: pd.DataFrame) -> pd.DataFrame:
         out[(str(mode), "first token ms")] = (rows["ttft_s"] * 1e3).round().astype(int)
         out[(str(mode), "evaluated")] = rows["evaluated_tokens"].astype(int)
     return pd.DataFrame(out)
+
+
+def concurrency_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``Bench.concurrency`` to read: per level, its batching mode, the tokens per second
+    in all with their spread, against one guest at a time paired run by run (where level 1
+    was measured), the median wait for a first token and the longest."""
+    keys = ["level"]
+    out = pd.DataFrame({
+        "mode": frame.groupby(keys, sort=False)["mode"].first(),
+        "runs": frame.groupby(keys, sort=False)["run"].nunique(),
+        "tokens/s in all": _quartiles(frame, keys, "tok_per_s", 1.0, 1),
+    })
+    wide = frame.set_index(["run", "level"])["tok_per_s"].unstack("level")
+    if 1 in wide:
+        ratios = wide.div(wide[1], axis=0)
+        out["vs 1 guest"] = [_spread(ratios[level].median(), ratios[level].quantile(0.25), ratios[level].quantile(0.75), 2)
+                             for level in out.index]
+    out["first token ms"] = _quartiles(frame, keys, "ttft_s", 1e3, 0)
+    out["last first token ms"] = _quartiles(frame, keys, "ttft_max_s", 1e3, 0)
+    return out

@@ -7,13 +7,16 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["Workload", "PATHS", "ALL_PATHS", "GUESTS", "SAMPLINGS", "MIN_RUNS", "guest_env", "sweep_points",
-           "sweepable"]
+__all__ = ["Workload", "PATHS", "ALL_PATHS", "GUESTS", "SAMPLINGS", "MIN_RUNS", "BATCH_OPTION", "guest_env",
+           "sweep_points", "sweepable"]
 
 PATHS = ("floor", "direct", "guest-compute", "guest-stream")
 ALL_PATHS = (*PATHS, "component-stream")  # the stream guest as a component, on wasinn:llm
 GUESTS = {"guest-compute": "complete", "guest-stream": "stream", "component-stream": "stream_llm"}
 MIN_RUNS = 5  # what the command line reports medians over, at the least
+# The generation option that lets a session's decodes be batched with other sessions'
+# (true) or keeps it alone in its batch, solo-exact (false), where the backend batches.
+BATCH_OPTION = "batch-with-others"
 # The same on every path. "default": llama.cpp's usual chain, which is what guests get
 # unless they ask otherwise; "greedy": every path makes the same tokens.
 SAMPLINGS: dict[str, dict[str, Any]] = {
