@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from kernel_run import execute
 
-from wasinn_lab import Host
+from wasinn_lab import ConfigError, Host
 from wasinn_lab.bench import ALL_PATHS, PATHS, Bench, Workload, write
-from wasinn_lab.bench.stats import chat_table
+from wasinn_lab.bench.concurrency import batching_mode
+from wasinn_lab.bench.stats import chat_table, concurrency_table
 from wasinn_lab.cli import main
 
 SMALL = Workload(prompt_tokens=8, n_predict=4, sampling="greedy", threads=1)
@@ -108,11 +109,34 @@ def test_guest_start_leaves_no_thread_behind(host: Host) -> None:
 def test_the_bench_command_closes_what_it_started(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _threads()
     assert main(["bench", "--runs", "5", "--prompt-tokens", "4", "--n-predict", "2", "--threads", "1",
-                 "--paths", "direct,guest-stream", "--no-progress", "--out", str(tmp_path)]) == 0
+                 "--paths", "direct,guest-stream", "--concurrency", "1,3", "--no-progress", "--out", str(tmp_path)]) == 0
     assert [t.name for t in _threads() - before] == []
     printed = capsys.readouterr().out
     assert "vs direct" in printed and "NaN" not in printed
     assert (tmp_path / "compare.csv").exists()
+    # --concurrency: one row per level, each saying whether its generations were batched.
+    (table,) = [block for block in printed.split("\n\n") if "tokens/s in all" in block]
+    rows = [line.split() for line in table.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["1", "3"] and {row[1] for row in rows} <= {"batched", "solo"}
+    frame = pd.read_csv(tmp_path / "concurrency.csv")
+    assert list(frame.groupby("level")["output_tokens"].min()) == [2, 6]  # every guest made its 2 tokens
+    assert (frame["tok_per_s"] > 0).all() and (frame["ttft_max_s"] >= frame["ttft_s"]).all()
+
+
+def test_guests_at_once_are_measured_batched_or_solo_as_asked(host: Host) -> None:
+    bench = Bench(host, progress=False)
+    try:
+        frame = bench.concurrency([2, 1], SMALL, runs=2)
+        solo = bench.concurrency([2], SMALL, runs=1, batching=False)
+        with pytest.raises(ConfigError, match="concurrency levels are numbers of guests, each at least 1"):
+            bench.concurrency([0], SMALL)
+    finally:
+        bench.close()
+    assert list(frame["level"]) == [2, 1, 2, 1] and list(frame["output_tokens"]) == [8, 4, 8, 4]
+    assert set(frame["mode"]) == {batching_mode(host, True)} and list(solo["mode"]) == ["solo"]
+    table = concurrency_table(frame)
+    assert list(table.index) == [2, 1] and table.loc[1, "vs 1 guest"] == "1.00"
+    assert not [s for s in host.sessions if s.guest == "stream.wasm"]  # each guest's session closed with it
 
 
 def test_llama_cpps_log_goes_to_logging_not_to_stderr(host: Host, capfd: pytest.CaptureFixture[str],
