@@ -29,7 +29,7 @@ from ..errors import GuestExitError
 from ..host import Host
 from .workload import GUESTS, SAMPLINGS, Workload, guest_env
 
-__all__ = ["Baselines", "GuestPath"]
+__all__ = ["Baselines", "GuestPath", "sampler_chain"]
 
 
 def _rate(stamps: Sequence[float]) -> float | None:
@@ -39,6 +39,24 @@ def _rate(stamps: Sequence[float]) -> float | None:
 def _row(prompt_tokens: int, stamps: Sequence[float], started: float) -> dict[str, Any]:
     return {"measured_prompt_tokens": prompt_tokens, "output_tokens": len(stamps), "ttft_s": stamps[0] - started,
             "decode_tok_per_s": _rate(stamps)}
+
+
+def sampler_chain(vocab: Any, sampling: dict[str, Any], seed: int) -> Any:
+    """llama.cpp's sampler chain as the host builds it for these settings (keep 0); the
+    caller frees it (``llama_sampler_free``)."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    add(chain, llama_cpp.llama_sampler_init_penalties(llama_cpp.llama_vocab_n_tokens(vocab), 64,
+                                                      sampling["repeat-penalty"], 0.0, 0.0))
+    if sampling["temp"] <= 0:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    add(chain, llama_cpp.llama_sampler_init_top_k(sampling["top-k"]))
+    add(chain, llama_cpp.llama_sampler_init_top_p(sampling["top-p"], 0))
+    add(chain, llama_cpp.llama_sampler_init_min_p(sampling["min-p"], 0))
+    add(chain, llama_cpp.llama_sampler_init_temp(sampling["temp"]))
+    add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
 
 
 class _Floor:
@@ -59,7 +77,7 @@ class _Floor:
         for start in range(0, len(tokens), w.batch_size):
             chunk = tokens[start:start + w.batch_size]
             self._decode((llama_cpp.llama_token * len(chunk))(*chunk), len(chunk))
-        chain = self._chain(sampling, w.seed)
+        chain = sampler_chain(self.vocab, sampling, w.seed)
         token_array = (llama_cpp.llama_token * 1)()
         stamps: list[float] = []
         try:
@@ -78,22 +96,6 @@ class _Floor:
         status = llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(tokens, count))
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status} on the floor path")
-
-    def _chain(self, sampling: dict[str, Any], seed: int) -> Any:
-        """llama.cpp's chain as the host builds it for these settings (keep 0)."""
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        add(chain, llama_cpp.llama_sampler_init_penalties(llama_cpp.llama_vocab_n_tokens(self.vocab), 64,
-                                                          sampling["repeat-penalty"], 0.0, 0.0))
-        if sampling["temp"] <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        add(chain, llama_cpp.llama_sampler_init_top_k(sampling["top-k"]))
-        add(chain, llama_cpp.llama_sampler_init_top_p(sampling["top-p"], 0))
-        add(chain, llama_cpp.llama_sampler_init_min_p(sampling["min-p"], 0))
-        add(chain, llama_cpp.llama_sampler_init_temp(sampling["temp"]))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
 
     def close(self) -> None:
         llama_cpp.llama_free(self.ctx)
