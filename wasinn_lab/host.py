@@ -37,7 +37,7 @@ from .nn import GuestNN
 from .registry import ModelRegistry, ModelSpec
 from .runtime import CompiledGuest, GuestOptions, GuestRuntime, ModuleInstance, RunResult
 from .sessions import Session, SessionManager
-from .tasks import DRAIN, GRACE, EventKind, GuestTask, Hooks, Runner
+from .tasks import DRAIN, GRACE, GuestTask, Hooks, Runner
 from .types import ExecutionTarget, GraphEncoding
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class Host:
         hooks = Hooks(on_stdout=on_stdout, on_stderr=on_stderr, on_error=on_error)
         task = self._task(self._runner(guest, options, session, params), hooks, interactive=False,
                           output_events=False)
-        result = self._wait(task)
+        result = task.wait()
         if check and result.exit_code != 0:
             raise GuestExitError(result.exit_code, stderr=result.stderr)
         return result
@@ -268,7 +268,7 @@ class Host:
                         running[index] = self._task(_telling(runner, finished, index), Hooks(), interactive=False,
                                                     output_events=False)
                     index = _next(finished)
-                    results[index] = self._wait(running.pop(index))
+                    results[index] = running.pop(index).wait()
                     bar.update()
             except BaseException:
                 _wind_down(list(running.values()))
@@ -277,23 +277,6 @@ class Host:
                  "errors": result.errors, "seconds": result.seconds}
                 for prompt, result in zip(prompts, (results[index] for index in range(len(prompts))), strict=True)]
         return pd.DataFrame(rows, columns=["prompt", "exit_code", "stdout", "stderr", "errors", "seconds"])
-
-    @staticmethod
-    def _wait(task: GuestTask) -> RunResult:
-        """Wait on this thread for a task's guest to end.
-
-        The guest runs on the task's worker because a KeyboardInterrupt raised as a
-        wasmtime host call begins escapes wasmtime-py's trampoline and the process
-        crashes; signals land only on the main thread. Here an interrupt stops the guest
-        (its generation first) and is raised once the guest has unwound."""
-        try:
-            outcome = next(event.data for event in task.events() if event.kind is EventKind.DONE)
-        except KeyboardInterrupt:
-            task.wind_down()
-            raise
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     def start(
         self,

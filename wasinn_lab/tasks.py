@@ -191,6 +191,24 @@ class GuestTask:
             return False
         return True
 
+    def wait(self) -> RunResult:
+        """Wait on this thread for the guest to end: its result, or what it raised, raised
+        here.
+
+        The guest runs on the task's worker because a KeyboardInterrupt raised as a
+        wasmtime host call begins escapes wasmtime-py's trampoline and the process
+        crashes; signals land only on the main thread. Here an interrupt stops the guest
+        (its generation first, ``wind_down``) and is raised once the guest has unwound."""
+        try:
+            outcome = next(event.data for event in self.events() if event.kind is EventKind.DONE)
+        except KeyboardInterrupt:
+            self.wind_down()
+            raise
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert isinstance(outcome, RunResult)
+        return outcome
+
     def end(self, timeout: float = DRAIN) -> None:
         """End the guest now, whatever it is doing (its generation, the guest itself, its
         input), and wait for its thread. A guest blocked outside wasm (a WASI sleep) ends

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import GuestExitError
 from ..host import Host
 from ..metrics import Generation
-from ..tasks import EventKind, GuestTask
+from ..tasks import GuestTask
 from .workload import BATCH_OPTION, GUESTS, SAMPLINGS, Workload, guest_env
 
 __all__ = ["at_once", "one_by_one", "start", "generation", "batching_params", "batching_mode", "distinct_prompts",
@@ -57,13 +57,7 @@ def start(host: Host, model: str, prompt: str, w: Workload, extra: Mapping[str, 
 
 def generation(task: GuestTask) -> Generation:
     """Wait for the guest to end; the generation its session made."""
-    try:
-        outcome = next(event.data for event in task.events() if event.kind is EventKind.DONE)
-    except BaseException:
-        task.end()
-        raise
-    if isinstance(outcome, BaseException):
-        raise outcome
+    outcome = task.wait()
     if outcome.exit_code != 0:
         raise GuestExitError(outcome.exit_code, stderr=outcome.stderr)
     return task.sessions[-1].generations[-1]
