@@ -3,10 +3,16 @@ from Python, through ``wasinn:llm``'s ``context.fork()``, and in a cell (``--for
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import pytest
 from conftest import GREEDY
 
-from wasinn_lab import Busy, Host, InvalidArgument, Tensor, TensorType
+from wasinn_lab import Busy, Host, InvalidArgument, Tensor, TensorType, guests
+from wasinn_lab.abi.llm import VERSION
+from wasinn_lab.compose import component_imports, compose, unprovided
 
 
 def prompt(text: str) -> Tensor:
@@ -72,3 +78,47 @@ def test_an_echo_session_forks_with_its_inputs_and_outputs(host: Host) -> None:
             assert fork.get_output("a") == tensors["a"] and fork.compute() == tensors
             fork.set_input("c", Tensor((1,), TensorType.U8, b"c"))
             assert list(fork.compute()) == ["a", "b", "c"] and parent.compute() == tensors
+
+
+# -- wasinn:llm: context.fork() -----------------------------------------------------------
+
+
+def _branches(stdout: str) -> dict[int, str]:
+    """fork_llm's "[seed S] TEXT" lines, by seed."""
+    return {int(seed): text for seed, text in re.findall(r"^\[seed (\d+)\] (.*)$", stdout, re.M)}
+
+
+def test_a_component_forks_its_context_and_both_branches_generate(host: Host) -> None:
+    result = host.run("fork_llm", "default", "Once upon a time", "7", env={"n_predict": "6", "temp": "0.9"})
+    assert result.exit_code == 0, result.stderr
+    branches = _branches(result.stdout)
+    assert list(branches) == [7, 8] and all(text.strip() for text in branches.values()), result.stdout
+    assert result.errors == [] and len(host.sessions) == 0  # the forks went with the guest
+    # Greedy, both branches are the parent's own continuation: the same text.
+    greedy = host.run("fork_llm", "default", "Once upon a time", env={"n_predict": "6", "temp": "0"})
+    first, second = _branches(greedy.stdout).values()
+    assert first == second and first.strip()
+
+
+def test_a_provider_forks_its_conversation_with_the_hosts_context(host: Host, tmp_path: Path) -> None:
+    composed = compose("fork_llm", ["chat_template"], tmp_path / "fork+chat.wasm")
+    result = host.run(str(composed.path), "default", "Name a colour.", env={"n_predict": "6"})
+    assert result.exit_code == 0, result.stderr
+    assert list(_branches(result.stdout)) == [1, 2]
+
+
+def test_a_guest_built_against_0_1_0_still_runs(host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wasmtime's linker serves an import of @0.1.0 with the host's @0.1.1 (semver), and
+    the host's import check must let it through."""
+    old = tmp_path / "guests"
+    shutil.copytree(guests.SOURCE_DIR, old, ignore=shutil.ignore_patterns("*.md"))
+    for path in [*old.rglob("*.wit"), *old.rglob("*.h")]:
+        path.write_text(path.read_text().replace(f"@{VERSION}", "@0.1.0"))
+    monkeypatch.setattr(guests, "SOURCE_DIR", old)
+    wasm = guests.build(old / "components" / "stream_llm.c", tmp_path / "stream_llm-0.1.0.wasm")
+    imports = component_imports(wasm.read_bytes())
+    assert "wasinn:llm/prompt@0.1.0" in imports and VERSION != "0.1.0"
+    result = host.run(str(wasm), "default", "Once upon a time", params={"n-predict": 4})
+    assert result.exit_code == 0 and result.stdout.strip(), result.stderr
+    assert unprovided(["wasinn:llm/prompt@0.1.0", "wasinn:llm/prompt@0.1.9", "wasinn:llm/prompt@0.2.0"]) == [
+        "wasinn:llm/prompt@0.1.9", "wasinn:llm/prompt@0.2.0"]

@@ -1,4 +1,4 @@
-/* Hand-written canonical-ABI glue for the wasinn:llm@0.1.0 imports a C guest uses (no
+/* Hand-written canonical-ABI glue for the wasinn:llm@0.1.1 imports a C guest uses (no
  * wit-bindgen here: it needs Rust). Header-only, as wasi_nn.h: include it in one .c file.
  *
  * The guest is a wasm32-wasi (preview1) core module; guests.py gives it the world
@@ -144,7 +144,7 @@ _Static_assert(sizeof(llm_usage) == 40 && offsetof(llm_usage, prompt_ms) == 16 &
 /* ---- the imports: core signatures as `component embed --dummy-names legacy` prints them -- */
 
 #define LLM_IMPORT(interface, name) \
-    __attribute__((import_module("wasinn:llm/" interface "@0.1.0"), import_name(name)))
+    __attribute__((import_module("wasinn:llm/" interface "@0.1.1"), import_name(name)))
 
 /* graphs: load-by-name(name: string) -> result<graph, error>  (i32 i32 i32) */
 LLM_IMPORT("graphs", "load-by-name")
@@ -169,6 +169,9 @@ extern void llm_import_context_compute(llm_handle context, const char *prompt, s
 LLM_IMPORT("prompt", "[method]context.generate")
 extern void llm_import_context_generate(llm_handle context, const char *prompt, size_t prompt_len,
                                         llm_result_handle *ret);
+/* prompt (0.1.1): [method]context.fork(self) -> result<context, error>  (i32 i32) */
+LLM_IMPORT("prompt", "[method]context.fork")
+extern void llm_import_context_fork(llm_handle context, llm_result_handle *ret);
 LLM_IMPORT("prompt", "[resource-drop]context") extern void llm_context_drop(llm_handle context);
 
 /* prompt: [method]generation.next-chunk(self) -> result<option<string>, error>  (i32 i32) */
@@ -269,6 +272,16 @@ static inline llm_handle llm_context_generate(llm_handle context, const char *pr
     llm_import_context_generate(context, prompt, prompt_len, &r);
     if (r.is_err)
         llm_fail("generate", &r.of.err);
+    return r.of.ok;
+}
+
+/* A new context that continues as `context` would (parameters, prompt, model state). */
+static inline llm_handle llm_context_fork(llm_handle context)
+{
+    llm_result_handle r;
+    llm_import_context_fork(context, &r);
+    if (r.is_err)
+        llm_fail("fork", &r.of.err);
     return r.of.ok;
 }
 

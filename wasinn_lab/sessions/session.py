@@ -281,8 +281,7 @@ class Session:
         return twin
 
     def _busy_forking(self) -> Busy:
-        return Busy(f"session {self.id!r} is generating: fork it once the generation has ended, or stop it "
-                    "first (session.stop())")
+        return Busy(f"session {self.id!r} is generating: fork it once the generation has ended, or stop it first")
 
     def on_close(self, callback: Callable[[Session], None]) -> Callable[[], None]:
         """Call ``callback(session)`` once it closes; returns the remover."""
