@@ -3,16 +3,25 @@ from Python, through ``wasinn:llm``'s ``context.fork()``, and in a cell (``--for
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import GREEDY
+from IPython import get_ipython
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+from jupyter_client.manager import KernelManager
 
 from wasinn_lab import Busy, Host, InvalidArgument, Tensor, TensorType, guests
 from wasinn_lab.abi.llm import VERSION
 from wasinn_lab.compose import component_imports, compose, unprovided
+from wasinn_lab.notebook import current_lab as lab
 
 
 def prompt(text: str) -> Tensor:
@@ -122,3 +131,80 @@ def test_a_guest_built_against_0_1_0_still_runs(host: Host, tmp_path: Path, monk
     assert result.exit_code == 0 and result.stdout.strip(), result.stderr
     assert unprovided(["wasinn:llm/prompt@0.1.0", "wasinn:llm/prompt@0.1.9", "wasinn:llm/prompt@0.2.0"]) == [
         "wasinn:llm/prompt@0.1.9", "wasinn:llm/prompt@0.2.0"]
+
+
+# -- %%wasi_nn GUEST --fork N ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    ip = start_ipython() or get_ipython()  # one global shell: a second start gives None
+    ip.run_line_magic("load_ext", "wasinn_lab")
+    yield ip
+    ip.run_line_magic("unload_ext", "wasinn_lab")
+
+
+def test_a_fork_cell_continues_a_named_session_in_columns(shell: InteractiveShell,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cell = "%%wasi_nn stream -q --session fork-story -p n-predict=6 -p temp=0\nOnce upon a time"
+    assert shell.run_cell(cell, store_history=False).success
+    story = shell.user_ns["_wasi_nn"].text
+    before = len(lab().host.sessions)
+    result = shell.run_cell("%%wasi_nn stream --session fork-story --fork 2 -p seed=11\nThe end.", store_history=False)
+    assert result.success, result.error_in_exec
+    forks = shell.user_ns["_wasi_nn"]
+    assert forks.seeds == [11, 12] and [r.exit_code for r in forks.results] == [0, 0]
+    out = capsys.readouterr().out
+    assert "[stream · default · forks of session fork-story · 2 forks · done]" in out
+    assert out.index("[seed 11 · done]") < out.index("[seed 12 · done]")
+    assert all(text.strip() and text in out for text in forks.texts)
+    # Greedy: both forks continue the story with the cell as the story would.
+    assert forks.texts[0] == forks.texts[1]
+    session = lab().session("fork-story")
+    assert len(lab().host.sessions) == before and lab().continued_text("fork-story").endswith(story)
+    assert session.generations[-1].output_tokens == 0  # the parent evaluated the prompt, generated nothing
+    lab().close("fork-story")
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("stream --fork 0", "--fork N takes how many continuations to show, 1 or more, not 0"),
+    ("stream --fork -2", "1 or more, not -2"),
+    ("stream --fork 100", "--fork 100 needs 101 sessions, and 100 of the 100 allowed are free: ask for at most 99"),
+    ("chat --fork 2", "chat reads turns from stdin: run it without --fork"),
+    ("stream --fork 2 -m echo", "--fork continues text: model 'echo' does not generate any"),
+    ("stream --fork 2 -p seed=-1", "give a whole number, 0 or more, or no seed for random ones"),
+])
+def test_a_fork_cell_that_cannot_work_says_what_to_fix(shell: InteractiveShell, capsys: pytest.CaptureFixture[str],
+                                                       line: str, said: str) -> None:
+    result = shell.run_cell(f"%%wasi_nn {line}\nHi", store_history=False)
+    assert isinstance(result.error_in_exec, UsageError) and said in str(result.error_in_exec)
+    assert "[seed" not in capsys.readouterr().out and len(lab().host.sessions) == 0  # no empty columns, nothing left
+
+
+def test_fork_columns_stream_into_one_display_in_a_kernel() -> None:
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel()
+    client = manager.client()
+    try:
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        messages: list[dict[str, Any]] = []
+        code = "%load_ext wasinn_lab"
+        assert client.execute_interactive(code, timeout=60)["content"]["status"] == "ok"
+        reply = client.execute_interactive("%%wasi_nn stream --fork 3 -p n-predict=12\nOnce upon a time",
+                                           timeout=300, output_hook=messages.append)
+        assert reply["content"]["status"] == "ok"
+        shown = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+        assert shown[0]["msg_type"] == "display_data" and len({m["content"]["transient"]["display_id"]
+                                                               for m in shown}) == 1
+        final = shown[-1]["content"]["data"]
+        assert final["text/html"].count("<td ") == 3 and "3 forks · done" in final["text/plain"]
+        seeds = re.findall(r"\[seed (\d+) · done\]", final["text/plain"])
+        assert len(set(seeds)) == 3
+        printed: list[dict[str, Any]] = []
+        client.execute_interactive("print(repr(_wasi_nn.texts))", timeout=60, output_hook=printed.append)
+        texts = eval(next(m for m in printed if m["msg_type"] == "stream")["content"]["text"])
+        assert len(texts) == 3 and all(text.strip() and html.escape(text) in final["text/html"] for text in texts)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
