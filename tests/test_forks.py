@@ -6,17 +6,13 @@ from __future__ import annotations
 import html
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import GREEDY
-from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
-from jupyter_client.manager import KernelManager
+from kernel_run import execute
 
 from wasinn_lab import Busy, Host, InvalidArgument, Tensor, TensorType, guests
 from wasinn_lab.abi.llm import VERSION
@@ -136,14 +132,6 @@ def test_a_guest_built_against_0_1_0_still_runs(host: Host, tmp_path: Path, monk
 # -- %%wasi_nn GUEST --fork N ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shell() -> Iterator[InteractiveShell]:
-    ip = start_ipython() or get_ipython()  # one global shell: a second start gives None
-    ip.run_line_magic("load_ext", "wasinn_lab")
-    yield ip
-    ip.run_line_magic("unload_ext", "wasinn_lab")
-
-
 def test_a_fork_cell_continues_a_named_session_in_columns(shell: InteractiveShell,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     cell = "%%wasi_nn stream -q --session fork-story -p n-predict=6 -p temp=0\nOnce upon a time"
@@ -182,29 +170,16 @@ def test_a_fork_cell_that_cannot_work_says_what_to_fix(shell: InteractiveShell, 
 
 
 def test_fork_columns_stream_into_one_display_in_a_kernel() -> None:
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel()
-    client = manager.client()
-    try:
-        client.start_channels()
-        client.wait_for_ready(timeout=60)
-        messages: list[dict[str, Any]] = []
-        code = "%load_ext wasinn_lab"
-        assert client.execute_interactive(code, timeout=60)["content"]["status"] == "ok"
-        reply = client.execute_interactive("%%wasi_nn stream --fork 3 -p n-predict=12\nOnce upon a time",
-                                           timeout=300, output_hook=messages.append)
-        assert reply["content"]["status"] == "ok"
-        shown = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
-        assert shown[0]["msg_type"] == "display_data" and len({m["content"]["transient"]["display_id"]
-                                                               for m in shown}) == 1
-        final = shown[-1]["content"]["data"]
-        assert final["text/html"].count("<td ") == 3 and "3 forks · done" in final["text/plain"]
-        seeds = re.findall(r"\[seed (\d+) · done\]", final["text/plain"])
-        assert len(set(seeds)) == 3
-        printed: list[dict[str, Any]] = []
-        client.execute_interactive("print(repr(_wasi_nn.texts))", timeout=60, output_hook=printed.append)
-        texts = eval(next(m for m in printed if m["msg_type"] == "stream")["content"]["text"])
-        assert len(texts) == 3 and all(text.strip() and html.escape(text) in final["text/html"] for text in texts)
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
+    code = ("%load_ext wasinn_lab\n"
+            "get_ipython().run_cell_magic('wasi_nn', 'stream --fork 3 -p n-predict=12', 'Once upon a time')\n"
+            "print(repr(_wasi_nn.texts))")
+    reply, messages = execute(code, timeout=300)
+    assert reply["content"]["status"] == "ok"
+    shown = [m for m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+    assert shown[0]["msg_type"] == "display_data"
+    assert len({m["content"]["transient"]["display_id"] for m in shown}) == 1  # one display, updated in place
+    final = shown[-1]["content"]["data"]
+    assert final["text/html"].count("<td ") == 3 and "3 forks · done" in final["text/plain"]
+    assert len(set(re.findall(r"\[seed (\d+) · done\]", final["text/plain"]))) == 3
+    texts = eval(next(m for m in messages if m["msg_type"] == "stream")["content"]["text"])
+    assert len(texts) == 3 and all(text.strip() and html.escape(text) in final["text/html"] for text in texts)

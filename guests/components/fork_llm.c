@@ -12,21 +12,10 @@
 
 static void generate(llm_handle context, const char *prompt, int64_t seed, int64_t n_predict)
 {
-    size_t chunk_len;
-    char *chunk;
     llm_context_set_parameter(context, "seed", (llm_value){.kind = LLM_VALUE_INTEGER, .of.integer = seed});
     llm_context_set_parameter(context, "n-predict", (llm_value){.kind = LLM_VALUE_INTEGER, .of.integer = n_predict});
-    llm_handle generation = llm_context_generate(context, prompt, strlen(prompt));
     printf("[seed %lld] ", (long long)seed);
-    while ((chunk = llm_generation_next_chunk(generation, &chunk_len))) {
-        fwrite(chunk, 1, chunk_len, stdout);
-        free(chunk);
-    }
-    fputs("\n", stdout);
-    fflush(stdout);
-    llm_usage usage = llm_generation_usage(generation);
-    llm_print_usage(&usage);
-    llm_generation_drop(generation);
+    llm_generation_print(llm_context_generate(context, prompt, strlen(prompt)));
 }
 
 int main(int argc, char **argv)

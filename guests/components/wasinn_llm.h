@@ -319,6 +319,24 @@ static inline void llm_print_usage(const llm_usage *usage)
             (unsigned)usage->completion_tokens);
 }
 
+/* The whole answer on stdout, each chunk as soon as it comes (flushed: it reaches the host
+ * now, not at exit), then a newline; its usage on stderr. The generation is dropped. */
+static inline void llm_generation_print(llm_handle generation)
+{
+    size_t chunk_len;
+    char *chunk;
+    while ((chunk = llm_generation_next_chunk(generation, &chunk_len))) {
+        fwrite(chunk, 1, chunk_len, stdout);
+        fflush(stdout);
+        free(chunk);
+    }
+    fputs("\n", stdout);
+    fflush(stdout);
+    llm_usage usage = llm_generation_usage(generation);
+    llm_print_usage(&usage);
+    llm_generation_drop(generation);
+}
+
 /* ---- options from the environment, as wasi_nn.h reads them ----------------------------- */
 
 /* The variables of WasmEdge's examples, each set as the parameter of the same name with
