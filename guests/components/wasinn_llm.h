@@ -229,22 +229,26 @@ static inline void llm_fail(const char *call, llm_error *err)
     exit(2);
 }
 
+/* The handle a call returned; its error is fatal. */
+static inline llm_handle llm_handle_or_fail(const char *call, llm_result_handle *r)
+{
+    if (r->is_err)
+        llm_fail(call, &r->of.err);
+    return r->of.ok;
+}
+
 static inline llm_handle llm_load_by_name(const char *name)
 {
     llm_result_handle r;
     llm_import_load_by_name(name, strlen(name), &r);
-    if (r.is_err)
-        llm_fail("load-by-name", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("load-by-name", &r);
 }
 
 static inline llm_handle llm_graph_init_context(llm_handle graph)
 {
     llm_result_handle r;
     llm_import_graph_init_context(graph, &r);
-    if (r.is_err)
-        llm_fail("init-context", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("init-context", &r);
 }
 
 static inline void llm_context_set_parameter(llm_handle context, const char *name, llm_value value)
@@ -270,9 +274,7 @@ static inline llm_handle llm_context_generate(llm_handle context, const char *pr
 {
     llm_result_handle r;
     llm_import_context_generate(context, prompt, prompt_len, &r);
-    if (r.is_err)
-        llm_fail("generate", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("generate", &r);
 }
 
 /* A new context that continues as `context` would (parameters, prompt, model state). */
@@ -280,9 +282,7 @@ static inline llm_handle llm_context_fork(llm_handle context)
 {
     llm_result_handle r;
     llm_import_context_fork(context, &r);
-    if (r.is_err)
-        llm_fail("fork", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("fork", &r);
 }
 
 /* The next chunk (malloc'd, *len bytes, not NUL-terminated), or NULL once the answer is
