@@ -138,6 +138,10 @@ class WasiNNMagics(Magics):
         a guest that reads turns from stdin (chat; it exports `wasinn-lab.input.stdin`)
         gets the cell as one turn. With --build, the cell is C, WAT or Python source instead.
         The result (text, stdout, stderr, sessions) is stored in `_wasi_nn`.
+
+        With --fork N, a prompt guest continues the cell N times at once, side by side, each
+        fork with its own seed (the prompt is evaluated once, then forked); `_wasi_nn` is then
+        a ForkResult (seeds, texts, one result per fork). docs/forks.md has the details.
         """
         args = _parse(self.wasi_nn_cell, line)
         if args.fork is not None:
