@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 import wasmtime
+from IPython import get_ipython
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
 
 from wasinn_lab import Host
 from wasinn_lab.runtime import GuestInstance
@@ -58,6 +61,15 @@ HELLO_GUEST = wasmtime.wat2wasm("""(module
   (data (i32.const 0) "\\10\\00\\00\\00\\06\\00\\00\\00")
   (data (i32.const 16) "hello\\n")
   (func (export "_start") (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))""")
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    """IPython's one global shell with the extension loaded (a module's tests share it)."""
+    ip = start_ipython() or get_ipython()  # one global shell: a second start gives None
+    ip.run_line_magic("load_ext", "wasinn_lab")
+    yield ip
+    ip.run_line_magic("unload_ext", "wasinn_lab")
 
 
 @pytest.fixture(scope="session")

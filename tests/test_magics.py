@@ -9,25 +9,14 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
-from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.lib.pretty import pretty
-from IPython.testing.globalipapp import start_ipython
 
 from wasinn_lab.notebook import current_lab as lab
-
-
-@pytest.fixture(scope="module")
-def shell() -> Iterator[InteractiveShell]:
-    ip = start_ipython() or get_ipython()  # one global shell: a second start gives None
-    ip.run_line_magic("load_ext", "wasinn_lab")
-    yield ip
-    ip.run_line_magic("unload_ext", "wasinn_lab")
 
 
 def run(shell: InteractiveShell, cell: str):  # type: ignore[no-untyped-def]

@@ -169,6 +169,18 @@ class GuestNN:
             self._on_session(session)
         return session
 
+    def fork_context(self, handle: int) -> int:
+        """A new context of this guest's that continues as ``handle`` would (``Session.fork``),
+        on the same graph, claimed by it and freed with it like those it opened."""
+        session = self.context(handle).fork(holder=self)
+        session.guest = self.guest
+        self._detach.append(session.claim(self))
+        forked = self._handle(self._contexts, session)
+        self._graph_of[forked] = self._graph_of[handle]
+        if self._on_session is not None:
+            self._on_session(session)
+        return forked
+
     def context(self, handle: int) -> Session:
         self._used = handle
         try:

@@ -34,7 +34,7 @@ int main(int argc, char **argv)
         fputs("usage: stream_llm MODEL [PROMPT]\n", stderr);
         return 1;
     }
-    size_t prompt_len, chunk_len;
+    size_t prompt_len;
     char *prompt = argc == 3 ? strdup(argv[2]) : read_stdin(&prompt_len);
     if (argc == 3)
         prompt_len = strlen(prompt);
@@ -43,19 +43,7 @@ int main(int argc, char **argv)
     llm_handle context = llm_graph_init_context(graph);
     llm_set_parameters_from_env(context); /* n_predict, temp, seed ... as the C guests read them */
 
-    llm_handle generation = llm_context_generate(context, prompt, prompt_len);
-    char *chunk;
-    while ((chunk = llm_generation_next_chunk(generation, &chunk_len))) {
-        fwrite(chunk, 1, chunk_len, stdout);
-        fflush(stdout); /* each chunk reaches the host now, not at exit */
-        free(chunk);
-    }
-    fputs("\n", stdout);
-    fflush(stdout);
-    llm_usage usage = llm_generation_usage(generation);
-    llm_print_usage(&usage);
-
-    llm_generation_drop(generation);
+    llm_generation_print(llm_context_generate(context, prompt, prompt_len));
     llm_context_drop(context);
     llm_graph_drop(graph);
     free(prompt);

@@ -1,4 +1,4 @@
-/* Hand-written canonical-ABI glue for the wasinn:llm@0.1.0 imports a C guest uses (no
+/* Hand-written canonical-ABI glue for the wasinn:llm@0.1.1 imports a C guest uses (no
  * wit-bindgen here: it needs Rust). Header-only, as wasi_nn.h: include it in one .c file.
  *
  * The guest is a wasm32-wasi (preview1) core module; guests.py gives it the world
@@ -144,7 +144,7 @@ _Static_assert(sizeof(llm_usage) == 40 && offsetof(llm_usage, prompt_ms) == 16 &
 /* ---- the imports: core signatures as `component embed --dummy-names legacy` prints them -- */
 
 #define LLM_IMPORT(interface, name) \
-    __attribute__((import_module("wasinn:llm/" interface "@0.1.0"), import_name(name)))
+    __attribute__((import_module("wasinn:llm/" interface "@0.1.1"), import_name(name)))
 
 /* graphs: load-by-name(name: string) -> result<graph, error>  (i32 i32 i32) */
 LLM_IMPORT("graphs", "load-by-name")
@@ -169,6 +169,9 @@ extern void llm_import_context_compute(llm_handle context, const char *prompt, s
 LLM_IMPORT("prompt", "[method]context.generate")
 extern void llm_import_context_generate(llm_handle context, const char *prompt, size_t prompt_len,
                                         llm_result_handle *ret);
+/* prompt (0.1.1): [method]context.fork(self) -> result<context, error>  (i32 i32) */
+LLM_IMPORT("prompt", "[method]context.fork")
+extern void llm_import_context_fork(llm_handle context, llm_result_handle *ret);
 LLM_IMPORT("prompt", "[resource-drop]context") extern void llm_context_drop(llm_handle context);
 
 /* prompt: [method]generation.next-chunk(self) -> result<option<string>, error>  (i32 i32) */
@@ -226,22 +229,26 @@ static inline void llm_fail(const char *call, llm_error *err)
     exit(2);
 }
 
+/* The handle a call returned; its error is fatal. */
+static inline llm_handle llm_handle_or_fail(const char *call, llm_result_handle *r)
+{
+    if (r->is_err)
+        llm_fail(call, &r->of.err);
+    return r->of.ok;
+}
+
 static inline llm_handle llm_load_by_name(const char *name)
 {
     llm_result_handle r;
     llm_import_load_by_name(name, strlen(name), &r);
-    if (r.is_err)
-        llm_fail("load-by-name", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("load-by-name", &r);
 }
 
 static inline llm_handle llm_graph_init_context(llm_handle graph)
 {
     llm_result_handle r;
     llm_import_graph_init_context(graph, &r);
-    if (r.is_err)
-        llm_fail("init-context", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("init-context", &r);
 }
 
 static inline void llm_context_set_parameter(llm_handle context, const char *name, llm_value value)
@@ -267,9 +274,15 @@ static inline llm_handle llm_context_generate(llm_handle context, const char *pr
 {
     llm_result_handle r;
     llm_import_context_generate(context, prompt, prompt_len, &r);
-    if (r.is_err)
-        llm_fail("generate", &r.of.err);
-    return r.of.ok;
+    return llm_handle_or_fail("generate", &r);
+}
+
+/* A new context that continues as `context` would (parameters, prompt, model state). */
+static inline llm_handle llm_context_fork(llm_handle context)
+{
+    llm_result_handle r;
+    llm_import_context_fork(context, &r);
+    return llm_handle_or_fail("fork", &r);
 }
 
 /* The next chunk (malloc'd, *len bytes, not NUL-terminated), or NULL once the answer is
@@ -304,6 +317,24 @@ static inline void llm_print_usage(const llm_usage *usage)
 {
     fprintf(stderr, "usage: {\"input_tokens\": %u, \"output_tokens\": %u}\n", (unsigned)usage->prompt_tokens,
             (unsigned)usage->completion_tokens);
+}
+
+/* The whole answer on stdout, each chunk as soon as it comes (flushed: it reaches the host
+ * now, not at exit), then a newline; its usage on stderr. The generation is dropped. */
+static inline void llm_generation_print(llm_handle generation)
+{
+    size_t chunk_len;
+    char *chunk;
+    while ((chunk = llm_generation_next_chunk(generation, &chunk_len))) {
+        fwrite(chunk, 1, chunk_len, stdout);
+        fflush(stdout);
+        free(chunk);
+    }
+    fputs("\n", stdout);
+    fflush(stdout);
+    llm_usage usage = llm_generation_usage(generation);
+    llm_print_usage(&usage);
+    llm_generation_drop(generation);
 }
 
 /* ---- options from the environment, as wasi_nn.h reads them ----------------------------- */

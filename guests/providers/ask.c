@@ -12,19 +12,7 @@
 
 static void ask(llm_handle context, const char *question, size_t len)
 {
-    llm_handle generation = llm_context_generate(context, question, len);
-    size_t chunk_len;
-    char *chunk;
-    while ((chunk = llm_generation_next_chunk(generation, &chunk_len))) {
-        fwrite(chunk, 1, chunk_len, stdout);
-        fflush(stdout);
-        free(chunk);
-    }
-    fputs("\n", stdout);
-    fflush(stdout);
-    llm_usage usage = llm_generation_usage(generation);
-    llm_print_usage(&usage);
-    llm_generation_drop(generation);
+    llm_generation_print(llm_context_generate(context, question, len));
 }
 
 int main(int argc, char **argv)

@@ -313,6 +313,30 @@ LLM_POST("prompt", "[method]context.generate") void chat_generate_post(llm_resul
     chat_handle_post(area);
 }
 
+/* A fork of the host's context, with the conversation so far (the answer that has ended,
+ * not yet recorded, too): both go on from the same turn. The host refuses while an answer
+ * is under way (busy). */
+LLM_EXPORT("prompt", "[method]context.fork") llm_result_handle *chat_fork(context *c)
+{
+    llm_import_context_fork(c->host, &handle_area);
+    if (!handle_area.is_err) {
+        context *twin = checked(calloc(1, sizeof *twin));
+        twin->host = handle_area.of.ok;
+        buffer_add(&twin->conversation, c->conversation.ptr, c->conversation.len);
+        if (c->current && !c->current->recorded) {
+            buffer_add(&twin->conversation, c->current->answer.ptr, c->current->answer.len);
+            buffer_add_str(&twin->conversation, "\n");
+        }
+        handle_area.of.ok = llm_export_context_new(twin);
+    }
+    return &handle_area;
+}
+
+LLM_POST("prompt", "[method]context.fork") void chat_fork_post(llm_result_handle *area)
+{
+    chat_handle_post(area);
+}
+
 LLM_EXPORT("prompt", "[method]context.compute") llm_result_string *chat_compute(context *c, char *prompt,
                                                                               size_t prompt_len)
 {

@@ -1,4 +1,4 @@
-"""Our text interface, ``wasinn:llm@0.1.0`` (guests/wit/llm.wit), for components.
+"""Our text interface, ``wasinn:llm@0.1.1`` (guests/wit/llm.wit), for components.
 
 Marshalling only, like the other front-ends: graphs and contexts are the guest's wasi-nn
 state (``GuestNN``) and its sessions; a generation is a session's token stream, pulled a
@@ -46,7 +46,7 @@ from .resources import ResourceKind, Resources
 
 __all__ = ["LLM", "VERSION", "PACKAGE", "STDIN_TURNS", "error_code_for", "kind_for"]
 
-VERSION = "0.1.0"
+VERSION = "0.1.1"
 PACKAGE = f"wasinn:llm@{VERSION}"
 STDIN_TURNS = f"wasinn:llm/stdin-turns@{VERSION}"  # exported by a guest that reads turns from stdin
 log = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ class LLM:
             resources.define(instance, self.generation)
             for name, call in (("list-parameters", self._list_parameters), ("get-parameter", self._get_parameter),
                                ("set-parameter", self._result(self._set_parameter)),
-                               ("compute", self._result(self._compute)), ("generate", self._result(self._generate))):
+                               ("compute", self._result(self._compute)), ("generate", self._result(self._generate)),
+                               ("fork", self._result(self._fork))):
                 instance.add_func(f"[method]context.{name}", shield(call))
             for name, call in (("next-chunk", self._result(self._next_chunk, tagged=True)),
                                ("cancel", self._cancel_handle), ("usage", self._usage)):
@@ -274,6 +275,10 @@ class LLM:
         session.start_generation()
         generation = self._current[handle] = _Generation(handle, started)
         return self._resources.add(self.generation, generation)
+
+    def _fork(self, store: wasmtime.StoreContext, context: cm.ResourceAny) -> cm.ResourceHost:
+        handle = self._resources.get(store, context, self.context)
+        return self._resources.add(self.context, self._nn.fork_context(handle))
 
     def _next_chunk(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> cm.Variant:
         """``result<option<string>, error>``: its error needs an explicit Variant (the

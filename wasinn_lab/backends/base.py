@@ -111,6 +111,10 @@ class ExecutionContext(Protocol):
     def release(self) -> None:
         """Free what can be rebuilt on the next use (a KV cache); outputs stay readable."""
 
+    def fork(self) -> ExecutionContext:
+        """A new context with this one's parameters, inputs, outputs so far and cached state,
+        which continues as this one would; the two are independent from now on."""
+
     def close(self) -> None: ...
 
 

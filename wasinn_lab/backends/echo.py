@@ -70,6 +70,11 @@ class _EchoContext:
     def release(self) -> None:
         pass
 
+    def fork(self) -> _EchoContext:
+        twin = _EchoContext()
+        twin._inputs, twin._outputs = dict(self._inputs), dict(self._outputs)  # tensors are immutable
+        return twin
+
     def close(self) -> None:
         self._inputs.clear()
         self._outputs.clear()

@@ -298,5 +298,8 @@ class _InstantContext:
     def release(self) -> None:
         pass
 
+    def fork(self) -> _InstantContext:
+        return _InstantContext()
+
     def close(self) -> None:
         pass

@@ -8,9 +8,11 @@ It talks to the public host API only (``Host``, ``GuestTask``, ``Session``).
 from __future__ import annotations
 
 import contextlib
+import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,9 +25,10 @@ from ..host import Host
 from ..limits import Limits
 from ..runtime import RunResult
 from ..sessions import Session, in_use
-from ..tasks import Event, EventKind, GuestTask
+from ..tasks import DRAIN, GRACE, Event, EventKind, GuestTask
+from ..types import Tensor, TensorType
 
-__all__ = ["Lab", "CellResult"]
+__all__ = ["Lab", "CellResult", "ForkResult"]
 
 
 @dataclass
@@ -53,6 +56,19 @@ class CellResult:
     @property
     def stderr(self) -> str:
         return self.stderr_bytes.decode("utf-8", "replace")
+
+
+@dataclass
+class ForkResult:
+    """What a ``--fork`` cell produced: one result per fork, in the order of their seeds."""
+
+    guest: str
+    seeds: list[int]
+    results: list[CellResult]
+
+    @property
+    def texts(self) -> list[str]:
+        return [result.text for result in self.results]
 
 
 class Lab:
@@ -206,6 +222,123 @@ class Lab:
                     self._remember(session, task, text if not stdin_turns else None, result)
                 result.sessions[:] = [sid for sid in result.sessions if self.host.sessions.find(sid) is not None]
         return result
+
+    def generate_forks(
+        self,
+        guest: str,
+        text: str,
+        seeds: Sequence[int],
+        *,
+        model: str = "default",
+        session: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        limits: Limits | None = None,
+        on_event: Callable[[int, Event], None] = lambda index, event: None,
+        result: ForkResult | None = None,
+    ) -> ForkResult:
+        """Continue ``text`` once per seed, all at once: the prompt (with ``session``, the
+        session's text so far plus ``text``) is evaluated once, in that session or a
+        session of its own, which is then forked once per seed; each fork is driven by its
+        own instance of ``guest`` (one that takes its prompt as an argument) with its seed.
+        ``on_event(index, event)`` gets each fork's events, from this thread. The forks
+        (and a parent of its own) are closed at the end; a named session stays, its text
+        so far unchanged. Raises what the first fork that failed raised, once all ended."""
+        params = dict(params or {})
+        result = result or ForkResult(guest, list(seeds), [])
+        result.results[:] = [CellResult(guest=guest, session=None) for _ in seeds]
+        if self.host.reads_stdin_turns(guest):
+            raise ConfigError(f"--fork runs a guest that takes its prompt as an argument (stream, complete, "
+                              f"stream_llm); {guest} reads turns from stdin: run it without --fork")
+        named = self.host.sessions.find(session) if session is not None else None
+        needed, open_now = len(seeds) + (named is None), len(self.host.sessions)
+        room = self.host.sessions.max_sessions - open_now
+        if needed > room:
+            raise ConfigError(f"--fork {len(seeds)} needs {needed} sessions, and {room} of the "
+                              f"{self.host.sessions.max_sessions} allowed are free: ask for at most "
+                              f"{room - (needed - len(seeds))}, or close sessions")
+        if named is not None:
+            named.require_model(model)
+            named.require_free()
+        prompt = self.continued_text(session) + text if session is not None else text
+        with self._exclusive(session):
+            parent = named or self.host.open_session(model, params, session_id=session)
+            opened = [parent] if session is None else []
+            try:
+                self._evaluate(parent, prompt, params)
+                for _ in seeds:
+                    opened.append(parent.fork())
+                tasks = [self.host.start(guest, model, prompt, *args, env=dict(env or {}), session=fork.id,
+                                         params={**params, "seed": seed}, limits=limits)
+                         for fork, seed in zip(opened[len(opened) - len(seeds):], seeds)]
+                self._pump_all(tasks, result.results, on_event)
+            finally:
+                for temporary in opened:
+                    self.host.sessions.discard(temporary)
+        return result
+
+    @staticmethod
+    def _evaluate(parent: Session, prompt: str, params: Mapping[str, Any]) -> None:
+        """The prompt evaluated in ``parent``, nothing generated (n-predict 0 for this once)."""
+        if not parent.inputs or parent.options.lookup("n-predict") is None:
+            raise ConfigError(f"--fork continues text: model {parent.model!r} does not generate any")
+        parent.set(params)
+        n_predict = parent.get("n-predict")
+        parent.set({"n-predict": 0})
+        try:
+            data = prompt.encode()
+            parent.compute({parent.inputs[0]: Tensor((len(data),), TensorType.U8, data)})
+        finally:
+            parent.set({"n-predict": n_predict})
+
+    @classmethod
+    def _pump_all(cls, tasks: list[GuestTask], results: list[CellResult],
+                  on_event: Callable[[int, Event], None]) -> None:
+        """Every task's events, handed on from this thread as they come (one thread each
+        waits on a task's events: this one stays free for KeyboardInterrupt)."""
+        events: queue.Queue[tuple[int, Event]] = queue.Queue()
+
+        def forward(index: int, task: GuestTask) -> None:
+            for event in task.events():
+                events.put((index, event))
+
+        pumps = [threading.Thread(target=forward, args=(index, task), name="wasinn-lab-fork", daemon=True)
+                 for index, task in enumerate(tasks)]
+        for pump in pumps:
+            pump.start()
+        failures: list[BaseException] = []
+
+        def absorb(index: int, event: Event) -> None:
+            cls._absorb(results[index], partial(on_event, index), event)
+            if event.kind is EventKind.DONE:
+                outcome = event.data
+                if isinstance(outcome, BaseException):
+                    failures.append(outcome)
+                else:
+                    results[index].exit_code = outcome.exit_code
+                    if outcome.exit_code != 0:
+                        failures.append(GuestExitError(outcome.exit_code, stderr=outcome.stderr))
+
+        try:
+            while any(pump.is_alive() for pump in pumps) or not events.empty():
+                with contextlib.suppress(queue.Empty):
+                    absorb(*events.get(timeout=0.05))
+        except KeyboardInterrupt:
+            for task in tasks:
+                task.stop()  # each generation ends within a token; its guest gets GRACE to finish
+            ends = time.monotonic() + GRACE
+            for pump, task in zip(pumps, tasks):
+                pump.join(max(0.0, ends - time.monotonic()))
+                if pump.is_alive():
+                    task.interrupt()
+            for pump in pumps:
+                pump.join(DRAIN)
+            while not events.empty():
+                absorb(*events.get())
+            raise
+        if failures:
+            raise failures[0]
 
     @contextlib.contextmanager
     def _exclusive(self, session_id: str | None) -> Iterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import random
 import re
 import time
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from ..limits import Limits
 from ..sessions import Session
 from ..tasks import Event
 from .display import CellStream, LivePlot
-from .lab import CellResult, Lab
+from .forkgrid import ForkGrid
+from .lab import CellResult, ForkResult, Lab
 from .tables import COUNT_COLUMNS, Parameters, session_counts, stats_table
 
 __all__ = ["WasiNNMagics"]
@@ -31,6 +33,7 @@ __all__ = ["WasiNNMagics"]
 LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties", "options", "stats", "plot")
 # What a person got wrong (a name, a value, a session that is busy): said in one line.
 _USER_MISTAKES = (ConfigError, NotFound, Busy, InvalidArgument)
+_RANDOM_SEEDS = 2**31  # --fork's random seeds: below it, a seed every backend takes
 
 
 @contextlib.contextmanager
@@ -123,6 +126,9 @@ class WasiNNMagics(Magics):
               help="the cell is guest source in this language: build it (python: a component on the LLM interface)")
     @argument("--name", help="with --build: the name to use the guest by")
     @argument("--run", action="store_true", help="with --build: run the guest once built")
+    @argument("--fork", type=int, metavar="N",
+              help="N continuations of the cell's prompt side by side, generated together, each with its own seed "
+                   "(-p seed=S: S, S+1, ...; else random); for guests that take the prompt as an argument")
     @argument("--args", nargs=argparse.REMAINDER, default=[],
               help="more guest arguments (after MODEL and the prompt); everything after --args goes to the guest")
     def wasi_nn_cell(self, line: str, cell: str) -> None:
@@ -132,8 +138,15 @@ class WasiNNMagics(Magics):
         a guest that reads turns from stdin (chat; it exports `wasinn-lab.input.stdin`)
         gets the cell as one turn. With --build, the cell is C, WAT or Python source instead.
         The result (text, stdout, stderr, sessions) is stored in `_wasi_nn`.
+
+        With --fork N, a prompt guest continues the cell N times at once, side by side, each
+        fork with its own seed (the prompt is evaluated once, then forked); `_wasi_nn` is then
+        a ForkResult (seeds, texts, one result per fork). docs/forks.md has the details.
         """
         args = _parse(self.wasi_nn_cell, line)
+        if args.fork is not None:
+            self._forks(args, cell.rstrip("\n"))
+            return
         if args.build:
             if not args.name:
                 raise _usage_error(self.wasi_nn_cell, "--build needs --name NAME to use the guest by")
@@ -186,6 +199,43 @@ class WasiNNMagics(Magics):
                 sink.finish(status)
             if self.shell is not None:
                 self.shell.user_ns["_wasi_nn"] = result  # what came, even from a failed or interrupted cell
+
+    def _forks(self, args: argparse.Namespace, text: str) -> None:
+        """``--fork N``: the cell's prompt continued N times at once, in N columns."""
+        n = args.fork
+        refused = ("--build" if args.build else "--input stdin" if args.input == "stdin"
+                   else "--live-plot" if args.live_plot else None)
+        if refused:
+            raise _usage_error(self.wasi_nn_cell, f"--fork takes the cell as a prompt to continue: not with {refused}")
+        if not args.guest:
+            raise _usage_error(self.wasi_nn_cell, "which guest? e.g. %%wasi_nn stream --fork 3")
+        if n < 1:
+            raise _usage_error(self.wasi_nn_cell, f"--fork N takes how many continuations to show, 1 or more, not {n}")
+        params = _assignments(args.param, "--param")
+        seed = params.pop("seed", None)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise UsageError(f"seed={seed!r}: with --fork {n}, the seeds are seed, seed+1, ... seed+{n - 1}: give a "
+                             "whole number, 0 or more, or no seed for random ones")
+        seeds = [seed + i for i in range(n)] if seed is not None else random.sample(range(_RANDOM_SEEDS), n)
+        header = f"{args.guest} · {args.model}" + (f" · forks of session {args.session}" if args.session else "")
+        grid = None if args.quiet else ForkGrid(header, seeds, in_kernel=self._in_kernel)
+        result = ForkResult(args.guest, seeds, [])
+        status = "failed"
+        try:
+            with _said_plainly():
+                self.lab.generate_forks(args.guest, text, seeds, model=args.model, session=args.session, params=params,
+                                        env=_assignments(args.env, "--env", json_value=False), args=args.args,
+                                        limits=self._limits(args), on_event=grid or (lambda index, event: None),
+                                        result=result)
+            status = "done"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if grid is not None:
+                grid.finish(status)
+            if self.shell is not None:
+                self.shell.user_ns["_wasi_nn"] = result
 
     def _limits(self, args: argparse.Namespace) -> Limits | None:
         if args.timeout is None and args.fuel is None and args.max_memory is None and not args.limit:

@@ -128,14 +128,31 @@ def _run_function(store: wasmtime.Store, instance: cm.Instance, component: cm.Co
 
 
 # What the linker provides: WASI 0.2 (add_wasip2; any 0.2.x resolves to it) and the
-# front-ends' interfaces, by exact version.
+# front-ends' interfaces, each at its version and every earlier compatible release of it:
+# wasmtime's linker gives an import of wasinn:llm/prompt@0.1.0 the definition of @0.1.1
+# (semver: under 1.0, the same minor version; from 1.0 on, the same major).
 _WASI_P2 = re.compile(r"^wasi:(cli|clocks|filesystem|io|random|sockets)/[a-z-]+@0\.2\.\d+$")
+_RELEASE = re.compile(r"^(?P<interface>[^@]+)@(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)$")
 PROVIDED = (*WasiNN.INTERFACES, *LLM.INTERFACES)
+
+
+def _compatible(wanted: str, provided: str) -> bool:
+    """Whether ``provided`` serves an import of ``wanted``: the same name, or a later
+    compatible release of it (pre-releases, as wasi:nn's, only by exact name)."""
+    a, b = _RELEASE.match(wanted), _RELEASE.match(provided)
+    if wanted == provided:
+        return True
+    if a is None or b is None or a["interface"] != b["interface"]:
+        return False
+    old, new = (tuple(int(m[key]) for key in ("major", "minor", "patch")) for m in (a, b))
+    track = 2 if old[0] == 0 else 1  # the parts that must agree: 0.MINOR, or MAJOR
+    return old[:track] == new[:track] and old <= new
 
 
 def unprovided(imports: Iterable[str]) -> list[str]:
     """The imports, of those named, that this host does not provide."""
-    return [name for name in imports if name not in PROVIDED and not _WASI_P2.match(name)]
+    return [name for name in imports
+            if not _WASI_P2.match(name) and not any(_compatible(name, provided) for provided in PROVIDED)]
 
 
 def _check_imports(component: cm.Component, engine: wasmtime.Engine, name: str) -> None:

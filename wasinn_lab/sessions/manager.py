@@ -66,7 +66,8 @@ class SessionManager:
                         f"{len(self._sessions)} sessions are open, the maximum is {self.max_sessions}: "
                         "close some or raise max_sessions"
                     )
-                session = Session(context, backend, session_id=session_id, model=model, guest=guest, clock=self._clock)
+                session = Session(context, backend, session_id=session_id, model=model, guest=guest, clock=self._clock,
+                                  manager=self)
                 if holder is not None:
                     session.claim(holder)
                 self._sessions[session_id] = session

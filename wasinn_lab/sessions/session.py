@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..metrics import Generation
+    from .manager import SessionManager
 
 __all__ = ["Session", "Token", "TokenListener", "in_use"]
 
@@ -63,6 +65,7 @@ class Session:
         model: str | None,
         guest: str | None,
         clock: Callable[[], float],
+        manager: SessionManager,
     ) -> None:
         self.id = session_id
         self.model = model
@@ -71,6 +74,8 @@ class Session:
         self.last_used = self.created
         self._clock = clock
         self._context = context
+        self._backend = backend
+        self._manager = manager  # where its forks are opened
         self._options = self.options = backend.options  # what it takes: the panel builds its controls from this
         self.inputs = backend.inputs  # the input names it takes; None: any
         self.build = backend.build
@@ -245,6 +250,38 @@ class Session:
         with self._lock:
             if not self._closed and not self.generating:
                 self._context.release()
+
+    def fork(self, new_id: str | None = None, *, holder: object = None) -> Session:
+        """A new open session that continues as this one would: the same model, parameters
+        (pending changes too), inputs, text so far and cached state (a backend may copy its
+        KV cache, or rebuild it on the next generation); from then on the two are
+        independent. It is opened like any other (``new_id`` checked, the session limit
+        counted), with no guest; with a ``holder``, claimed by it. Busy while a generation
+        is under way here; InvalidArgument once this session is closed."""
+        if not self._lock.acquire(blocking=False):
+            raise self._busy_forking()
+        try:
+            self._check_open()
+            if self.generating:
+                raise self._busy_forking()
+            context = self._context.fork()
+            pending = self.pending
+            current = self._recorder.current
+            end_reason = self._end_reason
+        finally:
+            self._lock.release()
+        twin = self._manager.open(context, self._backend, model=self.model, guest=None, session_id=new_id,
+                                  holder=holder)
+        twin._parameters.queue(pending)
+        if current is not None:  # its text so far; its metrics stay this session's
+            twin._recorder.current = dataclasses.replace(current, host_calls=dict(current.host_calls),
+                                                         token_times=list(current.token_times),
+                                                         token_texts=list(current.token_texts))
+        twin._end_reason = end_reason
+        return twin
+
+    def _busy_forking(self) -> Busy:
+        return Busy(f"session {self.id!r} is generating: fork it once the generation has ended, or stop it first")
 
     def on_close(self, callback: Callable[[Session], None]) -> Callable[[], None]:
         """Call ``callback(session)`` once it closes; returns the remover."""
