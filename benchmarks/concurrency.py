@@ -21,8 +21,8 @@ and interquartile range.
 
 Then, unless --join-level 0: a new session's first token while N others generate (N the
 join level), against the same guest's first token alone plus one step of the others; and,
-unless --sessions 0: the resident memory of that many sessions that each computed a short
-prompt, in a child process (VmRSS from /proc).
+unless --sessions 0: the resident memory of that many sessions (on the model's own config)
+that each computed a short prompt, in a child process (VmRSS from /proc).
 """
 
 from __future__ import annotations

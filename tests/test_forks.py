@@ -4,8 +4,11 @@ from Python, through ``wasinn:llm``'s ``context.fork()``, and in a cell (``--for
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,30 @@ def test_fork_columns_stream_into_one_display_in_a_kernel() -> None:
     assert len(set(re.findall(r"\[seed (\d+) · done\]", final["text/plain"]))) == 3
     texts = eval(next(m for m in messages if m["msg_type"] == "stream")["content"]["text"])
     assert len(texts) == 3 and all(text.strip() and html.escape(text) in final["text/html"] for text in texts)
+
+
+def test_an_interrupt_stops_every_fork_and_keeps_what_came(shell: InteractiveShell,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cell_over = threading.Event()
+
+    def interrupt_once_both_forks_generate() -> None:
+        while not cell_over.wait(0.05):
+            generating = [s for s in lab().host.sessions if s.generations and s.generations[-1].output_tokens > 2]
+            if len(generating) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_once_both_forks_generate)
+    watcher.start()
+    try:
+        result = shell.run_cell("%%wasi_nn stream --fork 2 -p n-predict=2000\nOnce upon a time", store_history=False)
+    finally:
+        cell_over.set()
+        watcher.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    (line,) = result.error_in_exec._render_traceback_()  # type: ignore[attr-defined]
+    assert line == "KeyboardInterrupt: the lab stopped the 2 generations; what came is kept in _wasi_nn"
+    forks = shell.user_ns["_wasi_nn"]
+    out = capsys.readouterr().out
+    assert "2 forks · interrupted]" in out and all(text and text in out for text in forks.texts)
+    assert len(lab().host.sessions) == 0  # the forks and their parent are closed

@@ -14,6 +14,7 @@ spread (``stats``). ``command`` is ``wasinn-lab bench``; ``wasinn_lab.cluster`` 
 same on Dask.
 
 Modules: ``workload`` (what runs), ``paths`` (how each path runs and is timed),
+``concurrency`` (many guests at once: ``Bench.concurrency``, ``bench --concurrency``),
 ``harness`` (``Bench``), ``stats`` (summaries and tables), ``command`` (the command
 line, and ``write``). This package imports pandas and llama.cpp only when a name that
 needs them is used.

@@ -14,10 +14,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError, GuestExitError, NotFound
 from ..guests import build_cell_source, builtin_source, cell_source, cells_dir
@@ -29,6 +31,8 @@ from ..tasks import DRAIN, GRACE, Event, EventKind, GuestTask
 from ..types import Tensor, TensorType
 
 __all__ = ["Lab", "CellResult", "ForkResult"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,6 +73,19 @@ class ForkResult:
     @property
     def texts(self) -> list[str]:
         return [result.text for result in self.results]
+
+
+def _interruptible(future: Future[T]) -> T:
+    """The future's result, waited for in short steps so that a KeyboardInterrupt reaches
+    this thread; on one, the work is let finish (it is short) and the interrupt raised."""
+    try:
+        while True:
+            with contextlib.suppress(FuturesTimeout):
+                return future.result(timeout=0.05)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            future.result()
+        raise
 
 
 class Lab:
@@ -263,20 +280,33 @@ class Lab:
             named.require_free()
         prompt = self.continued_text(session) + text if session is not None else text
         with self._exclusive(session):
-            parent = named or self.host.open_session(model, params, session_id=session)
-            opened = [parent] if session is None else []
+            opened: list[Session] = []  # what the cell closes when it ends: the forks, a parent of its own
             try:
-                self._evaluate(parent, prompt, params)
-                for _ in seeds:
-                    opened.append(parent.fork())
+                # Off this thread: an interrupt that lands while llama.cpp calls back into
+                # Python here (its log) would be swallowed by ctypes.
+                with ThreadPoolExecutor(1, thread_name_prefix="wasinn-lab-fork-prompt") as pool:
+                    forks = _interruptible(pool.submit(self._fork_prompt, named, model, session, prompt, params,
+                                                       len(seeds), opened))
                 tasks = [self.host.start(guest, model, prompt, *args, env=dict(env or {}), session=fork.id,
                                          params={**params, "seed": seed}, limits=limits)
-                         for fork, seed in zip(opened[len(opened) - len(seeds):], seeds)]
+                         for fork, seed in zip(forks, seeds)]
                 self._pump_all(tasks, result.results, on_event)
             finally:
                 for temporary in opened:
                     self.host.sessions.discard(temporary)
         return result
+
+    def _fork_prompt(self, named: Session | None, model: str, session_id: str | None, prompt: str,
+                     params: Mapping[str, Any], n: int, opened: list[Session]) -> list[Session]:
+        """The prompt evaluated in the parent (``named``, else opened here), then forked ``n``
+        times; each session the cell is to close is put in ``opened`` as soon as it opens."""
+        parent = named or self.host.open_session(model, params, session_id=session_id)
+        if session_id is None:
+            opened.append(parent)
+        self._evaluate(parent, prompt, params)
+        for _ in range(n):
+            opened.append(parent.fork())
+        return opened[len(opened) - n:]
 
     @staticmethod
     def _evaluate(parent: Session, prompt: str, params: Mapping[str, Any]) -> None:

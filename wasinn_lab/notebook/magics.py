@@ -78,8 +78,11 @@ def _interrupted(result: CellResult) -> KeyboardInterrupt:
     the generation stopped, and kept what came."""
     kept = f"the {len(result.text):,} characters that came are kept in _wasi_nn" if result.text else "nothing came"
     after = f"; session {result.session} is ready for the next cell" if result.session else ""
+    return _said_in_one_line(f"KeyboardInterrupt: the lab stopped the generation; {kept}{after}")
+
+
+def _said_in_one_line(line: str) -> KeyboardInterrupt:
     interrupt = KeyboardInterrupt()
-    line = f"KeyboardInterrupt: the lab stopped the generation; {kept}{after}"
     interrupt._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]  # IPython's hook for how it is shown
     return interrupt
 
@@ -230,7 +233,9 @@ class WasiNNMagics(Magics):
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
-            raise
+            after = f"; session {args.session} is ready for the next cell" if args.session else ""
+            raise _said_in_one_line(f"KeyboardInterrupt: the lab stopped the {n} generations; what came is kept "
+                                    f"in _wasi_nn{after}") from None
         finally:
             if grid is not None:
                 grid.finish(status)
