@@ -180,12 +180,13 @@ def resident_mib() -> float:
 
 def test_a_hundred_sessions_that_each_computed_stay_bounded(host: Host) -> None:
     before = resident_mib()
-    sessions = [host.open_session("default", {**GREEDY, "n-predict": 2}) for _ in range(100)]
+    sessions = [host.open_session("default", {**GREEDY, "n-predict": 1}) for _ in range(100)]
     try:
         for index, session in enumerate(sessions):
             session.compute({"prompt": prompt(f"Note {index}:")})
         [pool] = pools.all()
         assert len(pool.members) == 100 and len(pool.slots) == OPTIONS["parallel"].default
+        assert pool.purges == 100 - len(pool.slots)  # each new one took the least recently used slot
         assert pool.native is not None and len(pool.weights.contexts) == 1  # one llama context for them all
         grown = resident_mib() - before
         assert grown < 1024, f"100 sessions hold {grown:.0f} MiB more"

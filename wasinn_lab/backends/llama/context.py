@@ -162,7 +162,7 @@ class LlamaContext:
     def prepare(self) -> None:
         with self.log_section:
             if self.generates:
-                self._ensure_sequence()
+                pools.place(self._ensure_sequence())
             else:
                 self._ensure_native()
 

@@ -183,6 +183,11 @@ class Pools:
             compute_thread.release()
             raise
 
+    def place(self, sequence: Sequence) -> None:
+        """Give the sequence its slot now (its pool's llama context made or grown now,
+        not at its next generation)."""
+        compute_thread.run(lambda: sequence.pool.place(sequence, set()))
+
     def leave(self, sequence: Sequence) -> None:
         try:
             compute_thread.run(lambda: sequence.pool.leave(sequence))
