@@ -189,6 +189,7 @@ class LlamaContext:
             sequence, self._sequence = self._sequence, None
             scheduler.forget(sequence)
             pools.leave(sequence)
+            scheduler.end(sequence)  # its slot is free now: a request waiting for one moves
         if self._native is not None:
             self._native.close()
             self._native = None

@@ -36,9 +36,13 @@ from .native import NativeContext
 from .options import OPTIONS
 from .weights import Weights
 
-__all__ = ["Pool", "Sequence", "pools"]
+__all__ = ["Pool", "PoolFull", "Sequence", "pools"]
 
 _PAD = 256  # llama.cpp pads a context's cells to this: a slot gets what a context of its own would
+
+
+class PoolFull(Busy):
+    """Every slot of the pool holds a running sequence (the scheduler's request waits)."""
 
 
 class Sequence:
@@ -50,6 +54,10 @@ class Sequence:
         self.slot: int | None = None  # None: no KV cache now (new, or purged)
         self.cached: list[int] = []  # the tokens whose keys and values the slot holds
         self.running = False  # a generation under way: its KV cache is never purged
+        # Copied from another slot (a larger pool, a fork): llama.cpp's copy leaves out
+        # the cells a sliding window no longer sees, so a prefix cut shorter than this
+        # evaluates the text again from the start.
+        self.copied = 0
         self.last_used = time.monotonic()
 
 
@@ -94,27 +102,26 @@ class Pool:
             grown = NativeContext(self.weights, self._params(size))
         old, self.native = self.native, grown
         if old is not None:
-            try:
-                for slot, holder in enumerate(self.slots):
-                    if holder is not None and holder.cached:
+            for slot, holder in enumerate(self.slots):
+                if holder is not None and holder.cached:
+                    try:
                         old.copy_sequence(slot, grown, slot)
-            except BaseException:
-                self.native = old
-                grown.close()
-                raise
+                        holder.copied = len(holder.cached)
+                    except BackendError:  # a state llama.cpp will not move: rebuilt from its text when used
+                        holder.cached, holder.copied = [], 0
             old.close()
         self.slots += [None] * (size - len(self.slots))
 
     def _purge_one(self, busy: set[Sequence]) -> int:
         idle = [holder for holder in self.slots if holder is not None and not holder.running and holder not in busy]
         if not idle:
-            raise Busy(f"all {len(self.slots)} sequences of this model's pool are generating (parallel = "
+            raise PoolFull(f"all {len(self.slots)} sequences of this model's pool are generating (parallel = "
                        f"{self.maximum}): raise parallel, or end a generation first")
         victim = min(idle, key=lambda holder: holder.last_used)
         slot = victim.slot
         assert slot is not None and self.native is not None
         self.native.drop(slot)
-        victim.slot, victim.cached = None, []
+        victim.slot, victim.cached, victim.copied = None, [], 0
         self.purges += 1
         return slot
 
@@ -142,7 +149,7 @@ class Pool:
                 native = self.place(source, busy)  # a grown pool keeps its slot
                 assert source.slot is not None and copy.slot is not None
                 native.copy_sequence(source.slot, native, copy.slot)
-                copy.cached = list(source.cached)
+                copy.cached, copy.copied = list(source.cached), len(source.cached)
         except BaseException:
             self.leave(copy)
             raise

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from ...errors import BackendError
 from .compute import ComputeThread, compute_thread
 from .native import Chunk, NativeContext
-from .pool import Pool, Sequence
+from .pool import Pool, PoolFull, Sequence
 from .sampling import Sampler
 
 __all__ = ["GATHER_SECONDS", "Request", "Scheduler", "Withdrawn", "scheduler"]
@@ -59,6 +59,7 @@ class Request:
     started: bool = False
     evaluated: int = 0
     withdrawn: bool = False
+    blocked: bool = False  # its pool is full of running sequences: it waits for a slot
 
 
 class Scheduler:
@@ -69,6 +70,7 @@ class Scheduler:
         self._step_queued = False
         self._generating: set[Sequence] = set()  # generations that will ask again
         self._last_step: set[Sequence] = set()
+        self._freed = False  # a generation ended since the step began: a slot may be free
         self.steps = 0  # for tests and reports: llama_decode calls made by steps
         self.batched_rows = 0  # and the rows they held
 
@@ -80,19 +82,26 @@ class Scheduler:
             self._generating.add(sequence)
 
     def end(self, sequence: Sequence) -> None:
-        """It asks for no more tokens: no step waits for it."""
+        """It asks for no more tokens: no step waits for it (and a request waiting for a
+        slot may now get one)."""
         with self._changed:
             self._generating.discard(sequence)
             self._last_step.discard(sequence)
             self._changed.notify_all()
+            self._freed = True
+            self._queue_step()
+
+    def _queue_step(self) -> None:
+        """A step, unless one is queued or no request waiting could move (under the lock)."""
+        if not self._step_queued and self._waiting:
+            self._step_queued = True
+            self._thread.submit(self._step)
 
     def submit(self, request: Request) -> Request:
         with self._changed:
             self._waiting.append(request)
             self._changed.notify_all()
-            if not self._step_queued:
-                self._step_queued = True
-                self._thread.submit(self._step)
+            self._queue_step()
         return request
 
     def result(self, request: Request) -> tuple[int | None, int]:
@@ -121,6 +130,8 @@ class Scheduler:
     # -- on the compute thread ------------------------------------------------------------
 
     def _step(self) -> None:
+        with self._changed:
+            self._freed = False
         taken = self._gather()
         stepped: set[Sequence] = set()
         try:
@@ -139,9 +150,9 @@ class Scheduler:
             with self._changed:
                 self._waiting = [request for request in self._waiting if not request.future.done()]
                 self._last_step = stepped & self._generating
-                self._step_queued = bool(self._waiting)
-                if self._step_queued:
-                    self._thread.submit(self._step)
+                self._step_queued = False
+                if self._freed or any(not request.blocked for request in self._waiting):
+                    self._queue_step()  # requests under way (blocked ones wait for a generation's end)
 
     def _gather(self) -> list[Request]:
         with self._changed:
@@ -163,12 +174,15 @@ class Scheduler:
         got their token."""
         ready: list[Request] = []
         for request in requests:
+            request.blocked = False
             try:
                 if not request.started:
                     self._start(pool, request, busy)
                 else:
                     pool.place(request.sequence, busy)
                 ready.append(request)
+            except PoolFull:
+                request.blocked = True
             except Exception as exc:  # this request's own failure (a full pool): the others go on
                 request.future.set_exception(exc)
         native = pool.native
@@ -193,12 +207,16 @@ class Scheduler:
                     break
                 keep += 1
         keep = min(keep, len(text) - 1)  # the last token is evaluated again for its logits
+        if keep < sequence.copied:
+            keep = 0
         if keep < len(sequence.cached):
             assert sequence.slot is not None
             if not native.keep_prefix(keep, sequence.slot):
                 native.drop(sequence.slot)
                 keep = 0
             del sequence.cached[keep:]
+        if keep == 0:
+            sequence.copied = 0
         request.started, request.evaluated = True, len(text) - keep
 
     @staticmethod
