@@ -50,7 +50,7 @@ def main() -> None:
             for name, sampler in samplers.items():
                 logits[:] = saved
                 started = time.perf_counter()
-                sampler.sample(native)
+                sampler.sample(native, -1)
                 times[name].append(time.perf_counter() - started)
         for sampler in samplers.values():
             sampler.close()

@@ -94,6 +94,10 @@ DEFAULTS = [
             "new tokens here"),
     Default("decode-ahead", "auto", NOT_IN_WASMEDGE, "ours",
             "decodes the next token while the guest handles this one, where the model runs on a GPU"),
+    Default("parallel", 8, NOT_IN_WASMEDGE, "ours, after llama.cpp server's --parallel",
+            "WasmEdge gives every context a llama context of its own; here up to this many share one (docs/batching.md)"),
+    Default("batch-with-others", True, NOT_IN_WASMEDGE, "ours",
+            "WasmEdge decodes each context alone; here sessions' tokens are decoded together unless this is off"),
 ]
 
 

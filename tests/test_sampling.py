@@ -44,7 +44,7 @@ def tokens(llama: tuple[Weights, NativeContext], settings: dict[str, Any], n: in
     out: list[int] = []
     try:
         while len(out) < n:
-            token = sampler.sample(native)
+            token = sampler.sample(native, -1)
             out.append(token)
             native.decode([token], len(prompt) + len(out) - 1)
     finally:
@@ -108,7 +108,7 @@ def test_ignore_eos_never_samples_an_end_of_generation(llama: tuple[Weights, Nat
     for ignore, ends in ((False, True), (True, False)):
         sampler = make_sampler(weights, {**OPTIONS.defaults, **GREEDY, "ignore-eos": ignore}, native.n_ctx)
         try:
-            assert weights.is_end_of_generation(sampler.sample(native)) is ends
+            assert weights.is_end_of_generation(sampler.sample(native, -1)) is ends
         finally:
             sampler.close()
 

@@ -1,8 +1,10 @@
 """The GGML backend: llama.cpp through llama-cpp-python, with WasmEdge's semantics.
 
 Weights load once per file and model-level settings for the process and are shared
-(``weights``); each execution context owns its llama context, KV cache and sampler
-(``context``). llama-cpp-python's ``_internals`` wrappers are used because its
+(``weights``); each execution context that generates is a sequence of a pool, one llama
+context for every context of the same weights and settings (``pool``), with its own KV
+cache and sampler (``context``); the scheduler decodes all their tokens together
+(``scheduler``). llama-cpp-python's ``_internals`` wrappers are used because its
 high-level ``Llama`` ties weights and context together; the dependency is pinned to a
 minor version for that.
 """

@@ -8,8 +8,9 @@ another thread had decoded before measured 28 tokens/s against 44 (Gemma 3 270M,
 cores). So every decode the backend makes runs here, whichever thread asked for it, and
 the process keeps one team.
 
-The thread starts with the first llama context (``acquire``) and stops with the last
-(``release``).
+The scheduler (``scheduler.py``) runs its steps here, one job each; an embedding's decode
+is a job of its own between them. The thread starts with the first llama context or
+pool sequence (``acquire``) and stops with the last (``release``).
 """
 
 from __future__ import annotations

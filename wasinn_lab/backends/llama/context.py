@@ -1,5 +1,7 @@
-"""An execution context on the GGML backend: its llama context, KV cache and sampler,
-on weights shared with every other context of the same model and settings.
+"""An execution context on the GGML backend: its sequence in a pool (``pool.py``: its KV
+cache, in a llama context shared with the other contexts of the same weights and
+context-level settings) and its sampler; the scheduler (``scheduler.py``) decodes its
+tokens with everyone else's. An embedding context has a llama context of its own.
 
 The KV cache is kept between prompts, so a prompt that extends the previous one
 evaluates only its new tokens (WasmEdge re-evaluates the whole conversation every turn).
@@ -11,8 +13,7 @@ import array
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
@@ -22,10 +23,11 @@ from ...options import Scope
 from ...types import Tensor, TensorType
 from ..base import EMBEDDING, PROMPT, TEXT, EndReason, TokenEvent, Usage
 from . import log
-from .compute import compute_thread
 from .native import NativeContext
 from .options import OPTIONS
+from .pool import Sequence, pools
 from .sampling import Sampler, make_sampler
+from .scheduler import Request, scheduler
 from .weights import Weights, weights_cache
 
 if TYPE_CHECKING:
@@ -57,29 +59,6 @@ def context_params(config: Mapping[str, Any], weights: Weights) -> llama_cpp.lla
     return params
 
 
-class _DecodeAhead:
-    """The decode of the token a context has just handed out, under way on the compute
-    thread. ctypes lets go of the GIL inside llama_decode, so the guest's own work on the
-    token runs meanwhile."""
-
-    def __init__(self) -> None:
-        self._future: Future[float] | None = None
-
-    def start(self, decode: Callable[[], float]) -> None:
-        self._future = compute_thread.submit(decode)
-
-    def wait(self) -> float:
-        """The seconds the decode under way took (0 if none); raises what it raised."""
-        future, self._future = self._future, None
-        return compute_thread.result(future) if future is not None else 0.0
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        except Exception:  # the context is going: what went wrong in its last decode no longer matters
-            pass
-
-
 class LlamaStream:
     """One generation, a token at a time (``ExecutionContext.generate``)."""
 
@@ -101,20 +80,25 @@ class LlamaStream:
                     context.start_generation()
                 event = context.step()
         except BaseException:
-            self._done = True
+            self._end(None)
             raise
         finally:
             context.backend_seconds += time.perf_counter() - started
         if isinstance(event, EndReason):
-            self._done, self.end_reason = True, event
+            self._end(event)
             return None
         if context.stop_after_this(event.piece):
-            self._done, self.end_reason = True, EndReason.STOP
+            self._end(EndReason.STOP)
         return event
 
     def close(self) -> None:
         if not self._done:
-            self._done, self.end_reason = True, EndReason.CANCELLED
+            self._end(EndReason.CANCELLED)
+
+    def _end(self, reason: EndReason | None) -> None:
+        self._done, self.end_reason = True, reason
+        if self._started:
+            self._context.end_generation()
 
 
 class LlamaContext:
@@ -122,22 +106,21 @@ class LlamaContext:
         self._graph = graph
         self._config = config
         self._weights: Weights | None = None
-        self._native: NativeContext | None = None
-        self._n_ctx = 0
-        self._cached: list[int] = []  # tokens whose keys and values are in the KV cache
+        self._sequence: Sequence | None = None  # a context that generates: its place in a pool
+        self._native: NativeContext | None = None  # an embedding context: a llama context of its own
         self._prompt: list[int] = []
+        self._text: list[int] = []  # the generation's prompt and the tokens handed out
         self._output_tokens: list[int] = []
         self._output = bytearray()
-        self._pending: int | None = None  # sampled, not yet decoded
         self._sampler: Sampler | None = None
+        self._next: int | None = None  # sampled, not yet handed out
+        self._ahead: Request | None = None  # the next token's request, made before it was asked for
         self._stream: LlamaStream | None = None
         self._evaluated = 0
         self._embedding: Tensor | None = None
         self._prompt_seconds = 0.0
         self.backend_seconds = 0.0
         self.log_section = log.Section(config["enable-log"], config["enable-debug-log"])
-        self._ahead = _DecodeAhead()
-        self._decode_ahead = False  # for the generation under way
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -148,6 +131,10 @@ class LlamaContext:
     @property
     def generates(self) -> bool:
         return not self._config["embedding"]
+
+    @property
+    def _n_ctx(self) -> int:
+        return int(self._config["ctx-size"] or self._graph.n_ctx_train)
 
     def check(self, options: Mapping[str, Any]) -> None:
         """Guest-chosen sizes reach llama.cpp's allocators: bound them by the model and machine."""
@@ -168,38 +155,47 @@ class LlamaContext:
         if Scope.MODEL in scopes:
             self.release()
         elif Scope.CONTEXT in scopes:
-            self._drop_native()
+            self._drop_kv()
         if changed & {"enable-log", "enable-debug-log"}:
             self.log_section = log.Section(self._config["enable-log"], self._config["enable-debug-log"])
 
     def prepare(self) -> None:
         with self.log_section:
-            self._ensure_native()
+            if self.generates:
+                pools.place(self._ensure_sequence())
+            else:
+                self._ensure_native()
 
     def _ensure_weights(self) -> Weights:
         if self._weights is None:
             self._weights = weights_cache.acquire(self._graph.path, OPTIONS.scoped(self._config, Scope.MODEL))
         return self._weights
 
-    def _ensure_native(self) -> NativeContext:
-        if self._native is not None:
-            return self._native
-        weights = self._ensure_weights()
-        self._native = native = NativeContext(weights, context_params(self._config, weights))
-        # llama.cpp pads n_ctx up (to 256): hold the context to the size the user asked for.
-        self._n_ctx = min(self._config["ctx-size"] or native.n_ctx, native.n_ctx)
-        return native
+    def _ensure_sequence(self) -> Sequence:
+        if self._sequence is None:
+            self._sequence = pools.join(self._ensure_weights(), self._config)
+        return self._sequence
 
-    def _drop_native(self) -> None:
+    def _ensure_native(self) -> NativeContext:
+        if self._native is None:
+            weights = self._ensure_weights()
+            self._native = NativeContext(weights, context_params(self._config, weights))
+        return self._native
+
+    def _drop_kv(self) -> None:
+        """Let the KV cache go: the sequence leaves its pool (or the own llama context is freed)."""
         self._settle()
+        if self._sequence is not None:
+            sequence, self._sequence = self._sequence, None
+            scheduler.forget(sequence)
+            pools.leave(sequence)
+            scheduler.end(sequence)  # its slot is free now: a request waiting for one moves
         if self._native is not None:
             self._native.close()
-        self._native = None
-        self._cached = []
-        self._pending = None
+            self._native = None
 
     def release(self) -> None:
-        self._drop_native()
+        self._drop_kv()
         if self._weights is not None:
             weights, self._weights = self._weights, None
             weights_cache.release(weights)
@@ -266,86 +262,97 @@ class LlamaContext:
         return self._stream
 
     def start_generation(self) -> None:
+        """Evaluate the prompt (what the KV cache lacks of it) and sample the first token."""
         if not self._prompt:
             raise InvalidArgument(f"no prompt: set the input {PROMPT!r} first")
+        self._settle()
+        if len(self._prompt) >= self._n_ctx:
+            raise PromptTooLong(f"the prompt has {len(self._prompt)} tokens; the context holds {self._n_ctx}")
         started = time.perf_counter()
         self._output_tokens = []
         self._output = bytearray()
-        self._evaluate_prompt()
-        ahead = self._config["decode-ahead"]
-        self._decode_ahead = ahead == "on" or (ahead == "auto" and self._ensure_weights().offloaded_layers > 0)
+        self._text = list(self._prompt)
         if self._sampler is not None:
             self._sampler.close()
             self._sampler = None
-        self._sampler = make_sampler(self._ensure_weights(), self._config, self._n_ctx)
+        weights = self._ensure_weights()
+        self._sampler = make_sampler(weights, self._config, self._n_ctx)
+        sequence = self._ensure_sequence()
+        sequence.running = True
+        scheduler.begin(sequence)
+        self._next, self._evaluated = scheduler.result(self._request(reuse=self._config["cache-prompt"]))
         self._prompt_seconds += time.perf_counter() - started
 
-    def _evaluate_prompt(self) -> None:
-        self._settle()
-        native = self._ensure_native()
-        prompt = self._prompt
-        if len(prompt) >= self._n_ctx:
-            raise PromptTooLong(f"the prompt has {len(prompt)} tokens; the context holds {self._n_ctx}")
-        keep = 0
-        for cached, wanted in zip(self._cached if self._config["cache-prompt"] else [], prompt):
-            if cached != wanted:
-                break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)  # the last prompt token is evaluated again for its logits
-        if not native.keep_prefix(keep):
-            native.clear()
-            keep = 0
-        self._cached = prompt[:keep]
-        self._pending = None
-        native.decode(prompt[keep:], keep)
-        self._cached = list(prompt)
-        self._evaluated = len(prompt) - keep
+    def _request(self, *, reuse: bool = True) -> Request:
+        """Ask the scheduler for the token after the text so far."""
+        sequence = self._sequence
+        if sequence is None:
+            raise BackendError("no generation under way: start_generation first")
+        return scheduler.submit(Request(sequence, list(self._text), self._sampler,
+                                        alone=not self._config["batch-with-others"], reuse=reuse))
 
     def step(self) -> TokenEvent | EndReason:
-        """Decode the pending token, then sample the next one; at end of generation, or
-        once n-predict tokens are out, why it ended instead."""
-        native, sampler, weights = self._native, self._sampler, self._weights
-        if native is None or sampler is None or weights is None:
+        """The next token; at end of generation, or once n-predict tokens are out, why it
+        ended instead."""
+        weights, sequence = self._weights, self._sequence
+        if self._sampler is None or weights is None or sequence is None:
             raise BackendError("no generation under way: start_generation first")
         n_predict = self._config["n-predict"]
         if 0 <= n_predict <= len(self._output_tokens):
             return EndReason.LENGTH
-        self._settle()
-        if self._pending is not None:
-            self._decode_pending()
-        if len(self._cached) >= self._n_ctx:
-            raise ContextFull(f"the context of {self._n_ctx} tokens is full")
-        token = sampler.sample(native)
+        token = self._take_next()
         if weights.is_end_of_generation(token):
             return EndReason.STOP
         sampled = time.perf_counter()
         piece = weights.piece(token)
-        self._pending = token
         self._output_tokens.append(token)
+        self._text.append(token)
         self._output += piece
-        if self._decode_ahead:
-            self._ahead.start(self._decode_ahead_pending)
+        if 0 <= n_predict <= len(self._output_tokens):
+            scheduler.end(sequence)  # it asks for no more: no step waits for it
+        elif self._ahead_wanted() and len(self._text) < self._n_ctx:
+            self._ahead = self._request()
         return TokenEvent(piece, token, sampled)
 
-    def _decode_pending(self) -> None:
-        native, pending = self._native, self._pending
-        if native is not None and pending is not None:
-            self._pending = None
-            native.decode([pending], len(self._cached))
-            self._cached.append(pending)
+    def _take_next(self) -> int:
+        token: int | None
+        if self._next is not None:
+            token, self._next = self._next, None
+        elif self._ahead is not None:
+            request, self._ahead = self._ahead, None
+            token, _ = scheduler.result(request)
+        else:
+            if len(self._text) >= self._n_ctx:
+                raise ContextFull(f"the context of {self._n_ctx} tokens is full")
+            token, _ = scheduler.result(self._request())
+        if token is None:
+            raise BackendError("the scheduler sampled no token")
+        return token
 
-    def _decode_ahead_pending(self) -> float:
-        """On the decode thread: the log section is per thread, so it is entered here too."""
-        started = time.perf_counter()
-        with self.log_section:
-            self._decode_pending()
-        return time.perf_counter() - started
+    def _ahead_wanted(self) -> bool:
+        """decode-ahead: the scheduler decodes the token just handed out and samples the
+        next one before it is asked for (while the guest works on this one)."""
+        ahead = self._config["decode-ahead"]
+        return ahead == "on" or (ahead == "auto" and self._ensure_weights().offloaded_layers > 0)
+
+    def end_generation(self) -> None:
+        """The generation is over: its sequence may be purged again, and no step waits for it."""
+        self._settle()
+        self._next = None
+        if self._sequence is not None:
+            self._sequence.running = False
+            scheduler.end(self._sequence)
 
     def _settle(self) -> None:
-        """Wait for a decode ahead to finish: nothing may touch the KV cache or the pending
-        token while it runs. (What a generation counts as the backend's time is then what
-        was waited for: the rest ran while the guest worked.)"""
-        self._ahead.wait()
+        """Wait for a token asked for ahead: nothing may change the sequence while its
+        request is under way. Its token is dropped; the KV cache then holds exactly the
+        text handed out."""
+        request, self._ahead = self._ahead, None
+        if request is not None:
+            try:
+                scheduler.result(request)
+            except Exception:  # the token was never handed out: what went wrong with it no longer matters
+                pass
 
     def stop_after_this(self, piece: bytes) -> bool:
         """Whether the text now contains the reverse prompt (looked for where it can have
@@ -355,6 +362,18 @@ class LlamaContext:
             return False
         needle = reverse.encode()
         return self._output.find(needle, max(0, len(self._output) - len(piece) - len(needle) + 1)) >= 0
+
+    def fork(self) -> LlamaContext:
+        """A new context continuing from this one: its KV cache copied (not evaluated
+        again), prompt, outputs and parameters."""
+        self._settle()
+        copy = LlamaContext(self._graph, dict(self._config))
+        copy._prompt, copy._text = list(self._prompt), list(self._text)
+        copy._output_tokens, copy._output = list(self._output_tokens), bytearray(self._output)
+        copy._evaluated, copy._embedding, copy._prompt_seconds = self._evaluated, self._embedding, self._prompt_seconds
+        if self._sequence is not None:
+            copy._sequence = pools.fork(copy._ensure_weights(), self._sequence)
+        return copy
 
     def _embed(self) -> None:
         if not self._prompt:
@@ -367,7 +386,6 @@ class LlamaContext:
         native.clear()
         native.decode(self._prompt, 0)
         native.clear()  # embeddings are not continued: the next prompt starts afresh
-        self._cached = []
         self._evaluated = len(self._prompt)
         n_embd = self._ensure_weights().native.n_embd()
         pointer = native.pooled_embedding()
@@ -391,7 +409,8 @@ class LlamaContext:
         return twin
 
     def close(self) -> None:
-        self._ahead.close()
+        if self._stream is not None:
+            self._stream.close()
         self.release()
         if self._sampler is not None:
             self._sampler.close()

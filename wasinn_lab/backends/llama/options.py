@@ -30,6 +30,11 @@ OPTIONS = Options(
         Option("embedding", bool, False, Scope.CONTEXT, "compute a pooled embedding instead of generating text"),
         Option("flash-attn", str, "auto", Scope.CONTEXT, "flash attention: on, off, or auto (llama.cpp decides)",
                choices=("auto", "on", "off")),
+        # Ours, after llama.cpp server's --parallel: the sequences one pool (one llama
+        # context) holds at most; past it an idle sequence's KV cache is dropped (pool.py).
+        Option("parallel", int, 8, Scope.CONTEXT,
+               "sequences decoded together in one llama context at most; more idle ones are purged and rebuilt",
+               minimum=1, maximum=64, step=1),
         Option("n-predict", int, -1, Scope.GENERATION, "tokens to generate at most",
                minimum=-1, soft_maximum=4096, step=1, panel=True, special={-1: "no limit"}),
         Option("temp", float, 0.8, Scope.GENERATION, "sampling temperature; 0: greedy",
@@ -83,6 +88,10 @@ OPTIONS = Options(
         Option("decode-ahead", str, "auto", Scope.GENERATION,
                "decode each token while the guest handles it: on, off, or auto (on when layers run on a GPU)",
                choices=("auto", "on", "off")),
+        # Ours: llama.cpp's kernels depend on the batch's size, so a sequence decoded with
+        # others may not give the tokens it gives alone; off keeps them (docs/batching.md).
+        Option("batch-with-others", bool, True, Scope.GENERATION,
+               "decode with other sessions' tokens (faster); off: in a batch of its own, exactly as alone"),
         Option("enable-log", bool, False, Scope.GENERATION, "print llama.cpp's log to stderr"),
         Option("enable-debug-log", bool, False, Scope.GENERATION, "print llama.cpp's debug log too"),
     )

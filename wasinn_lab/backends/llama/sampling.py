@@ -32,7 +32,7 @@ _DRY_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's defaults
 
 
 class Sampler:
-    """Samples the next token from a context's last logits; ``close`` frees it."""
+    """Samples the next token from a row of a context's logits; ``close`` frees it."""
 
     def __init__(self, chain: _internals.LlamaSampler, n_vocab: int, window: int, repeat_penalty: float) -> None:
         self._chain = chain
@@ -40,14 +40,15 @@ class Sampler:
         self._penalty = np.float32(repeat_penalty)
         self._recent: deque[int] | None = deque(maxlen=window) if window and repeat_penalty != 1.0 else None
 
-    def sample(self, native: NativeContext) -> int:
+    def sample(self, native: NativeContext, row: int) -> int:
+        """The next token from the logits of batch row ``row`` (-1: the last row)."""
         recent = self._recent
         if recent:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, -1), (self._n_vocab,))
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, row), (self._n_vocab,))
             tokens = np.unique(np.fromiter(recent, dtype=np.int64, count=len(recent)))
             values = logits[tokens]
             logits[tokens] = np.where(values <= 0, values * self._penalty, values / self._penalty)
-        token: int = self._chain.sample(native, -1)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
+        token: int = self._chain.sample(native, row)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
         if recent is not None:
             recent.append(token)
         return token
