@@ -397,17 +397,6 @@ class LlamaContext:
         self._embedding = Tensor((n_embd,), TensorType.F32, data)
         self._prompt_seconds += time.perf_counter() - started
 
-    def fork(self) -> LlamaContext:
-        """A twin on the same graph: the same parameters, prompt, output and counts. Its KV
-        cache starts empty, so its next generation evaluates its prompt in full (what it
-        computes is the same: only the cost differs)."""
-        self._settle()
-        twin = LlamaContext(self._graph, dict(self._config))
-        twin._prompt, twin._output_tokens, twin._output = list(self._prompt), list(self._output_tokens), bytearray(self._output)
-        twin._evaluated, twin._embedding = self._evaluated, self._embedding
-        twin._prompt_seconds, twin.backend_seconds = self._prompt_seconds, self.backend_seconds
-        return twin
-
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
