@@ -372,7 +372,8 @@ class LlamaContext:
         copy._output_tokens, copy._output = list(self._output_tokens), bytearray(self._output)
         copy._evaluated, copy._embedding, copy._prompt_seconds = self._evaluated, self._embedding, self._prompt_seconds
         if self._sequence is not None:
-            copy._sequence = pools.fork(copy._ensure_weights(), self._sequence)
+            with self.log_section:  # llama.cpp reports the copy: to Python logging, not a cell
+                copy._sequence = pools.fork(copy._ensure_weights(), self._sequence)
         return copy
 
     def _embed(self) -> None:
