@@ -94,6 +94,9 @@ def test_a_batch_and_a_sweep_on_the_cluster_match_the_serial_run(host: Host, cli
     assert (summary.xs("direct", level="path")["decode_ratio"] == 1.0).all()
     write({"sweep": spread}, tmp_path)
     assert "worker" in pd.read_csv(tmp_path / "sweep.csv").columns
+    # Several generations at once on a worker only when asked: a concurrency measurement.
+    at_once = ClusterBench(client, progress=False).concurrency([2], SMALL, runs=1)
+    assert list(at_once["output_tokens"]) == [2 * SMALL.n_predict] and set(at_once["worker"]) <= workers
 
 
 def test_a_bad_point_is_named_and_the_others_complete(host: Host, client: Client) -> None:
