@@ -98,6 +98,8 @@ DEFAULTS = [
             "WasmEdge gives every context a llama context of its own; here up to this many share one (docs/batching.md)"),
     Default("batch-with-others", True, NOT_IN_WASMEDGE, "ours",
             "WasmEdge decodes each context alone; here sessions' tokens are decoded together unless this is off"),
+    Default("logprobs", 0, NOT_IN_WASMEDGE, "ours, after llama-cpp-python's completion option `logprobs`",
+            "records each token's log-probability, rank, entropy and likeliest alternatives; off by default"),
 ]
 
 

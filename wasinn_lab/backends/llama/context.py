@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
+import numpy as np
 
-from ...errors import BackendError, ContextFull, InvalidArgument, PromptTooLong
+from ...errors import BackendError, ContextFull, InvalidArgument, PromptTooLong, UnsupportedOperation
 from ...options import Scope
 from ...types import Tensor, TensorType
-from ..base import EMBEDDING, PROMPT, TEXT, EndReason, TokenEvent, Usage
+from ..base import EMBEDDING, PROMPT, TEXT, EndReason, NextTokenDistribution, TokenEvent, Usage
 from . import log
 from .native import NativeContext
 from .options import OPTIONS
@@ -57,6 +58,19 @@ def context_params(config: Mapping[str, Any], weights: Weights) -> llama_cpp.lla
         # at most, as WasmEdge takes (a micro-batch of the model's whole length need not fit).
         params.n_batch = params.n_ubatch = min(config["batch-size"], config["ctx-size"] or weights.n_ctx_train)
     return params
+
+
+class _RowCopy:
+    """Takes a copy of the logits row a scheduler step leaves (in place of a sampler):
+    the next token's distribution, with nothing sampled."""
+
+    def __init__(self, n_vocab: int) -> None:
+        self._n_vocab = n_vocab
+        self.logits = np.zeros(n_vocab, dtype=np.float32)
+
+    def sample(self, native: NativeContext, row: int) -> int:
+        self.logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, row), (self._n_vocab,)).copy()
+        return -1
 
 
 class LlamaStream:
@@ -301,6 +315,7 @@ class LlamaContext:
         if 0 <= n_predict <= len(self._output_tokens):
             return EndReason.LENGTH
         token = self._take_next()
+        details = self._sampler.details  # read before a request ahead samples again
         if weights.is_end_of_generation(token):
             return EndReason.STOP
         sampled = time.perf_counter()
@@ -312,7 +327,30 @@ class LlamaContext:
             scheduler.end(sequence)  # it asks for no more: no step waits for it
         elif self._ahead_wanted() and len(self._text) < self._n_ctx:
             self._ahead = self._request()
-        return TokenEvent(piece, token, sampled)
+        return TokenEvent(piece, token, sampled, details)
+
+    # -- the next token's distribution ----------------------------------------------------
+
+    def distribution(self, k: int, options: Mapping[str, Any]) -> NextTokenDistribution:
+        if self._config["embedding"]:
+            raise UnsupportedOperation("an embedding context has no next token: its distribution is for text generation")
+        if not self._prompt:
+            raise InvalidArgument(f"no prompt: set the input {PROMPT!r} first")
+        text = self._prompt + self._output_tokens
+        if len(text) >= self._n_ctx:
+            raise ContextFull(f"the text has {len(text)} tokens; the context of {self._n_ctx} is full")
+        with self.log_section:
+            self._settle()
+            sampler = make_sampler(self._ensure_weights(), {**self._config, **options}, self._n_ctx)
+            try:
+                row = _RowCopy(self._ensure_weights().n_vocab)
+                # The KV cache then holds the text: a generation from the prompt cuts it back
+                # as it would any other conversation's.
+                scheduler.result(scheduler.submit(Request(self._ensure_sequence(), text, row, alone=True, reuse=True)))
+                sampler.remember(self._output_tokens)
+                return sampler.distribution(row.logits, k)
+            finally:
+                sampler.close()
 
     def _take_next(self) -> int:
         token: int | None

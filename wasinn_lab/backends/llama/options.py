@@ -92,6 +92,10 @@ OPTIONS = Options(
         # others may not give the tokens it gives alone; off keeps them (docs/batching.md).
         Option("batch-with-others", bool, True, Scope.GENERATION,
                "decode with other sessions' tokens (faster); off: in a batch of its own, exactly as alone"),
+        # Ours: what llama-cpp-python's completion calls `logprobs`, recorded per token.
+        Option("logprobs", int, 0, Scope.GENERATION,
+               "record each token's log-probability, rank, entropy and this many likeliest alternatives; 0: off",
+               minimum=0, soft_maximum=20, step=1),
         Option("enable-log", bool, False, Scope.GENERATION, "print llama.cpp's log to stderr"),
         Option("enable-debug-log", bool, False, Scope.GENERATION, "print llama.cpp's debug log too"),
     )

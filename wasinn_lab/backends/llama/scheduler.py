@@ -32,14 +32,14 @@ import threading
 import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ...errors import BackendError
 from .compute import ComputeThread, compute_thread
 from .native import Chunk, NativeContext
 from .pool import Pool, PoolFull, Sequence
-from .sampling import Sampler
 
-__all__ = ["GATHER_SECONDS", "Request", "Scheduler", "Withdrawn", "scheduler"]
+__all__ = ["GATHER_SECONDS", "Request", "RowSampler", "Scheduler", "Withdrawn", "scheduler"]
 
 GATHER_SECONDS = 0.004  # see docs/batching.md: the guests' time between two tokens is well under this
 
@@ -48,11 +48,18 @@ class Withdrawn(Exception):
     """The request was withdrawn (its guest was interrupted) before it was done."""
 
 
+class RowSampler(Protocol):
+    """What a request's token comes from: a generation's ``Sampler``, or anything else
+    that reads a row of the step's logits."""
+
+    def sample(self, native: NativeContext, row: int) -> int: ...
+
+
 @dataclass(eq=False)
 class Request:
     sequence: Sequence
     text: list[int]  # what the sequence must hold; its last token's logits are sampled
-    sampler: Sampler | None
+    sampler: RowSampler | None
     alone: bool  # in a batch of its own (batch-with-others off)
     reuse: bool  # keep the common prefix of what the sequence holds (cache-prompt)
     future: Future[tuple[int | None, int]] = field(default_factory=Future)  # the token, and tokens evaluated
