@@ -105,6 +105,7 @@ class Host:
         return self.registry.preload(spec, config)
 
     def models(self) -> list[ModelSpec]:
+        """The registered models, ``default`` and ``echo`` among them."""
         return list(self.registry)
 
     def properties(self, model: str | None = None) -> dict[str, Any]:
@@ -127,6 +128,7 @@ class Host:
                                   params=params)
 
     def session(self, session_id: str) -> Session:
+        """The open session ``session_id``; ``NotFound`` if there is none."""
         return self.sessions.get(session_id)
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
