@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -22,6 +23,9 @@ EXECUTED_DIR = ROOT / "build" / "notebooks"
 # Not the kernel they name: ipykernel's own, as VS Code or a JupyterHub without the
 # project's kernel spec would start it.
 KERNEL = "python3"
+# CurveZMQ keys for the kernel's sockets where its spec supports them (ipykernel's does):
+# otherwise it warns, on every start, that its TCP traffic is not encrypted.
+ENCRYPTED = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def execute(notebook: nbformat.NotebookNode) -> None:
@@ -30,7 +34,8 @@ def execute(notebook: nbformat.NotebookNode) -> None:
     ``CellExecutionError``, naming the cell and its traceback, at the first cell that fails;
     the cells run until then keep their outputs. The kernel is shut down afterwards either
     way (the client starts it, so it owns it)."""
-    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+                            config=ENCRYPTED)
     client.execute()
 
 

@@ -95,7 +95,10 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         problem = executed_problem(source, executed)
         if problem:
             raise PluginError(problem)
-        files.append(File.generated(config, f"notebooks/{source.name}", abs_src_path=str(executed)))
+        # A file of the site at notebooks/NAME, read from build/notebooks/NAME (mkdocs-jupyter
+        # reads it through the source folder, so not File.generated, which has none).
+        files.append(File(f"notebooks/{source.name}", src_dir=str(EXECUTED.parent), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
     return files
 
 

@@ -41,9 +41,10 @@ STDIN_TURNS_EXPORT = "wasinn-lab.input.stdin"
 class Host:
     """Runs wasi-nn guests in-process.
 
-    >>> with Host() as host:                # registers `default` (Gemma 3 270M) and `echo`
-    ...     host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
-    0
+    Examples:
+        >>> with Host() as host:                # registers `default` (Gemma 3 270M) and `echo`
+        ...     host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
+        0
     """
 
     def __init__(
