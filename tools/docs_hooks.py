@@ -71,20 +71,21 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 def executed_problem(source: Path, executed: Path) -> str | None:
     """Why the executed copy cannot be shown, or None."""
     name = source.relative_to(ROOT)
-    remedy = f"run `make docs` (it executes it), `make test`, or `.venv/bin/python tests/notebook_run.py {name}`"
+    remedy = (f"execute it with `.venv/bin/python tests/notebook_run.py {name}` (`make docs` does so for a "
+              "notebook newer than its copy, `make test` for all)")
     if not executed.exists():
         return f"{name} has no executed copy in build/notebooks/: {remedy}"
     ran, saved = nbformat.read(executed, as_version=4), nbformat.read(source, as_version=4)
     if [(cell.cell_type, cell.source) for cell in ran.cells] != [(cell.cell_type, cell.source) for cell in saved.cells]:
-        return f"{executed.relative_to(ROOT)} was executed from other cells than {name} has now: {remedy}"
+        return f"the executed copy of {name} was run from other cells than it has now: {remedy}"
     for cell in ran.cells:
         if cell.cell_type != "code":
             continue
         if cell.execution_count is None:
-            return f"{executed.relative_to(ROOT)}: a cell did not run ({cell.source[:60]!r}): {remedy}"
+            return f"the executed copy of {name}: a cell did not run ({cell.source[:60]!r}): {remedy}"
         for output in cell.outputs:
             if output.output_type == "error":
-                return f"{executed.relative_to(ROOT)}: a cell failed ({cell.source[:60]!r}: {output.ename}): {remedy}"
+                return f"the executed copy of {name}: a cell failed ({cell.source[:60]!r}: {output.ename}): {remedy}"
     return None
 
 

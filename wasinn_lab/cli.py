@@ -233,7 +233,7 @@ def _print_options(*, markdown: bool) -> None:
         for backend in host.registry.backends:
             if not backend.options:
                 continue
-            print(f"### {backend.encoding.value}\n" if markdown else f"{backend.encoding.value}:")
+            print(f"## {backend.encoding.value}\n" if markdown else f"{backend.encoding.value}:")
             if markdown:
                 print(backend.options.markdown(), end="\n\n")
                 continue
