@@ -67,13 +67,13 @@ def test_notebooks_are_saved_clean(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
 def test_notebook_runs_headless_on_a_plain_kernel_and_generates_text(path: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
+    (notebook_run.EXECUTED_DIR / path.name).unlink(missing_ok=True)  # only a run that passes leaves a copy
     # Not the kernel it names (the browser tests run them on the project's kernel): a plain one.
     assert "--ext" not in " ".join(KernelManager(kernel_name=notebook_run.KERNEL).kernel_spec.argv)
     try:
         notebook_run.execute(notebook)  # raises CellExecutionError, with the cell and its traceback, on an error
     except Exception:
         nbformat.write(notebook, tmp_path / path.name)  # what ran until then; never back into notebooks/
-        (notebook_run.EXECUTED_DIR / path.name).unlink(missing_ok=True)  # an older run's outputs are stale now
         raise
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code)
