@@ -1,9 +1,17 @@
 # make demo   stream text from the `stream` guest on the default model
-# make test   run the whole test suite
+# make test   run the whole test suite, then build the documentation site (strict)
+# make docs   the documentation site into site/, strict: a broken link, a missing page, a
+#             failing notebook or a public name without a docstring fails it. The notebook
+#             pages show the executed copies in build/notebooks/ that the notebook tests
+#             save; a notebook without a copy newer than its source is executed first
+#             (tests/notebook_run.py), so after `make test` none is, in a fresh clone all.
+#             MkDocs and Material rather than Sphinx: the pages stay the plain Markdown
+#             GitHub shows (mkdocs.yml says more).
 # make demo CUDA=1 [CUDA_ARCH=90]   the same with llama.cpp built for CUDA
 # make lab    JupyterLab on notebooks/01-quickstart.ipynb, with the wasinn-lab kernel
 #             installed into .venv (LAB_ARGS="--no-browser --port=8888" to pass options)
-# make readme-images   the browser tests, writing the README's pictures to docs/images/
+# make readme-images   the browser tests, writing the pictures of the README and the
+#             documentation site to docs/images/
 # make binder-check    repo2docker's plan for binder/, then binder/ replayed in a fresh
 #             venv and the quickstart run on the result (5 to 25 minutes here; not in `test`)
 #
@@ -38,6 +46,9 @@ endif
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(FLAVOUR)
 INSTALLED := $(VENV)/.installed-$(FLAVOUR)
 LAB_INSTALLED := $(VENV)/.installed-lab
+DOCS_INSTALLED := $(VENV)/.installed-docs
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+EXECUTED_NOTEBOOKS := $(NOTEBOOKS:notebooks/%=build/notebooks/%)
 # Keep in step with JCO_VERSION in wasinn_lab/guests.py.
 JCO_VERSION := 1.35.0
 JCO := $(CACHE)/jco/$(JCO_VERSION)
@@ -50,15 +61,25 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root unless told: containers often run as root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test lab install jco guests model smollm2 chromium readme-images binder-check clean
+.PHONY: demo test docs lab install jco guests model smollm2 chromium readme-images binder-check clean
 
 demo: install model guests
 	$(PY) -m wasinn_lab run stream default "The three most useful things to know about WebAssembly are"
 
-test: install model guests chromium
-	$(VENV)/bin/ruff check wasinn_lab tests benchmarks
+test: install model guests chromium $(DOCS_INSTALLED)
+	$(VENV)/bin/ruff check wasinn_lab tests benchmarks tools
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+	@# A make of its own, so that it sees the executed notebooks the tests have just saved.
+	$(MAKE) --no-print-directory docs
+
+# NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2 on every build (not a warning of
+# the build's; mkdocs.yml keeps MkDocs below 2).
+docs: install model guests $(DOCS_INSTALLED) $(EXECUTED_NOTEBOOKS)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+build/notebooks/%.ipynb: notebooks/%.ipynb | install model guests
+	$(PY) tests/notebook_run.py $<
 
 # The browser tests (tests/test_browser.py) only, writing the README's pictures.
 readme-images: install model guests chromium
@@ -99,9 +120,13 @@ $(JCO)/.unpacked:
 	tar xzf "$(JCO)/bytecodealliance-jco-$(JCO_VERSION).tgz" -C "$(JCO)"
 	touch "$@"
 
-# $(INSTALLED)'s recipe removes this stamp too, so the extras follow a reinstall.
+# $(INSTALLED)'s recipe removes these stamps too, so the extras follow a reinstall.
 $(LAB_INSTALLED): pyproject.toml $(INSTALLED)
 	$(PY) -m pip install --quiet -e ".[test,lab]"
+	touch $@
+
+$(DOCS_INSTALLED): pyproject.toml $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 # Debian's Chromium, when no Chromium is found (WASINN_LAB_CHROMIUM names another one).
@@ -143,4 +168,4 @@ guests: install
 	$(PY) -m wasinn_lab guests build
 
 clean:
-	rm -rf $(VENV) guests/build .binder-check "$(CACHE)/guests" "$(CACHE)/compiled"
+	rm -rf $(VENV) guests/build .binder-check site build/notebooks build/mkdocs-jupyter "$(CACHE)/guests" "$(CACHE)/compiled"

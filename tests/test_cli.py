@@ -177,13 +177,13 @@ def test_what_a_failed_wasi_nn_call_said_reaches_stderr() -> None:
     assert "init_execution_context failed: errno 1" in result.stderr  # the guest's own line, after it
 
 
-def test_options_lists_each_backends_parameters_and_the_readme_shows_the_same() -> None:
+def test_options_lists_each_backends_parameters_and_the_docs_show_the_same() -> None:
     listed = wasinn_lab("options")
     assert listed.returncode == 0 and "temp" in listed.stdout and "sampling temperature" in listed.stdout
     markdown = wasinn_lab("options", "--markdown").stdout.strip()
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = readme.split("tests/test_cli.py checks it -->\n", 1)[1].split("\n<!-- /options -->", 1)[0]
-    assert block == markdown, "README's parameter table is stale: paste `wasinn-lab options --markdown` in"
+    page = (Path(__file__).parent.parent / "docs" / "parameters.md").read_text()
+    block = page.split("tests/test_cli.py checks it -->\n", 1)[1].split("\n<!-- /options -->", 1)[0]
+    assert block == markdown, "docs/parameters.md's table is stale: paste `wasinn-lab options --markdown` in"
 
 
 def test_run_takes_parameters_as_a_cell_does() -> None:

@@ -1,7 +1,7 @@
 """The GGML backend's defaults against WasmEdge's GGML plugin: a guest that sends no value
 for an option gets WasmEdge's, so an unmodified WasmEdge guest samples the same text here
-as there. Where this host differs on purpose, the README's "Where this differs from
-WasmEdge, and why" says so.
+as there. Where this host differs on purpose, docs/parameters.md's "Where this differs
+from WasmEdge, and why" says so.
 
 The plugin (WasmEdge d516c5d, plugins/wasi_nn/GGML/) starts every graph from llama.cpp's
 ``common_params``, ``common_params_sampling`` and ``llama_model_default_params()``
@@ -26,7 +26,7 @@ from wasinn_lab.backends.llama.options import OPTIONS, RANDOM_SEED
 from wasinn_lab.errors import PromptTooLong
 from wasinn_lab.models import DEFAULT_CONFIG, default_model_path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PARAMETERS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
 NOT_IN_WASMEDGE = object()  # an option of ours that WasmEdge's plugin does not have
 
 
@@ -36,7 +36,7 @@ class Default:
     ours: Any
     wasmedge: Any
     source: str
-    differs_because: str = ""  # a deliberate difference, which the README names
+    differs_because: str = ""  # a deliberate difference, which docs/parameters.md names
 
 
 PLUGIN = "WasmEdge plugins/wasi_nn/GGML/core/ggml_core.cpp"
@@ -104,9 +104,10 @@ DEFAULTS = [
 
 
 def differences_section() -> str:
-    text = README.read_text()
-    start = text.index("### Where this differs from WasmEdge, and why")
-    return text[start : text.index("\n## ", start)]
+    text = PARAMETERS_PAGE.read_text()
+    start = text.index("## Where this differs from WasmEdge, and why")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
 
 
 def test_every_option_is_listed_with_its_source() -> None:
@@ -122,7 +123,7 @@ def test_the_defaults_are_wasmedges_but_for_the_documented_differences() -> None
     for d in DEFAULTS:
         if d.differs_because:
             assert d.ours != d.wasmedge, f"{d.option}: listed as a difference, yet the same as WasmEdge's"
-            assert f"`{d.option}`" in section, f"{d.option} differs from WasmEdge; the README does not say why"
+            assert f"`{d.option}`" in section, f"{d.option} differs from WasmEdge; docs/parameters.md does not say why"
         else:
             assert d.ours == d.wasmedge, f"{d.option}: ours {d.ours!r}, WasmEdge's {d.wasmedge!r} ({d.source})"
 

@@ -1,6 +1,7 @@
 """The notebooks in notebooks/, executed headless on the default model in a plain Python
 kernel (each loads the extension in its first code cell), and the kernel spec in kernels/
-started as Jupyter starts it."""
+started as Jupyter starts it. A notebook that passes is saved executed to build/notebooks/
+(tests/notebook_run.py), which the documentation site shows (make docs)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import notebook_run
+import psutil
 import pytest
 from conftest import wait_idle
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+NOTEBOOKS = sorted(notebook_run.NOTEBOOK_DIR.glob("*.ipynb"))
 
 # The first line of a %%wasi_nn cell's output: "[GUEST · MODEL · session ID · STATUS]".
 CAPTION = re.compile(r"^\[(?P<guest>\S+) · (?P<model>\S+)(?: · session [^\]]+)? · (?P<status>[^\]·]+)\]$", re.M)
@@ -66,15 +67,14 @@ def test_notebooks_are_saved_clean(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
 def test_notebook_runs_headless_on_a_plain_kernel_and_generates_text(path: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
-    # Not the kernel it names: ipykernel's own "python3", as VS Code or a JupyterHub without
-    # the project's spec would start it (the browser tests run them on the project's kernel).
-    kernel = KernelManager(kernel_name="python3")
-    assert "--ext" not in " ".join(kernel.kernel_spec.argv)
-    client = NotebookClient(notebook, km=kernel, timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    (notebook_run.EXECUTED_DIR / path.name).unlink(missing_ok=True)  # only a run that passes leaves a copy
+    # Not the kernel it names (the browser tests run them on the project's kernel): a plain one.
+    assert "--ext" not in " ".join(KernelManager(kernel_name=notebook_run.KERNEL).kernel_spec.argv)
     try:
-        client.execute()  # raises CellExecutionError, with the cell and its traceback, on an error
-    finally:
-        nbformat.write(notebook, tmp_path / path.name)  # never back into notebooks/
+        notebook_run.execute(notebook)  # raises CellExecutionError, with the cell and its traceback, on an error
+    except Exception:
+        nbformat.write(notebook, tmp_path / path.name)  # what ran until then; never back into notebooks/
+        raise
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code)
     errors = [output for cell in code for output in cell.outputs if output["output_type"] == "error"]
@@ -82,6 +82,20 @@ def test_notebook_runs_headless_on_a_plain_kernel_and_generates_text(path: Path,
     magic_cells = [cell for cell in code if cell.source.startswith("%%wasi_nn")]
     texts = [text for cell in magic_cells for text in model_texts(cell)]
     assert any(texts), f"no %%wasi_nn cell shows model text: {[cell.outputs for cell in magic_cells]}"
+    notebook_run.save(notebook, path.name)  # passed: the documentation site shows this run (make docs)
+
+
+def test_executing_a_notebook_leaves_no_kernel_running() -> None:
+    """Each run's kernel is shut down once it ran, not kept (with its model) until pytest ends."""
+
+    def kernels() -> set[int]:
+        return {child.pid for child in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(child.cmdline())}
+
+    before = kernels()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    notebook_run.execute(notebook)
+    assert notebook.cells[0].outputs[0]["data"]["text/plain"] == "2"
+    assert kernels() == before
 
 
 # -- the kernel spec ---------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 
     options = commands.add_parser("options", help="the parameters each backend takes (for run -p, %%%%wasi_nn -p)",
                                   description=OPTIONS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    options.add_argument("--markdown", action="store_true", help="as Markdown tables (the README's)")
+    options.add_argument("--markdown", action="store_true", help="as Markdown tables (docs/parameters.md's)")
 
     models = commands.add_parser("models", help="list registered models")
     with_preloads(models)
@@ -233,7 +233,7 @@ def _print_options(*, markdown: bool) -> None:
         for backend in host.registry.backends:
             if not backend.options:
                 continue
-            print(f"### {backend.encoding.value}\n" if markdown else f"{backend.encoding.value}:")
+            print(f"## {backend.encoding.value}\n" if markdown else f"{backend.encoding.value}:")
             if markdown:
                 print(backend.options.markdown(), end="\n\n")
                 continue

@@ -182,19 +182,20 @@ class NNError(WasiNNLabError):
 
 
 class InvalidArgument(NNError):
-    pass
+    """A malformed argument: a bad handle, pointer, name, tensor or config value (preview1 errno 1)."""
 
 
 class InvalidEncoding(NNError):
-    pass
+    """A graph encoding the backend cannot load, or config JSON that does not parse (preview1 errno 2)."""
 
 
 class MissingMemory(NNError):
-    pass
+    """The guest exports no linear memory for the host to read its arguments from (preview1 errno 3)."""
 
 
 class Busy(NNError):
-    pass
+    """Held by another: a session another guest or generation is using, or a limit of live contexts
+    or weight copies reached (preview1 errno 4)."""
 
 
 class BackendError(NNError):
@@ -202,7 +203,8 @@ class BackendError(NNError):
 
 
 class UnsupportedOperation(NNError):
-    pass
+    """An operation this backend or model cannot do: text from a model without any, a
+    read-only property set (preview1 errno 6)."""
 
 
 class TooLarge(NNError):
@@ -214,7 +216,7 @@ class TooLarge(NNError):
 
 
 class NotFound(NNError):
-    pass
+    """No model, backend, session or output of that name (preview1 errno 8)."""
 
 
 class EndOfSequence(NNError):
@@ -222,11 +224,12 @@ class EndOfSequence(NNError):
 
 
 class ContextFull(NNError):
-    pass
+    """The context (KV cache) filled up mid-generation; the text so far stays readable (WasmEdge's
+    errno 101)."""
 
 
 class PromptTooLong(NNError):
-    pass
+    """The prompt does not fit the context (WasmEdge's errno 102)."""
 
 
 class ModelNotFound(NNError):

@@ -53,9 +53,10 @@ _POLL = 0.1  # seconds between looks while a map waits for its next run to end
 class Host:
     """Runs wasi-nn guests in-process.
 
-    >>> with Host() as host:                # registers `default` (Gemma 3 270M), `smollm2` and `echo`
-    ...     host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
-    0
+    Examples:
+        >>> with Host() as host:                # registers `default` (Gemma 3 270M), `smollm2` and `echo`
+        ...     host.run("stream", "default", "Once upon a time", on_stdout=print).exit_code
+        0
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Host:
         return self.registry.preload(spec, config)
 
     def models(self) -> list[ModelSpec]:
+        """The registered models, ``default`` and ``echo`` among them."""
         return list(self.registry)
 
     def properties(self, model: str | None = None) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class Host:
                                   params=params)
 
     def session(self, session_id: str) -> Session:
+        """The open session ``session_id``; ``NotFound`` if there is none."""
         return self.sessions.get(session_id)
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,21 +18,36 @@ _MAY_BE_NONE = ("timeout", "fuel", "output_bytes")  # None: no such limit
 
 @dataclass(frozen=True)
 class Limits:
-    # Wall-clock seconds for a run, or for each turn of an interactive guest. A guest
-    # spinning without host calls is stopped too (wasmtime epoch interruption).
+    """What one guest run may use (per host: ``Host(limits=...)``; per run:
+    ``host.run(..., limits=...)``; in a cell or on the command line: ``--timeout``,
+    ``--max-memory``, ``--fuel``, ``--limit NAME=VALUE``). A run past one is stopped with
+    ``GuestLimitError`` naming it, or refused at instantiation.
+
+    Attributes:
+        timeout: Wall-clock seconds for a run, or for each turn of an interactive guest;
+            None: none. A guest spinning without host calls is stopped too (wasmtime epoch
+            interruption).
+        memory_bytes: Bytes of each linear memory of the guest.
+        memories: Linear memories: a core module has one; a component one per core module
+            in it (a composed one, several), each capped at ``memory_bytes``.
+        fuel: Wasm instructions, roughly; None: not metered (metering costs speed).
+        instances: Wasm instances.
+        tables: Wasm tables.
+        table_elements: Elements of each table.
+        load_bytes: Model bytes a guest may send to ``load``, all its loads together.
+        output_bytes: Bytes a guest may write to stdout, and to stderr; None: no limit.
+            What it writes is kept (and shown), so a guest printing without end would
+            otherwise fill the kernel's memory.
+    """
+
     timeout: float | None = 600.0
-    memory_bytes: int = 2048 * MiB  # linear memory (a guest may have one: preview1 guests do)
-    # A component holds one memory per core module in it (a composed one, several), each
-    # capped at memory_bytes, so its total is at most memories x memory_bytes. A core
-    # module may have one.
+    memory_bytes: int = 2048 * MiB
     memories: int = 4
-    fuel: int | None = None  # wasm instructions, roughly; None: not metered (metering costs speed)
+    fuel: int | None = None
     instances: int = 16
     tables: int = 16
     table_elements: int = 1_000_000
-    load_bytes: int = 1024 * MiB  # model bytes a guest may send to `load`, all its loads together
-    # Bytes a guest may write to stdout, and to stderr: what it writes is kept (and shown),
-    # so a guest printing without end would otherwise fill the kernel's memory.
+    load_bytes: int = 1024 * MiB
     output_bytes: int | None = 64 * MiB
 
     def overridden(

@@ -46,28 +46,34 @@ class Generation:
 
     @property
     def text(self) -> str:
+        """The text generated, token by token joined."""
         return "".join(self.token_texts)
 
     @property
     def time_to_first_token(self) -> float | None:
+        """Seconds from the start to the first token; None if it made none."""
         return self.token_times[0] - self.started if self.token_times else None
 
     @property
     def decode_tokens_per_second(self) -> float | None:
+        """Tokens per second after the first (the decode rate); None below two tokens."""
         if len(self.token_times) < 2:
             return None
         return (len(self.token_times) - 1) / (self.token_times[-1] - self.token_times[0])
 
     @property
     def wall_seconds(self) -> float:
+        """Seconds from the start to the end."""
         return self.ended - self.started
 
     @property
     def boundary_seconds(self) -> float:
+        """Seconds inside host calls but outside the backend: what the wasi-nn boundary cost."""
         return max(self.host_seconds - self.backend_seconds, 0.0)
 
     @property
     def guest_seconds(self) -> float:
+        """Seconds outside host calls: the guest's own work (0 where no host call was timed)."""
         return max(self.wall_seconds - self.host_seconds, 0.0) if self.host_seconds else 0.0
 
 

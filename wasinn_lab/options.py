@@ -2,7 +2,7 @@
 
 Backends own their catalogue (``Backend.options``); everything that shows or checks
 options reads it from there: value checks, the parameter panel's controls, the magic's
-help and the README's table. Nothing here knows any backend or ABI.
+help and the parameters table (docs/parameters.md). Nothing here knows any backend or ABI.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ _COSTS = {Scope.MODEL: "a model reload", Scope.CONTEXT: "a new context", Scope.G
 
 @dataclass(frozen=True)
 class Option:
+    """One option a backend takes: its name, type, default, range, what a change costs
+    (``scope``) and what it does. The parameter panel, ``%wasi_nn options``, ``wasinn-lab
+    options`` and the parameters table are all made from these."""
+
     name: str
     kind: type  # bool, int, float or str
     default: Any
@@ -91,6 +95,7 @@ class Option:
         return noun
 
     def range(self) -> str:
+        """The range as a table shows it: ``0..1``, ``-1..``, or empty when unbounded."""
         low = "" if self.minimum is None else f"{self.minimum:g}"
         high = "" if self.maximum is None else f"{self.maximum:g}"
         return f"{low}..{high}" if low or high else ""
@@ -145,7 +150,7 @@ class Options(Mapping[str, Option]):
         return normalized
 
     def rows(self) -> list[dict[str, str]]:
-        """One row per option, in words: what the README, the magic and the CLI show."""
+        """One row per option, in words: what the docs, the magic and the CLI show."""
         return [
             {"option": name, "type": option.kind.__name__, "default": option.describe(option.default),
              "range": option.range(), "a change costs": _COSTS[option.scope], "what it does": option.help}

@@ -33,6 +33,9 @@ class MissingModelWarning(UserWarning):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: its name, encoding, target, file (None for a backend that needs
+    none, such as echo) and the default config every context on it starts from."""
+
     name: str
     encoding: GraphEncoding
     target: ExecutionTarget
@@ -42,6 +45,7 @@ class ModelSpec:
 
     @property
     def available(self) -> bool:
+        """Whether its file exists (a preload of a missing file is registered anyway)."""
         return self.path is None or self.path.is_file()
 
 

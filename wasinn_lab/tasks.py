@@ -37,6 +37,8 @@ DRAIN = 30.0  # seconds to wait for an interrupted guest to unwind
 
 
 class EventKind(enum.Enum):
+    """What a ``GuestTask`` event reports; ``Event.data`` is as each member's comment says."""
+
     STDOUT = "stdout"  # bytes the guest wrote to stdout
     STDERR = "stderr"  # bytes the guest wrote to stderr
     TOKEN = "token"  # model text, token by token, from the sessions the guest uses
@@ -48,6 +50,8 @@ class EventKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Event:
+    """One thing a running guest did (``GuestTask.events``): its ``kind`` and ``data``."""
+
     kind: EventKind
     data: Any = None
 
@@ -135,6 +139,7 @@ class GuestTask:
 
     @property
     def running(self) -> bool:
+        """Whether the guest's thread still runs."""
         return self._thread.is_alive()
 
     def send(self, text: str | bytes) -> None:

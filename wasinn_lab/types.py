@@ -10,6 +10,8 @@ __all__ = ["TensorType", "GraphEncoding", "ExecutionTarget", "Tensor"]
 
 
 class TensorType(enum.Enum):
+    """A tensor's element type, as wasi-nn names them."""
+
     F16 = "f16"
     BF16 = "bf16"
     F32 = "f32"
@@ -20,6 +22,7 @@ class TensorType(enum.Enum):
 
     @property
     def element_size(self) -> int:
+        """Bytes per element."""
         return _ELEMENT_SIZE[self]
 
 
@@ -35,6 +38,9 @@ _ELEMENT_SIZE = {
 
 
 class GraphEncoding(enum.Enum):
+    """A model's format, as wasi-nn names them (``ggml``: GGUF for llama.cpp; ``echo``: the
+    test backend). Each ABI numbers them its own way."""
+
     OPENVINO = "openvino"
     ONNX = "onnx"
     TENSORFLOW = "tensorflow"
@@ -46,6 +52,9 @@ class GraphEncoding(enum.Enum):
 
 
 class ExecutionTarget(enum.Enum):
+    """Where a graph should run, as wasi-nn names the targets; the GGML backend places
+    layers by ``n-gpu-layers`` instead."""
+
     CPU = "cpu"
     GPU = "gpu"
     TPU = "tpu"
@@ -54,6 +63,9 @@ class ExecutionTarget(enum.Enum):
 
 @dataclass(frozen=True)
 class Tensor:
+    """A tensor as wasi-nn passes it: its dimensions, element type and raw little-endian
+    bytes. Text goes as U8 tensors of UTF-8."""
+
     dims: tuple[int, ...]
     type: TensorType
     data: bytes

@@ -170,6 +170,7 @@ class ParameterPanel(widgets.VBox):
         self.status.value = _status(f"session {self.session.id} is closed", error=True)
 
     def close(self) -> None:
+        """Stop following the session and close the panel's controls; the session stays open."""
         for remove in (getattr(self, "_unwatch", None), getattr(self, "_unfollow", None)):
             if remove is not None:
                 remove()
@@ -221,6 +222,7 @@ class PromptBox(widgets.VBox):
 
     @property
     def running(self) -> bool:
+        """Whether a generation started here is still under way."""
         return self._thread is not None and self._thread.is_alive()
 
     def generate(self, text: str | None = None) -> None:
@@ -332,6 +334,7 @@ class PromptBox(widgets.VBox):
             self.continues.value = f'<span style="{_CAPTION}">{said}</span>'
 
     def close(self) -> None:
+        """Stop a generation under way and close the box's controls."""
         if getattr(self, "_thread", None) is not None:
             self.stop()
         for child in self.children:
@@ -361,6 +364,7 @@ class SessionBrowser(widgets.VBox):
         self.refresh()
 
     def refresh(self) -> None:
+        """List the host's open sessions again and show the selected one."""
         sessions = list(self._lab.host.sessions)
         self.selector.options = [(f"{s.id} · {s.guest or '-'} · {s.state}", s.id) for s in sessions]
         if self.selector.value is None and sessions:
@@ -369,6 +373,7 @@ class SessionBrowser(widgets.VBox):
         self._show_selected()
 
     def close_selected(self) -> None:
+        """Close the selected session (the Close button)."""
         session_id = self.selector.value
         if session_id is None:
             return
@@ -391,6 +396,7 @@ class SessionBrowser(widgets.VBox):
                               f"{Parameters(session)._repr_html_()}")
 
     def close(self) -> None:
+        """Close the browser's controls; the sessions stay open."""
         for child in self.children:
             close_tree(child)
         super().close()

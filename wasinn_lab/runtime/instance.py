@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 @dataclass
 class RunResult:
+    """How a guest run ended: its exit status, what it wrote to stdout and stderr, how long
+    it ran, and what each of its failed wasi-nn calls said (the guest itself saw only a code)."""
+
     exit_code: int
     stdout: str
     stderr: str
@@ -109,6 +112,7 @@ class GuestInstance(abc.ABC):
 
     @property
     def store(self) -> wasmtime.Store:
+        """The guest's wasmtime store, to call its exports with; ``GuestLoadError`` once closed."""
         if self._store is None:
             raise GuestLoadError(f"{self.name} is closed")
         return self._store
@@ -193,6 +197,7 @@ class GuestInstance(abc.ABC):
         self.engine.increment_epoch()
 
     def overran(self) -> None:
+        """Stop the guest for running past its time limit (the watchdog calls this)."""
         timeout = self.limits.timeout
         self.stop(GuestLimitError("time", timeout, f"it ran past its time limit of {timeout:g} s"))
 
@@ -209,13 +214,19 @@ class GuestInstance(abc.ABC):
             raise self._stopped
 
     def interrupt(self) -> None:
+        """Stop the guest, from any thread: its generations end within a token, and the guest
+        traps as soon as it runs wasm code again (epoch interruption)."""
         self.stop(GuestLimitError("interrupt", None, "it was interrupted"))
 
     def result(self, exit_code: int, started: float) -> RunResult:
+        """The run's result: ``exit_code``, the output kept, the seconds since ``started``
+        (``time.perf_counter()``) and the failed calls."""
         return RunResult(exit_code, self.stdout.text(), self.stderr.text(), time.perf_counter() - started,
                          list(self.nn.errors), self.nn.errors_dropped)
 
     def close(self) -> None:
+        """Free the guest: its wasi-nn state (graphs, contexts, sessions it owns), its store
+        and its output pipes."""
         if self._store is not None:
             self._release()  # what the guest still holds goes back through its wasi-nn state
         self.nn.close()

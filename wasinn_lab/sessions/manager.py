@@ -20,6 +20,10 @@ __all__ = ["SessionManager"]
 
 
 class SessionManager:
+    """The host's open sessions: at most ``max_sessions`` at once (``Busy`` past that), each
+    closed once it has been idle ``idle_timeout`` seconds (a session generating, its token
+    stream open between two tokens included, is never idle)."""
+
     def __init__(
         self,
         *,
@@ -94,11 +98,13 @@ class SessionManager:
                 del self._sessions[session.id]
 
     def find(self, session_id: str) -> Session | None:
+        """The open session ``session_id``, or None; expired sessions are closed first."""
         self.sweep()
         with self._lock:
             return self._sessions.get(session_id)
 
     def get(self, session_id: str) -> Session:
+        """The open session ``session_id``; ``NotFound`` if there is none."""
         with self._lock:
             session = self._sessions.get(session_id)
         if session is None:
@@ -106,6 +112,7 @@ class SessionManager:
         return session
 
     def close(self, session_id: str) -> None:
+        """Close the open session ``session_id``; ``NotFound`` if there is none."""
         with self._lock:
             session = self._sessions.pop(session_id, None)
         if session is None:
@@ -124,6 +131,7 @@ class SessionManager:
         return [session.id for session in sessions if session.expire(self.idle_timeout)]
 
     def close_all(self) -> None:
+        """Close every open session."""
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:

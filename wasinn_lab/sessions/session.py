@@ -66,6 +66,12 @@ def _remover(items: list[Any], item: Any) -> Callable[[], None]:
 
 
 class Session:
+    """An execution context the host keeps, with an id, its model, its parameters, its
+    generations and listeners that receive its text token by token: the neutral API every
+    ABI front-end drives, and that Python drives directly (``Host.open_session``). One
+    operation runs at a time; ``set``, ``stop`` and the readers return at once from any
+    thread, even while a generation runs."""
+
     def __init__(
         self,
         context: ExecutionContext,
@@ -114,6 +120,7 @@ class Session:
 
     @property
     def closed(self) -> bool:
+        """Whether the session was closed (or expired); a closed session is gone for good."""
         return self._closed
 
     @property
@@ -149,6 +156,8 @@ class Session:
         return self._parameters.pending
 
     def get(self, key: str) -> Any:
+        """The current value of one parameter (any of its spellings); ``ConfigError``
+        listing the parameters if it has none of that name."""
         option = self._options.lookup(key)
         parameters = self.parameters
         if option is None or option.name not in parameters:
@@ -210,6 +219,7 @@ class Session:
         return current.text if current is not None else ""
 
     def usage(self) -> Usage:
+        """Token counts and backend time of the generation under way, or the latest one."""
         return self._context.usage()
 
     def metrics(self) -> pd.DataFrame:
@@ -315,6 +325,7 @@ class Session:
         return _remover(self._close_callbacks, callback)
 
     def close(self) -> None:
+        """End the generation under way and free the context (its KV cache); idempotent."""
         self.stop()  # a generation under way ends before its next token, not at its end
         with self._lock:
             if self._closed:
@@ -425,11 +436,14 @@ class Session:
             self._end_generation()
 
     def output_names(self) -> list[str]:
+        """The names of the outputs there are now (``text``, or ``embedding``; a tensor model's own)."""
         with self._lock:
             self._check_open()
             return self._context.output_names()
 
     def get_output(self, name: str) -> Tensor:
+        """One output, by name; ``InvalidArgument``, listing those there are, if there is none
+        of that name."""
         with self._lock:
             self._check_open()
             self.last_used = self._clock()

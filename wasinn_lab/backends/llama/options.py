@@ -1,7 +1,7 @@
 """The GGML backend's options: WasmEdge's kebab-case config keys, their types, defaults,
 ranges and what a change to each one costs (a model reload, a new llama context, or
 nothing until the next generation). The defaults are WasmEdge's plugin's (llama.cpp's
-``common_params``) but where the README's "Where this differs from WasmEdge" says why not;
+``common_params``) but where docs/parameters.md's "Where this differs from WasmEdge" says why not;
 tests/test_defaults.py lists each against its source."""
 
 from __future__ import annotations
