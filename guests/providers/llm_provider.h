@@ -1,4 +1,4 @@
-/* Hand-written canonical-ABI glue for components that *export* wasinn:llm@0.1.0 `graphs`
+/* Hand-written canonical-ABI glue for components that *export* wasinn:llm@0.1.1 `graphs`
  * (and `prompt`) on top of the host's: the providers a guest is composed with. Header-only;
  * it adds to ../components/wasinn_llm.h (the import side: types, layouts, the imports a
  * guest uses) the rest of the imports and the export side.
@@ -144,10 +144,10 @@ static inline llm_error llm_error_new(uint8_t code, const char *message)
 
 /* ---- the export side ---------------------------------------------------------------------- */
 
-#define LLM_EXPORT(interface, name) __attribute__((export_name("wasinn:llm/" interface "@0.1.0#" name)))
-#define LLM_POST(interface, name) __attribute__((export_name("cabi_post_wasinn:llm/" interface "@0.1.0#" name)))
+#define LLM_EXPORT(interface, name) __attribute__((export_name("wasinn:llm/" interface "@0.1.1#" name)))
+#define LLM_POST(interface, name) __attribute__((export_name("cabi_post_wasinn:llm/" interface "@0.1.1#" name)))
 #define LLM_EXPORTED_RESOURCE(interface, name) \
-    __attribute__((import_module("[export]wasinn:llm/" interface "@0.1.0"), import_name(name)))
+    __attribute__((import_module("[export]wasinn:llm/" interface "@0.1.1"), import_name(name)))
 
 LLM_EXPORTED_RESOURCE("graphs", "[resource-new]graph") extern llm_handle llm_export_graph_new(void *rep);
 

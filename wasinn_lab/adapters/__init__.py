@@ -23,7 +23,7 @@ from ..errors import GuestBuildError
 
 __all__ = ["WORLD", "source", "wasi_ephemeral_nn"]
 
-WORLD = "wasinn:llm/preview1-adapter@0.1.0"
+WORLD = "wasinn:llm/preview1-adapter@0.1.1"
 
 
 def source() -> Path:

@@ -128,14 +128,25 @@ def _run_function(store: wasmtime.Store, instance: cm.Instance, component: cm.Co
 
 
 # What the linker provides: WASI 0.2 (add_wasip2; any 0.2.x resolves to it) and the
-# front-ends' interfaces, by exact version.
+# front-ends' interfaces. wasmtime's linker serves an import from the newest version
+# defined that semver allows (for 0.x.y, the same 0.x with a patch as high): wasinn:llm
+# 0.1.1 serves guests built for 0.1.0.
 _WASI_P2 = re.compile(r"^wasi:(cli|clocks|filesystem|io|random|sockets)/[a-z-]+@0\.2\.\d+$")
 PROVIDED = (*WasiNN.INTERFACES, *LLM.INTERFACES)
+_VERSIONED = re.compile(r"^(?P<name>[^@]+)@0\.(?P<minor>\d+)\.(?P<patch>\d+)$")
+_PROVIDED_PATCHES = {(m["name"], m["minor"]): int(m["patch"]) for m in map(_VERSIONED.match, PROVIDED) if m}
+
+
+def _provided(name: str) -> bool:
+    if name in PROVIDED or _WASI_P2.match(name):
+        return True
+    match = _VERSIONED.match(name)
+    return match is not None and int(match["patch"]) <= _PROVIDED_PATCHES.get((match["name"], match["minor"]), -1)
 
 
 def unprovided(imports: Iterable[str]) -> list[str]:
     """The imports, of those named, that this host does not provide."""
-    return [name for name in imports if name not in PROVIDED and not _WASI_P2.match(name)]
+    return [name for name in imports if not _provided(name)]
 
 
 def _check_imports(component: cm.Component, engine: wasmtime.Engine, name: str) -> None:
