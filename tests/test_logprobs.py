@@ -5,6 +5,8 @@ chain, on real llama.cpp and the default model."""
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
@@ -12,13 +14,14 @@ import numpy as np
 import pytest
 from conftest import GREEDY
 
-from wasinn_lab import Busy, Host, InvalidArgument, Tensor, TensorType, TokenDetails, UnsupportedOperation
+from wasinn_lab import Busy, Host, InvalidArgument, Tensor, TensorType, TokenDetails, UnsupportedOperation, guests
 from wasinn_lab.backends.llama import compute_thread, logged
 from wasinn_lab.backends.llama.logprobs import Candidates, model_distribution, top_ids
 from wasinn_lab.backends.llama.native import NativeContext
 from wasinn_lab.backends.llama.options import OPTIONS
 from wasinn_lab.backends.llama.sampling import make_sampler
 from wasinn_lab.backends.llama.weights import Weights
+from wasinn_lab.compose import component_imports
 from wasinn_lab.models import default_model_path
 from wasinn_lab.sessions import Session, Token
 
@@ -223,3 +226,36 @@ def test_the_distribution_is_refused_clearly(host: Host) -> None:
         assert session.next_token_distribution(1).before
     with host.open_session("echo") as echo, pytest.raises(UnsupportedOperation, match="echo"):
         echo.next_token_distribution()
+
+
+# -- through wasinn:llm ------------------------------------------------------------------------
+
+
+def test_a_component_prints_each_token_with_its_alternatives_through_next_token(host: Host) -> None:
+    result = host.run("tokens_llm", "default", PROMPT, env={"n_predict": "6", "temp": "0", "logprobs": "3"})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    expected = run(host, {**GREEDY, "n-predict": 6, "logprobs": 3})
+    assert len(lines) == 6
+    for line, token in zip(lines, expected):
+        assert token.details is not None
+        alternatives = "".join(f' "{text}" {logprob:.3f}' for text, logprob in token.details.top)
+        assert line == (f'"{token.text}"  logprob {token.details.logprob:.3f}  p 1.000  rank 1  '
+                        f'entropy {token.details.entropy:.2f} nats  |{alternatives}')
+
+
+def test_a_component_built_for_wasinn_llm_0_1_0_still_runs(host: Host, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """wasmtime's linker serves a 0.1.0 import from the 0.1.1 the host defines, and the
+    host's own check of a component's imports agrees."""
+    old = tmp_path / "guests"
+    shutil.copytree(guests.SOURCE_DIR, old)
+    for path in [*old.glob("wit/*.wit"), old / "components" / "wasinn_llm.h"]:
+        path.write_text(path.read_text().replace("@0.1.1", "@0.1.0"))
+    monkeypatch.setattr(guests, "SOURCE_DIR", old)
+    wasm = guests.build(old / "components" / "stream_llm.c", tmp_path / "stream_llm_0_1_0.wasm")
+    monkeypatch.undo()
+    assert "wasinn:llm/prompt@0.1.0" in component_imports(wasm.read_bytes())
+    result = host.run(str(wasm), "default", PROMPT, env={"n_predict": "4", "temp": "0"})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "".join(t.text for t in run(host, {**GREEDY, "n-predict": 4})).strip()

@@ -321,7 +321,9 @@ class Host:
         ``wasinn-lab.input.stdin``, a component ``wasinn:llm/stdin-turns``) rather than
         taking a prompt argument."""
         exports = self._compile(guest, self.limits)[1].exports
-        return STDIN_TURNS_EXPORT in exports or STDIN_TURNS in exports
+        # Any 0.1.x of the package: a guest built for 0.1.0 declares it as 0.1.0.
+        return STDIN_TURNS_EXPORT in exports or any(name.startswith(STDIN_TURNS.rpartition(".")[0] + ".")
+                                                    for name in exports)
 
 
 def _telling(runner: Runner, finished: queue.Queue[int], index: int) -> Runner:

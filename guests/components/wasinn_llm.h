@@ -129,6 +129,44 @@ typedef struct {
     } of;
 } llm_result_string;
 
+/* record token-info { text: string, logprob: f64, probability: f64, rank: u32, entropy: f64,
+ * top: list<tuple<string, f64>> } (0.1.1): 48 bytes, align 8; each alternative 16 bytes. */
+typedef struct {
+    llm_string text;
+    double logprob;
+} llm_alternative;
+
+typedef struct {
+    llm_string text;         /* offset 0 */
+    double logprob;          /* offset 8 */
+    double probability;      /* offset 16 */
+    uint32_t rank;           /* offset 24 */
+    double entropy;          /* offset 32 */
+    llm_alternative *top;    /* offset 40: a list's pointer and length */
+    size_t top_len;
+} llm_token_info;
+
+/* result<option<token-info>, error>: tag at 0, payload at 8 (the option: tag at 0, record at 8). */
+typedef struct {
+    uint8_t is_some;
+    llm_token_info value;
+} llm_option_token_info;
+
+typedef struct {
+    uint8_t is_err;
+    union {
+        llm_option_token_info ok;
+        llm_error err;
+    } of;
+} llm_result_token;
+
+_Static_assert(sizeof(llm_alternative) == 16, "tuple<string, f64> layout");
+_Static_assert(sizeof(llm_token_info) == 48 && offsetof(llm_token_info, rank) == 24 &&
+                   offsetof(llm_token_info, entropy) == 32 && offsetof(llm_token_info, top) == 40,
+               "record token-info layout");
+_Static_assert(sizeof(llm_result_token) == 64 && offsetof(llm_result_token, of) == 8 &&
+                   offsetof(llm_option_token_info, value) == 8,
+               "result<option<token-info>, error> layout");
 _Static_assert(sizeof(llm_string) == 8, "string is {ptr, len}");
 _Static_assert(sizeof(llm_error) == 24 && offsetof(llm_error, message) == 4 && offsetof(llm_error, name) == 12,
                "record error layout");
@@ -178,6 +216,9 @@ LLM_IMPORT("prompt", "[resource-drop]context") extern void llm_context_drop(llm_
 LLM_IMPORT("prompt", "[method]generation.next-chunk")
 extern void llm_import_generation_next_chunk(llm_handle generation, llm_result_chunk *ret);
 /* prompt: [method]generation.cancel(self)  (i32) */
+/* prompt: [method]generation.next-token(self) -> result<option<token-info>, error>  (i32 i32) */
+LLM_IMPORT("prompt", "[method]generation.next-token")
+extern void llm_import_generation_next_token(llm_handle generation, llm_result_token *ret);
 LLM_IMPORT("prompt", "[method]generation.cancel") extern void llm_generation_cancel(llm_handle generation);
 /* prompt: [method]generation.usage(self) -> usage  (i32 i32) */
 LLM_IMPORT("prompt", "[method]generation.usage")
@@ -285,6 +326,16 @@ static inline llm_handle llm_context_fork(llm_handle context)
     return llm_handle_or_fail("fork", &r);
 }
 
+/* An error that ends an answer: a full context (too-large) with "note: context full" on
+ * stderr, as the preview1 guests do; any other is fatal. */
+static inline void llm_answer_ended(const char *call, llm_error *err)
+{
+    if (err->code != LLM_TOO_LARGE)
+        llm_fail(call, err);
+    fputs("note: context full\n", stderr);
+    llm_error_free(err);
+}
+
 /* The next chunk (malloc'd, *len bytes, not NUL-terminated), or NULL once the answer is
  * complete. A full context (too-large) ends the answer with "note: context full" on
  * stderr, as the preview1 guests do; any other error is fatal. */
@@ -293,16 +344,41 @@ static inline char *llm_generation_next_chunk(llm_handle generation, size_t *len
     llm_result_chunk r;
     llm_import_generation_next_chunk(generation, &r);
     if (r.is_err) {
-        if (r.of.err.code != LLM_TOO_LARGE)
-            llm_fail("next-chunk", &r.of.err);
-        fputs("note: context full\n", stderr);
-        llm_error_free(&r.of.err);
+        llm_answer_ended("next-chunk", &r.of.err);
         return NULL;
     }
     if (!r.of.ok.is_some)
         return NULL;
     *len = r.of.ok.value.len;
     return r.of.ok.value.ptr;
+}
+
+/* The next token with its probabilities into *info (free it with llm_token_info_free), or
+ * false once the answer is complete (or the context is full, llm_answer_ended). */
+static inline bool llm_generation_next_token(llm_handle generation, llm_token_info *info)
+{
+    llm_result_token r;
+    llm_import_generation_next_token(generation, &r);
+    if (r.is_err) {
+        llm_answer_ended("next-token", &r.of.err);
+        return false;
+    }
+    if (!r.of.ok.is_some)
+        return false;
+    *info = r.of.ok.value;
+    return true;
+}
+
+/* Empty strings and lists were never allocated (cabi_realloc gives their alignment). */
+static inline void llm_token_info_free(llm_token_info *info)
+{
+    if (info->text.len)
+        free(info->text.ptr);
+    for (size_t i = 0; i < info->top_len; i++)
+        if (info->top[i].text.len)
+            free(info->top[i].text.ptr);
+    if (info->top_len)
+        free(info->top);
 }
 
 static inline llm_usage llm_generation_usage(llm_handle generation)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from ..errors import (
     UnsupportedOperation,
 )
 from ..nn import GuestNN, code_for
-from ..sessions import Session
+from ..sessions import Session, Token
 from ..types import ExecutionTarget, GraphEncoding
 from .conventions import embedding_json, parse_config, prompt_tensor
 from .resources import ResourceKind, Resources
@@ -164,6 +165,7 @@ class LLM:
                                ("fork", self._result(self._fork))):
                 instance.add_func(f"[method]context.{name}", shield(call))
             for name, call in (("next-chunk", self._result(self._next_chunk, tagged=True)),
+                               ("next-token", self._result(self._next_token, tagged=True)),
                                ("cancel", self._cancel_handle), ("usage", self._usage)):
                 instance.add_func(f"[method]generation.{name}", shield(call))
         with root.add_instance(f"wasinn:llm/graphs@{VERSION}") as instance:
@@ -283,23 +285,48 @@ class LLM:
     def _next_chunk(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> cm.Variant:
         """``result<option<string>, error>``: its error needs an explicit Variant (the
         component_values override makes wasmtime-py take one)."""
+        generation, session = self._pulling(store, handle)
+        while session is not None:  # whole characters only: a token that ends inside one gives no text
+            token = self._pull(generation, session)
+            if token is None:
+                break
+            if token.text:
+                return cm.Variant("ok", token.text)
+        return cm.Variant("ok", None)
+
+    def _next_token(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> cm.Variant:
+        """``result<option<token-info>, error>``: one token and its details (NaN, rank 0
+        and no alternatives where the parameter logprobs is 0)."""
+        generation, session = self._pulling(store, handle)
+        token = self._pull(generation, session) if session is not None else None
+        if token is None:
+            return cm.Variant("ok", None)
+        details = token.details
+        if details is None:
+            return cm.Variant("ok", _record(text=token.text, logprob=math.nan, probability=math.nan, rank=0,
+                                            entropy=math.nan, top=[]))
+        return cm.Variant("ok", _record(text=token.text, logprob=details.logprob, probability=details.probability,
+                                        rank=details.rank, entropy=details.entropy, top=list(details.top)))
+
+    def _pulling(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> tuple[_Generation, Session | None]:
+        """The generation, and its session if it is the context's latest and unfinished."""
         generation: _Generation = self._resources.get(store, handle, self.generation)
         if generation.finish is not None or self._current.get(generation.context) is not generation:
-            return cm.Variant("ok", None)
-        session = self._nn.context(generation.context)
+            return generation, None
+        return generation, self._nn.context(generation.context)
+
+    def _pull(self, generation: _Generation, session: Session) -> Token | None:
+        """The session's next token; None once it has ended, which ends the generation."""
         try:
-            while True:  # whole characters only: a token that ends inside one gives no text
-                token = session.next_token()
-                if token is None:
-                    reason = session.end_reason
-                    generation.end(reason.value if reason is not None else "error", session.usage())
-                    return cm.Variant("ok", None)
-                if token.text:
-                    return cm.Variant("ok", token.text)
+            token = session.next_token()
         except Exception:
             self._current.pop(generation.context, None)
             generation.end("error", session.usage())
             raise
+        if token is None:
+            reason = session.end_reason
+            generation.end(reason.value if reason is not None else "error", session.usage())
+        return token
 
     def _cancel_handle(self, store: wasmtime.StoreContext, handle: cm.ResourceAny) -> None:
         self._cancel(self._resources.get(store, handle, self.generation))
