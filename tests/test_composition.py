@@ -406,6 +406,13 @@ def test_the_chat_template_cuts_a_base_models_answer_at_the_turn_marker(host: Ho
     assert second["input_tokens"] > first["input_tokens"] + first["output_tokens"]
 
 
+def test_the_chat_template_refuses_next_token_saying_to_use_next_chunk(host: Host, tmp_path: Path) -> None:
+    """It holds text back to cut answers at stop strings, which token by token it cannot."""
+    composed = composition.compose("tokens_llm", ["chat_template"], tmp_path / "tokens+chat.wasm")
+    result = host.run(str(composed.path), "default", "Once upon a time", env={"n_predict": "4", **_greedy()})
+    assert "unsupported-operation" in result.stderr and "pull the answer with next-chunk" in result.stderr, result.stderr
+
+
 def test_the_model_provider_picks_the_model_and_its_defaults(host: Host, tmp_path: Path) -> None:
     composed = composition.compose("ask", ["model"], tmp_path / "ask+model.wasm")
     assert composed.linked == [("wasinn:llm/graphs@0.1.1", "model.wasm")]
