@@ -21,7 +21,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..errors import WasiNNLabError
+from ..errors import Busy, WasiNNLabError
 from ..options import Scope
 from ..sessions import Session
 from .probabilities import visible
@@ -128,17 +128,24 @@ class DistributionView(widgets.HTML):
 
     def _work(self) -> None:
         while self._next_due():
-            if self.session.generating:  # never between two of its tokens: ask again until it ends
-                self.value = _note("next token: waiting for the generation under way to end…")
-                self.request()
-                continue
             self._compute()
 
+    def _wait_for_the_generation(self) -> None:
+        """Never between two of its tokens (the session refuses): ask again until it ends."""
+        self.value = _note("next token: waiting for the generation under way to end…")
+        self.request()
+
     def _compute(self) -> None:
+        if self.session.generating:
+            self._wait_for_the_generation()
+            return
         parameters = self.session.parameters
         settings = ", ".join(f"{key}={parameters[key]}" for key in _SHOWN_KNOBS if key in parameters)
         try:
             self.distribution = self.session.next_token_distribution(self.top)
+        except Busy:  # a generation began meanwhile
+            self._wait_for_the_generation()
+            return
         except WasiNNLabError as exc:
             self.error = exc
             self.value = _note(f"next token: {exc}", error=True)

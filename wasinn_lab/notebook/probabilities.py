@@ -236,9 +236,17 @@ def show(view: ProbabilityView, *, in_kernel: bool = True) -> None:
 
 class ProbabilityCell:
     """An ``on_event`` callback that shows a cell's generations through their
-    probabilities, below the cell's text, once they have ended (the rows come from the
-    sessions' ``token_metrics()``: the ones a run without ``--session`` used are closed
-    by then, and keep their records)."""
+    probabilities, below the cell's text: shaded as the tokens come (in a kernel), and
+    with the plot once they have ended. The rows are the sessions' records
+    (``Generation.token_details``): the sessions a run without ``--session`` used are
+    closed by the end, and keep them.
+
+    Every update resends the whole view, a few hundred bytes a token: updates are at most
+    ``UPDATES_PER_SECOND``, and further apart as the view grows (``BYTES_PER_SECOND``),
+    for the server's output rate limit; the final state is always shown."""
+
+    UPDATES_PER_SECOND = 4
+    BYTES_PER_SECOND = 250_000
 
     def __init__(self, caption: str, *, in_kernel: bool) -> None:
         self.caption = caption
@@ -246,24 +254,33 @@ class ProbabilityCell:
         self._in_kernel = in_kernel
         self._sessions: list[Session] = []
         self._since = time.perf_counter()  # generations that started since then are this cell's
+        self._next_update = 0.0
         # Placeholders, so that the view and its plot stay below the text whatever else the cell shows.
         self._handles: list[Any] = [display({"text/plain": text}, raw=True, display_id=True)
-                                    for text in ("token probabilities: when the generation ends…", "")] if in_kernel else []
+                                    for text in ("token probabilities: waiting for tokens…", "")] if in_kernel else []
 
     def __call__(self, event: Event) -> None:
         if event.kind is EventKind.SESSION and all(event.data is not known for known in self._sessions):
             self._sessions.append(event.data)
+        elif event.kind is EventKind.TOKEN and self._in_kernel and time.monotonic() >= self._next_update:
+            page = ProbabilityView(self.tokens(), self.caption).html()
+            self._handles[0].update({"text/html": page, "text/plain": "token probabilities: running…"}, raw=True)
+            self._next_update = time.monotonic() + max(1 / self.UPDATES_PER_SECOND, len(page) / self.BYTES_PER_SECOND)
 
     def tokens(self) -> pd.DataFrame:
         """The token rows of this cell's generations, numbered as in their sessions."""
         import pandas as pd
 
+        from ..metrics import tokens_frame
+
         frames = []
         for session in self._sessions:
-            numbers = [n for n, generation in enumerate(list(session.generations)) if generation.started >= self._since]
-            tokens = session.token_metrics()
-            frames.append(tokens[tokens["generation"].isin(numbers)])
-        return pd.concat(frames) if frames else pd.DataFrame(columns=["generation", "token", "text", *DETAIL_COLUMNS])
+            generations = list(session.generations)
+            first = next((n for n, generation in enumerate(generations) if generation.started >= self._since),
+                         len(generations))
+            frame = tokens_frame(generations[first:])
+            frames.append(frame.assign(generation=frame["generation"] + first))
+        return pd.concat(frames) if frames else tokens_frame([])
 
     def conclude(self) -> ProbabilityView:
         """The view of the cell's generations (made once they have ended)."""
