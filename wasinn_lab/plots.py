@@ -70,8 +70,9 @@ def token_probabilities(tokens: pd.DataFrame, ax: Axes | None = None) -> Figure:
     entropy.set_ylim(bottom=0)
     ax.set_title("how sure the model was, token by token")
     handles = [h for axis in (ax, entropy) for h in axis.get_legend_handles_labels()[0]]
-    if handles:
-        ax.legend(handles=handles, fontsize="small", loc="upper right")
+    if handles:  # under the axes: over them it hides the bars
+        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)
     return figure
 
 
