@@ -316,7 +316,7 @@ def test_a_shaded_generation_shows_a_tokens_alternatives_on_hover(page_factory: 
     notebook, cold = run_until(page, lab, "08-inside-a-generation.ipynb", "%%wasi_nn stream --session cold", timeout=180)
     step("08's first generation ran")
     cell = notebook.cell(cold)
-    tokens = cell.locator("pre span[class$='-t']")
+    tokens = cell.locator(".jp-OutputArea span[class$='-t']")
     recorded = json.loads(python(
         notebook, "from wasinn_lab.notebook import current_lab as lab\nimport json\n"
                   "frame = lab().session('cold').token_metrics()\n"
@@ -324,7 +324,9 @@ def test_a_shaded_generation_shows_a_tokens_alternatives_on_hover(page_factory: 
     assert tokens.count() == len(recorded) > 0  # one shaded span per generated token
     # The model text above is folded (it is the shaded text, once): what shows is the shaded view.
     assert cell.locator("details:has(summary:text-matches('shaded by probability below'))").count() == 1
-    index = next(i for i, (text, _) in enumerate(recorded) if text.strip())  # not a bare space: a visible target
+    targets = [i for i, (text, _) in enumerate(recorded) if text.strip()]  # not a bare space: something to hover
+    index = next((i for i in targets if i >= 4), targets[0])  # one inside the line, for the picture
+    notebook.scroll_to(cold)  # first: the screenshot below then needs no scrolling, which would move the mouse's target
     token = tokens.nth(index)
     popup = token.locator("span[class$='-a']")
     assert not popup.is_visible()
@@ -338,7 +340,7 @@ def test_a_shaded_generation_shows_a_tokens_alternatives_on_hover(page_factory: 
     assert popup.evaluate("(node) => { const r = node.getBoundingClientRect();"
                           " return node.contains(document.elementFromPoint(r.left + r.width / 2, r.bottom - 3)); }")
     step("hovered a token")
-    screenshot(cell, "token-probabilities-hover", readme="token-probabilities.png")
+    screenshot(page, "token-probabilities-hover", readme="token-probabilities.png", clip=cell.bounding_box())
     page.mouse.move(0, 0)
     wait_until(lambda: not popup.is_visible(), 5, "the popup hiding again")
     plot = cell.locator(".jp-OutputArea-output img")

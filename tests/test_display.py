@@ -239,9 +239,9 @@ def test_the_shaded_view_has_one_span_per_token_with_its_probability_and_escaped
     assert all(style.startswith("background:#") for style in colours) and len(set(colours)) == 3
     assert probability_colour(0.02) in colours[2] and probability_colour(0.9) in colours[1]
     # Alternatives: whitespace made visible, likeliest first, with percentages.
-    assert "␣<b>x</b> 50%" in spans.tokens[0]["popup"] and '␣"&amp;" 25%' in spans.tokens[0]["popup"]
-    assert "⇥< 5%" in spans.tokens[1]["popup"]
-    assert spans.tokens[2]["popup"].index("␣no 60%") < spans.tokens[2]["popup"].index("␣'quoted' 2%")
+    assert " 50% ␣<b>x</b>" in spans.tokens[0]["popup"] and ' 25% ␣"&amp;"' in spans.tokens[0]["popup"]
+    assert "  5% ⇥<" in spans.tokens[1]["popup"]
+    assert spans.tokens[2]["popup"].index(" 60% ␣no") < spans.tokens[2]["popup"].index("  2% ␣'quoted'")
     assert "rank 1" in spans.tokens[2]["popup"] and "p 0.020" in spans.tokens[2]["popup"]
     # Hidden inline, shown by the scoped stylesheet on hover: a front-end that strips <style>
     # shows the plain shaded text, not every popup.

@@ -413,7 +413,7 @@ def test_show_probs_shades_every_token_and_gives_its_alternatives(shell: Interac
     assert [round(span["p"], 4) for span in spans.tokens] == [round(math.exp(lp), 4) for lp in tokens["logprob"]]
     for span, top in zip(spans.tokens, tokens["top"]):
         assert len(top) == 5 and "rank 1" in span["popup"]  # greedy: the likeliest, every time
-        assert all(f"{visible(text)} " in span["popup"] for text, _ in top)
+        assert all(f"% {visible(text)}" in span["popup"] for text, _ in top)
     # Again from the session: the same view, now with its own caption.
     with capture_output() as again:
         shell.run_line_magic("wasi_nn", "probs shaded")

@@ -50,14 +50,22 @@ _STYLE_TEXT = ("white-space:pre-wrap;margin:0;padding:6px 8px;border-left:3px so
                "line-height:1.9;font-family:var(--jp-code-font-family, monospace)")
 _STYLE_CAPTION = "color:#888;font-size:80%"
 # Shared by every token, so in the output's <style> block: only what must survive a
-# sanitizer that strips it (the shade, the popups' being hidden) is written inline.
+# sanitizer that strips it (the shade, the popups' being hidden) is written inline. A
+# popup is placed absolutely in the text block with no top: it opens at the block's left
+# edge right under the hovered token's line. JupyterLab's output areas clip what overflows
+# them (an absolutely placed box included; a fixed one lands where the page was before it
+# scrolled), so the view keeps room under its last line for a popup (_POPUP_LINE).
 _CLASSES = {
-    "t": "position:relative;border-radius:2px;padding:1px 0;cursor:default",
-    "a": ("position:absolute;left:0;top:1.7em;z-index:10;min-width:15em;padding:4px 6px;background:#fff;"
-          "color:#222;border:1px solid #bbb;border-radius:3px;box-shadow:0 2px 6px #0003;white-space:nowrap;"
+    "x": "position:relative",
+    "t": "border-radius:2px;padding:1px 0;cursor:default",
+    "a": ("position:absolute;left:0;margin-top:2px;z-index:10;padding:4px 6px;background:#fff;"
+          "color:#222;border:1px solid #bbb;border-radius:3px;box-shadow:0 2px 6px #0003;white-space:pre;"
           "font-size:85%;line-height:1.35"),
-    "b": "display:inline-block;height:0.7em;background:#4a7fd6;vertical-align:middle;margin-right:4px",
+    "w": "display:inline-block;width:84px",
+    "b": "display:inline-block;height:0.7em;background:#4a7fd6;vertical-align:middle",
 }
+_POPUP_LINE = 1.15  # em of the view's font, a line of a popup
+_UNDER_TEXT = 2.5  # em the legend and the table's summary take under the text
 _STYLE_CELL = "padding:1px 10px 1px 0;text-align:left;white-space:pre"
 _view_numbers = itertools.count(1)
 
@@ -98,12 +106,13 @@ def _alternatives(row: Any) -> list[tuple[str, float]]:
 
 def _popup(row: Any, scope: str) -> str:
     chosen = str(row.text)
-    lines = [f"<b>{html.escape(visible(chosen))}</b> · p {row.p_model:.3f} · rank {int(row.rank)}"
-             f" · after the sampler {row.probability:.3f} · entropy {row.entropy:.2f} nats"]
+    lines = [f"<b>{html.escape(visible(chosen))}</b>",
+             f"p {row.p_model:.3f} · rank {int(row.rank)} · sampled at {row.probability:.3f} · "
+             f"entropy {row.entropy:.2f} nats"]
     for text, probability in _alternatives(row):
         mark = "font-weight:bold" if text == chosen else ""
-        lines.append(f'<span class="{scope}-b" style="width:{max(1, round(probability * 80))}px"></span>'
-                     f'<span style="{mark}">{html.escape(visible(text))}</span> {_percent(probability)}')
+        lines.append(f'<span class="{scope}-w"><span class="{scope}-b" style="width:{max(1, round(probability * 80))}px">'
+                     f'</span></span>{_percent(probability):>4} <span style="{mark}">{html.escape(visible(text))}</span>')
     return "<br>".join(lines)
 
 
@@ -176,7 +185,9 @@ class ProbabilityView:
         rules = "".join(f".{scope}-{name}{{{rule}}}" for name, rule in _CLASSES.items())
         style = (f"<style>{rules}.{scope}-t:hover{{outline:1px solid #333}}"
                  f".{scope}-t:hover>.{scope}-a{{display:block!important}}</style>")
-        parts = [f'<div class="{scope}">{style}']
+        popup_lines = 2 + max((len(top) for top in self.tokens["top"] if top), default=0)
+        room = max(0.0, popup_lines * _POPUP_LINE - _UNDER_TEXT) if self.recorded else 0
+        parts = [f'<div class="{scope}" style="padding-bottom:{room:.1f}em">{style}']
         if self.caption:
             parts.append(f'<div style="{_STYLE_CAPTION}">{html.escape(self.caption)}</div>')
         if not self.recorded:
@@ -186,7 +197,8 @@ class ProbabilityView:
         for number, rows in generations.items():
             if len(generations) > 1:
                 parts.append(f'<div style="{_STYLE_CAPTION}">generation {number}</div>')
-            parts.append(f'<pre style="{_STYLE_TEXT}">{"".join(_token_span(row, scope) for row in rows)}</pre>')
+            parts.append(f'<div class="{scope}-x" style="{_STYLE_TEXT}">'
+                         f'{"".join(_token_span(row, scope) for row in rows)}</div>')
         parts.append(legend_html())
         rows = [row for group in generations.values() for row in group]
         parts.append(f'<details><summary style="{_STYLE_CAPTION}">each token, its probability and its alternatives'
