@@ -63,10 +63,10 @@ _CLASSES = {
           "font-size:85%;line-height:1.35"),
     "w": "display:inline-block;width:84px",
     "b": "display:inline-block;height:0.7em;background:#4a7fd6;vertical-align:middle",
+    "c td,.{scope}-c th": "padding:1px 10px 1px 0;text-align:left;white-space:pre",  # the table's cells
 }
 _POPUP_LINE = 1.15  # em of the view's font, a line of a popup
 _UNDER_TEXT = 2.5  # em the legend and the table's summary take under the text
-_STYLE_CELL = "padding:1px 10px 1px 0;text-align:left;white-space:pre"
 _view_numbers = itertools.count(1)
 
 
@@ -126,19 +126,17 @@ def _token_span(row: Any, scope: str) -> str:
             f'{shown}<span class="{scope}-a" style="display:none">{_popup(row, scope)}</span></span>')
 
 
-def _table(rows: Sequence[Any]) -> str:
-    header = "".join(f'<th style="{_STYLE_CELL}">{name}</th>' for name in
+def _table(rows: Sequence[Any], scope: str) -> str:
+    header = "".join(f"<th>{name}</th>" for name in
                      ("#", "token", "p (model)", "rank", "p (after the sampler)", "entropy (nats)", "alternatives"))
     body = "".join(
-        f'<tr><td style="{_STYLE_CELL}">{row.token}</td>'
-        f'<td style="{_STYLE_CELL};background:{probability_colour(row.p_model)}">{html.escape(visible(str(row.text)))}</td>'
-        f'<td style="{_STYLE_CELL}">{row.p_model:.3f}</td><td style="{_STYLE_CELL}">{int(row.rank)}</td>'
-        f'<td style="{_STYLE_CELL}">{row.probability:.3f}</td><td style="{_STYLE_CELL}">{row.entropy:.2f}</td>'
-        f'<td style="{_STYLE_CELL}">'
+        f'<tr><td>{row.token}</td><td style="background:{probability_colour(row.p_model)}">'
+        f"{html.escape(visible(str(row.text)))}</td><td>{row.p_model:.3f}</td><td>{int(row.rank)}</td>"
+        f"<td>{row.probability:.3f}</td><td>{row.entropy:.2f}</td><td>"
         + html.escape(", ".join(f"{visible(text)} {_percent(p)}" for text, p in _alternatives(row)))
         + "</td></tr>"
         for row in rows if not math.isnan(row.p_model))
-    return f'<table style="font-size:85%;border-collapse:collapse"><tr>{header}</tr>{body}</table>'
+    return f'<table class="{scope}-c" style="font-size:85%;border-collapse:collapse"><tr>{header}</tr>{body}</table>'
 
 
 class ProbabilityView:
@@ -182,7 +180,7 @@ class ProbabilityView:
 
     def html(self) -> str:
         scope = f"wasinn-probs-{next(_view_numbers)}"
-        rules = "".join(f".{scope}-{name}{{{rule}}}" for name, rule in _CLASSES.items())
+        rules = "".join(f".{scope}-{name.format(scope=scope)}{{{rule}}}" for name, rule in _CLASSES.items())
         style = (f"<style>{rules}.{scope}-t:hover{{outline:1px solid #333}}"
                  f".{scope}-t:hover>.{scope}-a{{display:block!important}}</style>")
         popup_lines = 2 + max((len(top) for top in self.tokens["top"] if top), default=0)
@@ -202,7 +200,7 @@ class ProbabilityView:
         parts.append(legend_html())
         rows = [row for group in generations.values() for row in group]
         parts.append(f'<details><summary style="{_STYLE_CAPTION}">each token, its probability and its alternatives'
-                     f" ({len(rows)} tokens)</summary>{_table(rows)}</details></div>")
+                     f" ({len(rows)} tokens)</summary>{_table(rows, scope)}</details></div>")
         return "".join(parts)
 
     def plain(self) -> str:
