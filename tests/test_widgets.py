@@ -183,9 +183,39 @@ def test_a_context_setting_reloads_off_the_main_thread_and_takes_effect() -> Non
         with pytest.raises(PromptTooLong, match="the context holds 64"):
             session.compute()
         # A generation setting does not reload.
+        reloads = len(reloaded_on)
         panel.controls["temp"].value = 0.5
-        assert len(reloaded_on) == 1
+        assert len(reloaded_on) == reloads
     finally:
+        panel.close()
+
+
+def test_a_context_setting_reloads_once_the_session_is_free_when_no_generation_holds_it() -> None:
+    """The distribution view holds the session a moment while it reads the model: a
+    ctx-size change then said "pending until the running generation has ended", with no
+    generation running, and stayed pending."""
+    session = open_session("w-held")
+    panel = parameter_panel("w-held", distribution=False)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # what next_token_distribution does: the session's lock, no generation
+        with session._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        panel.controls["ctx-size"].value = 1024
+        time.sleep(0.3)
+        assert "reloading the context" in panel.status.value and not session.generating
+        release.set()
+        assert panel.wait(60)
+        assert re.search(r"ctx-size = 1024: reloaded the context in \d+\.\d\d s", panel.status.value), panel.status.value
+    finally:
+        release.set()
+        holder.join()
         panel.close()
 
 

@@ -139,6 +139,11 @@ class ParameterPanel(widgets.VBox):
             started = time.perf_counter()
             try:
                 done = self.session.reload()
+                # Held a moment by something other than a generation (the distribution view
+                # reading the model): that ends soon, a generation may not.
+                while not done and not self.session.generating and not self.session.closed:
+                    time.sleep(0.05)
+                    done = self.session.reload()
             except Exception as exc:  # shown, not lost on a thread nobody reads
                 self.status.value = _status(f"{change}: reloading the {what} failed: {exc}", error=True)
                 return
