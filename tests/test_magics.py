@@ -126,7 +126,8 @@ def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: igno
         ("%%wasi_nn stream --show prob\nhi", "argument --show: invalid choice: 'prob'", "usage: %%wasi_nn [-m MODEL]"),
         ("%%wasi_nn stream --show probs -p logprobs=0\nhi", "-p logprobs=0 turns them off", "usage: %%wasi_nn"),
         ("%%wasi_nn stream --show probs -q\nhi", "--quiet shows nothing", "usage: %%wasi_nn"),
-        ("%wasi_nn probs s1 latest", "'latest' is no number", "usage: %wasi_nn probs [SESSION] [GENERATION]"),
+        ("%wasi_nn probs s1 latest", "not 'latest'", "usage: %wasi_nn probs [SESSION] [N]"),
+        ("%wasi_nn probs s1 0 1", "usage: %wasi_nn probs [SESSION] [N]", ""),
     ],
 )
 def test_bad_arguments_are_usage_errors(

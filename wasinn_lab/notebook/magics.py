@@ -205,7 +205,7 @@ class WasiNNMagics(Magics):
         """Make sure the cell records probabilities for --show probs; says how."""
         asked = params.get("logprobs")
         if asked is not None:
-            if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
+            if asked == 0:  # any other bad value: the session's own check says what it takes
                 raise _usage_error(self.wasi_nn_cell, f"--show probs needs logprobs on, and -p logprobs={asked} "
                                    "turns them off: give -p logprobs=K with K >= 1, or leave it out")
             return f"top {asked} alternatives"
@@ -259,7 +259,7 @@ class WasiNNMagics(Magics):
         %wasi_nn options [ENCODING]          the parameters each backend takes (ggml, echo)
         %wasi_nn stats [SESSION]             metrics per generation, rounded (all sessions without one)
         %wasi_nn plot [SESSION]              per-token latency, time to first token, decode rate
-        %wasi_nn probs [SESSION] [GENERATION] tokens shaded by probability, alternatives, entropy plot
+        %wasi_nn probs [SESSION] [N]         generation N (the latest) shaded by probability, alternatives
         """
         args = _parse(self.wasi_nn_line, line)
         handler = getattr(self, f"_{args.command}")
@@ -356,7 +356,7 @@ class WasiNNMagics(Magics):
         try:
             number = int(generation)
         except ValueError:
-            raise UsageError(f"usage: %wasi_nn probs [SESSION] [GENERATION]: {generation!r} is no number") from None
+            raise UsageError(f"usage: %wasi_nn probs [SESSION] [N]: N is a generation's number, not {generation!r}") from None
         show(ProbabilityView.of(self._latest(session_id), number), in_kernel=self._in_kernel)
 
     def _plot(self, session_id: str | None = None) -> Any:
