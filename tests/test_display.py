@@ -284,3 +284,12 @@ def test_the_distribution_bars_show_both_sides_escaped() -> None:
     newline = page[page.index("<code>↵</code>"):].split("</tr>")[0]
     assert ">0.200<" in newline and ">–<" in newline  # not among the chain's top
     assert "width:154px" in page and "width:110px" in page  # 0.7 and 0.5 of 220 px
+
+
+def test_generations_of_two_sessions_numbered_alike_are_shown_apart() -> None:
+    rows = pd.concat([token_rows(AWKWARD).assign(session=name) for name in ("left", "right")])
+    page = ProbabilityView(rows).html()
+    assert page.index("session left · generation 0") < page.index("session right · generation 0")
+    spans = TokenSpans()
+    spans.feed(page)
+    assert len(spans.tokens) == 2 * len(AWKWARD)

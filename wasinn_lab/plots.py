@@ -55,9 +55,11 @@ def token_probabilities(tokens: pd.DataFrame, ax: Axes | None = None) -> Figure:
     figure, ax = _axes(ax)
     entropy = ax.twinx()
     recorded = tokens[tokens["logprob"].notna()]
-    groups = list(recorded.groupby("generation"))
-    for generation, frame in groups:
-        label = f"generation {generation}" if len(groups) > 1 else None
+    # Rows from several sessions (a cell's guest may use more than one) number their generations apart.
+    names = ["session", "generation"] if "session" in recorded else ["generation"]
+    groups = list(recorded.groupby(names))
+    for key, frame in groups:
+        label = " · ".join(f"{name} {value}" for name, value in zip(names, key)) if len(groups) > 1 else None
         ax.bar(frame["token"], np.exp(frame["logprob"].astype(float)), color="#9ab7e6", width=0.8,
                label=f"probability, {label}" if label else "probability of the chosen token")
         entropy.plot(frame["token"], frame["entropy"].astype(float), color="#c0392b", marker=".", linewidth=1,

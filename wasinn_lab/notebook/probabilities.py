@@ -170,9 +170,15 @@ class ProbabilityView:
         """Whether the tokens carry probabilities (the generation ran with logprobs on)."""
         return bool(len(self.tokens)) and bool(self.tokens["logprob"].notna().any())
 
-    def _rows(self) -> dict[int, list[Any]]:
+    def _rows(self) -> dict[str, list[Any]]:
+        """Each generation's rows, by its name ("generation N", and its session's id where
+        the rows come from several sessions: each numbers its own)."""
         frame = self.tokens.assign(p_model=self.tokens["logprob"].astype(float).map(math.exp))
-        return {int(str(number)): list(group.itertuples(index=False)) for number, group in frame.groupby("generation")}
+        if "session" not in frame:
+            return {f"generation {number}": list(group.itertuples(index=False))
+                    for number, group in frame.groupby("generation")}
+        return {f"session {session} · generation {number}": list(group.itertuples(index=False))
+                for (session, number), group in frame.groupby(["session", "generation"], sort=False)}
 
     def _absent(self) -> str:
         return ("no token probabilities were recorded: run the generation with -p logprobs=K "
@@ -192,9 +198,9 @@ class ProbabilityView:
             parts.append(f'<div style="{_STYLE_CAPTION}">{html.escape(self._absent())}</div></div>')
             return "".join(parts)
         generations = self._rows()
-        for number, rows in generations.items():
+        for name, rows in generations.items():
             if len(generations) > 1:
-                parts.append(f'<div style="{_STYLE_CAPTION}">generation {number}</div>')
+                parts.append(f'<div style="{_STYLE_CAPTION}">{html.escape(name)}</div>')
             parts.append(f'<div class="{scope}-x" style="{_STYLE_TEXT}">'
                          f'{"".join(_token_span(row, scope) for row in rows)}</div>')
         parts.append(legend_html())
@@ -207,8 +213,8 @@ class ProbabilityView:
         lines = [f"[{self.caption}]"] if self.caption else []
         if not self.recorded:
             return "\n".join([*lines, self._absent()])
-        for number, rows in self._rows().items():
-            lines.append(f"generation {number}: p (model), rank, entropy, token, alternatives")
+        for name, rows in self._rows().items():
+            lines.append(f"{name}: p (model), rank, entropy, token, alternatives")
             lines += [f"  {row.p_model:6.3f} {int(row.rank):4d} {row.entropy:6.2f}  {visible(str(row.text)):<14} "
                       + ", ".join(f"{visible(text)} {_percent(p)}" for text, p in _alternatives(row))
                       for row in rows if not math.isnan(row.p_model)]
@@ -289,7 +295,7 @@ class ProbabilityCell:
             first = next((n for n, generation in enumerate(generations) if generation.started >= self._since),
                          len(generations))
             frame = tokens_frame(generations[first:])
-            frames.append(frame.assign(generation=frame["generation"] + first))
+            frames.append(frame.assign(generation=frame["generation"] + first, session=session.id))
         return pd.concat(frames) if frames else tokens_frame([])
 
     def conclude(self) -> ProbabilityView:
