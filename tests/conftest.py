@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import wasmtime
 
 from wasinn_lab import Host
 from wasinn_lab.runtime import GuestInstance
+
+if TYPE_CHECKING:
+    from wasinn_lab.backends.llama.native import NativeContext
+    from wasinn_lab.backends.llama.weights import Weights
 
 # WasmEdge's preview1 numbers, written out here rather than imported: the tests check
 # the front-end against the ABI, not against itself.
@@ -60,6 +64,25 @@ def host() -> Iterator[Host]:
     shared = Host()
     yield shared
     shared.close()
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[tuple[Weights, NativeContext]]:
+    """The default model's weights and a llama context of 1024 tokens on them, below any
+    session: for tests of the sampler and of what it reads."""
+    from wasinn_lab.backends.llama.context import context_params
+    from wasinn_lab.backends.llama.native import NativeContext
+    from wasinn_lab.backends.llama.options import OPTIONS
+    from wasinn_lab.backends.llama.weights import weights_cache
+    from wasinn_lab.models import default_model_path
+    from wasinn_lab.options import Scope
+
+    config = {**OPTIONS.defaults, "ctx-size": 1024}
+    weights = weights_cache.acquire(default_model_path(), OPTIONS.scoped(config, Scope.MODEL))
+    native = NativeContext(weights, context_params(config, weights))
+    yield weights, native
+    native.close()
+    weights_cache.release(weights)
 
 
 class Probe:

@@ -94,6 +94,8 @@ DEFAULTS = [
             "new tokens here"),
     Default("decode-ahead", "auto", NOT_IN_WASMEDGE, "ours",
             "decodes the next token while the guest handles this one, where the model runs on a GPU"),
+    Default("logprobs", 0, NOT_IN_WASMEDGE, "ours, after llama-cpp-python's completion option `logprobs`",
+            "records each token's log-probability, rank, entropy and likeliest alternatives; off by default"),
 ]
 
 

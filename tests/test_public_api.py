@@ -39,3 +39,12 @@ def test_every_module_names_its_public_names_in_all() -> None:
             and getattr(value, "__module__", None) == info.name
         }
         assert defined <= set(exported), f"{info.name} does not list {sorted(defined - set(exported))} in __all__"
+
+
+def test_a_tokens_details_are_public_beside_the_token() -> None:
+    from wasinn_lab.backends.base import NextTokenDistribution, TokenDetails
+    from wasinn_lab.sessions import Token
+
+    assert wasinn_lab.TokenDetails is TokenDetails and wasinn_lab.Token is Token
+    assert wasinn_lab.NextTokenDistribution is NextTokenDistribution
+    assert Token._fields[-1] == "details" and Token._field_defaults == {"details": None}

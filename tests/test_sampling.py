@@ -5,7 +5,6 @@ samplers do."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
@@ -13,25 +12,12 @@ import pytest
 from conftest import GREEDY, Probe
 
 from wasinn_lab import ConfigError, Host, InvalidArgument, Tensor, TensorType
-from wasinn_lab.backends.llama.context import context_params
 from wasinn_lab.backends.llama.native import NativeContext
 from wasinn_lab.backends.llama.options import OPTIONS
 from wasinn_lab.backends.llama.sampling import make_sampler
-from wasinn_lab.backends.llama.weights import Weights, weights_cache
-from wasinn_lab.models import default_model_path
-from wasinn_lab.options import Scope
+from wasinn_lab.backends.llama.weights import Weights
 
 PROMPT = b"The history of the city begins with"
-
-
-@pytest.fixture(scope="module")
-def llama() -> Iterator[tuple[Weights, NativeContext]]:
-    config = {**OPTIONS.defaults, "ctx-size": 1024}
-    weights = weights_cache.acquire(default_model_path(), OPTIONS.scoped(config, Scope.MODEL))
-    native = NativeContext(weights, context_params(config, weights))
-    yield weights, native
-    native.close()
-    weights_cache.release(weights)
 
 
 def tokens(llama: tuple[Weights, NativeContext], settings: dict[str, Any], n: int, *, window_penalty: bool) -> list[int]:

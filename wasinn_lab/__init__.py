@@ -9,6 +9,8 @@ from . import errors
 from .errors import *  # noqa: F403 - the whole exception tree is public
 
 if TYPE_CHECKING:  # the names as type checkers see them (X as X: re-exported)
+    from .backends.base import NextTokenDistribution as NextTokenDistribution
+    from .backends.base import TokenDetails as TokenDetails
     from .backends.base import Usage as Usage
     from .host import Host as Host
     from .limits import Limits as Limits
@@ -46,6 +48,8 @@ _LAZY = {
     "Session": ".sessions",
     "SessionManager": ".sessions",
     "Token": ".sessions",
+    "TokenDetails": ".backends.base",
+    "NextTokenDistribution": ".backends.base",
     "Usage": ".backends.base",
     "Generation": ".metrics",
     "Option": ".options",

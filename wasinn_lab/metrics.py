@@ -3,6 +3,7 @@ rate, and where the time went (the backend, the host's wasi-nn calls, the guest)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,13 +11,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .backends.base import TokenDetails
+
 __all__ = ["Generation", "generations_frame", "tokens_frame"]
 
 METRIC_COLUMNS = (
     "prompt_tokens", "evaluated_tokens", "output_tokens", "prompt_eval_s", "ttft_s",
     "decode_tok_per_s", "wall_s", "backend_s", "host_boundary_s", "guest_s",
 )
-TOKEN_COLUMNS = ("generation", "token", "text", "t_s", "latency_s")
+TOKEN_COLUMNS = ("generation", "token", "text", "t_s", "latency_s", "logprob", "probability", "rank", "entropy", "top")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Generation:
     host_calls: dict[str, tuple[int, float]] = field(default_factory=dict)  # per call: how many, their seconds
     token_times: list[float] = field(default_factory=list)
     token_texts: list[str] = field(default_factory=list)
+    token_details: list[TokenDetails | None] = field(default_factory=list)  # None: logprobs was off
 
     @property
     def text(self) -> str:
@@ -89,16 +93,21 @@ def generations_frame(generations: Sequence[Generation]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).rename_axis("generation")
 
 
+_NO_DETAILS = {"logprob": math.nan, "probability": math.nan, "rank": math.nan, "entropy": math.nan, "top": None}
+
+
 def tokens_frame(generations: Sequence[Generation]) -> pd.DataFrame:
     """One row per generated token: its text, when it came (seconds since its generation
-    started) and its latency (since the previous token, or the start)."""
+    started), its latency (since the previous token, or the start) and, where the option
+    logprobs was on, its details (``TokenDetails``; NaN and None where it was off)."""
     import pandas as pd
 
     rows = []
     for number, g in enumerate(generations):
         previous = g.started
-        for index, (stamp, text) in enumerate(zip(g.token_times, g.token_texts)):
-            rows.append({"generation": number, "token": index, "text": text,
-                         "t_s": stamp - g.started, "latency_s": stamp - previous})
+        for index, (stamp, text, details) in enumerate(zip(g.token_times, g.token_texts, g.token_details)):
+            rows.append({"generation": number, "token": index, "text": text, "t_s": stamp - g.started,
+                         "latency_s": stamp - previous, **(details._asdict() if details else _NO_DETAILS)})
             previous = stamp
-    return pd.DataFrame(rows, columns=list(TOKEN_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(TOKEN_COLUMNS))
+    return frame.astype({"logprob": float, "probability": float, "rank": float, "entropy": float})

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple, Protocol
 from ..options import Options
 from ..types import ExecutionTarget, GraphEncoding, Tensor
 
-__all__ = ["PROMPT", "TEXT", "EMBEDDING", "Backend", "Graph", "ExecutionContext", "TokenStream", "TokenEvent", "Usage",
-           "EndReason"]
+__all__ = ["PROMPT", "TEXT", "EMBEDDING", "Backend", "Graph", "ExecutionContext", "TokenStream", "TokenEvent",
+           "TokenDetails", "NextTokenDistribution", "Usage", "EndReason"]
 
 PROMPT = "prompt"
 TEXT = "text"
@@ -31,12 +31,31 @@ EMBEDDING = "embedding"
 
 
 # NamedTuples: made on every token, and cheaper to make than frozen dataclasses.
+class TokenDetails(NamedTuple):
+    """How sure the model was of a token and what it nearly said (the option ``logprobs``)."""
+
+    logprob: float  # natural log of its probability under the model's own distribution, before any sampler
+    probability: float  # its probability after the sampler chain (1.0 for greedy)
+    rank: int  # 1: the model's likeliest token
+    entropy: float  # nats, of the model's distribution
+    top: tuple[tuple[str, float], ...]  # the K likeliest (text, logprob), likeliest first
+
+
 class TokenEvent(NamedTuple):
     """One generated token, as it is sampled."""
 
     piece: bytes  # its text's bytes (a character may span two tokens)
     token_id: int
     time: float  # time.perf_counter() when it was sampled
+    details: TokenDetails | None = None  # with the option logprobs on
+
+
+class NextTokenDistribution(NamedTuple):
+    """The likeliest next tokens as (text, probability), likeliest first: under the model's
+    own distribution, and after the sampler chain."""
+
+    before: list[tuple[str, float]]
+    after: list[tuple[str, float]]
 
 
 class Usage(NamedTuple):
@@ -105,6 +124,13 @@ class ExecutionContext(Protocol):
 
     def generate(self) -> TokenStream:
         """A token stream on the inputs set (UnsupportedOperation if it cannot generate)."""
+
+    def distribution(self, k: int, options: Mapping[str, Any]) -> NextTokenDistribution:
+        """The ``k`` likeliest tokens to follow the current text (the prompt and what was
+        generated from it), before and after the sampler chain that ``options`` (normalized
+        parameters) make; nothing is generated and the next generation is as it would have
+        been. InvalidArgument without a prompt; UnsupportedOperation if it has no
+        distribution."""
 
     def usage(self) -> Usage: ...
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import InvalidArgument, UnsupportedOperation
 from ..options import Options
 from ..types import ExecutionTarget, GraphEncoding, Tensor
-from .base import TokenStream, Usage
+from .base import NextTokenDistribution, TokenStream, Usage
 
 __all__ = ["EchoBackend"]
 
@@ -63,6 +63,10 @@ class _EchoContext:
 
     def generate(self) -> TokenStream:
         raise UnsupportedOperation("the echo backend does not generate text")
+
+    def distribution(self, k: int, options: Mapping[str, Any]) -> NextTokenDistribution:
+        raise UnsupportedOperation("the echo backend has no token distribution: it echoes its inputs; "
+                                   "use a GGML model for next_token_distribution")
 
     def usage(self) -> Usage:
         return Usage()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..backends.base import TokenEvent, TokenStream, Usage
+from ..backends.base import NextTokenDistribution, TokenEvent, TokenStream, Usage
 from ..backends.echo import EchoBackend
 from ..errors import ConfigError, GuestExitError
 from ..host import Host
@@ -263,6 +263,9 @@ class _InstantContext:
 
     def get_output(self, name: str) -> Tensor:
         raise ConfigError("the instant context has no outputs")
+
+    def distribution(self, k: int, options: Any) -> NextTokenDistribution:
+        raise ConfigError("the instant context has no token distribution")
 
     def generate(self) -> TokenStream:
         return self.stream

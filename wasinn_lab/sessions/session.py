@@ -13,7 +13,16 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..backends.base import Backend, EndReason, ExecutionContext, TokenEvent, TokenStream, Usage
+from ..backends.base import (
+    Backend,
+    EndReason,
+    ExecutionContext,
+    NextTokenDistribution,
+    TokenDetails,
+    TokenEvent,
+    TokenStream,
+    Usage,
+)
 from ..errors import Busy, ConfigError, InvalidArgument
 from ..metrics import generations_frame, tokens_frame
 from ..types import Tensor
@@ -35,6 +44,7 @@ class Token(NamedTuple):
     piece: bytes
     token_id: int
     time: float  # time.perf_counter() when it was sampled
+    details: TokenDetails | None = None  # with the parameter logprobs on
 
 
 TokenListener = Callable[[Token], None]
@@ -203,8 +213,24 @@ class Session:
         return generations_frame(self.generations)
 
     def token_metrics(self) -> pd.DataFrame:
-        """One row per generated token: its text, when it came and its latency."""
+        """One row per generated token: its text, when it came and its latency; with the
+        parameter logprobs on, also its logprob, probability after the sampler chain, rank,
+        the model's entropy there and the likeliest alternatives (``top``)."""
         return tokens_frame(self.generations)
+
+    def next_token_distribution(self, k: int = 20) -> NextTokenDistribution:
+        """The ``k`` likeliest tokens to follow the current text (the prompt and what the
+        latest generation made of it), as (text, probability) before and after the sampler
+        chain of the session's parameters, pending changes included. Nothing is generated:
+        the text, the outputs and the next generation stay as they were."""
+        if k < 1:
+            raise InvalidArgument(f"k must be at least 1, not {k}")
+        with self._lock:
+            self._check_open()
+            if self.generating:
+                raise Busy(f"session {self.id!r} is generating: ask for the next token's distribution once it ends")
+            self.last_used = self._clock()
+            return self._context.distribution(k, self._parameters.current)
 
     def account(self, call: str, seconds: float) -> None:
         """Host time spent in one wasi-nn call on this session (the front-ends report it,
@@ -411,11 +437,12 @@ class Session:
         if event is None:
             self._end_generation()
             return None
-        token = Token(self._decoder.decode(event.piece), event.piece, event.token_id, event.time)
+        token = Token(self._decoder.decode(event.piece), event.piece, event.token_id, event.time, event.details)
         record = self._recorder.current
         if record is not None:
             record.token_times.append(event.time)
             record.token_texts.append(token.text)
+            record.token_details.append(event.details)
             record.output_tokens += 1  # live; the backend's count replaces it at the end
         for listener in self._listeners:
             listener(token)

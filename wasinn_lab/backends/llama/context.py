@@ -16,11 +16,12 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
+import numpy as np
 
-from ...errors import BackendError, ContextFull, InvalidArgument, PromptTooLong
+from ...errors import BackendError, ContextFull, InvalidArgument, PromptTooLong, UnsupportedOperation
 from ...options import Scope
 from ...types import Tensor, TensorType
-from ..base import EMBEDDING, PROMPT, TEXT, EndReason, TokenEvent, Usage
+from ..base import EMBEDDING, PROMPT, TEXT, EndReason, NextTokenDistribution, TokenEvent, Usage
 from . import log
 from .compute import compute_thread
 from .native import NativeContext
@@ -138,6 +139,7 @@ class LlamaContext:
         self.log_section = log.Section(config["enable-log"], config["enable-debug-log"])
         self._ahead = _DecodeAhead()
         self._decode_ahead = False  # for the generation under way
+        self._text_logits: tuple[list[int], np.ndarray] | None = None  # the last distribution's text and logits
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class LlamaContext:
         self._native = None
         self._cached = []
         self._pending = None
+        self._text_logits = None
 
     def release(self) -> None:
         self._drop_native()
@@ -282,24 +285,30 @@ class LlamaContext:
 
     def _evaluate_prompt(self) -> None:
         self._settle()
-        native = self._ensure_native()
+        self._ensure_native()
         prompt = self._prompt
         if len(prompt) >= self._n_ctx:
             raise PromptTooLong(f"the prompt has {len(prompt)} tokens; the context holds {self._n_ctx}")
+        self._evaluated = self._cache(prompt, reuse=self._config["cache-prompt"])
+
+    def _cache(self, tokens: list[int], *, reuse: bool) -> int:
+        """Make the KV cache hold ``tokens``, the last evaluated again for its logits (from
+        what it holds already, if ``reuse``); returns how many were evaluated."""
+        native = self._ensure_native()
         keep = 0
-        for cached, wanted in zip(self._cached if self._config["cache-prompt"] else [], prompt):
+        for cached, wanted in zip(self._cached if reuse else [], tokens):
             if cached != wanted:
                 break
             keep += 1
-        keep = min(keep, len(prompt) - 1)  # the last prompt token is evaluated again for its logits
+        keep = min(keep, len(tokens) - 1)
         if not native.keep_prefix(keep):
             native.clear()
             keep = 0
-        self._cached = prompt[:keep]
+        self._cached = tokens[:keep]
         self._pending = None
-        native.decode(prompt[keep:], keep)
-        self._cached = list(prompt)
-        self._evaluated = len(prompt) - keep
+        native.decode(tokens[keep:], keep)
+        self._cached = list(tokens)
+        return len(tokens) - keep
 
     def step(self) -> TokenEvent | EndReason:
         """Decode the pending token, then sample the next one; at end of generation, or
@@ -325,7 +334,40 @@ class LlamaContext:
         self._output += piece
         if self._decode_ahead:
             self._ahead.start(self._decode_ahead_pending)
-        return TokenEvent(piece, token, sampled)
+        return TokenEvent(piece, token, sampled, sampler.details)
+
+    # -- the next token's distribution ----------------------------------------------------
+
+    def distribution(self, k: int, options: Mapping[str, Any]) -> NextTokenDistribution:
+        if self._config["embedding"]:
+            raise UnsupportedOperation("an embedding context has no next token: its distribution is for text generation")
+        if not self._prompt:
+            raise InvalidArgument(f"no prompt: set the input {PROMPT!r} first")
+        with self.log_section:
+            row = self._next_logits()
+            sampler = make_sampler(self._ensure_weights(), {**self._config, **options}, self._n_ctx)
+        try:
+            sampler.remember(self._output_tokens)
+            return sampler.distribution(row, k)
+        finally:
+            sampler.close()
+
+    def _next_logits(self) -> np.ndarray:
+        """The model's logits for the token after the current text (the prompt and what was
+        generated from it). The KV cache then holds that text: a generation from the prompt
+        cuts it back as it would any other conversation."""
+        text = self._prompt + self._output_tokens
+        if self._text_logits is not None and self._text_logits[0] == text:
+            return self._text_logits[1]
+        self._settle()
+        native = self._ensure_native()
+        if len(text) >= self._n_ctx:
+            raise ContextFull(f"the text has {len(text)} tokens; the context of {self._n_ctx} is full")
+        self._cache(text, reuse=True)
+        n_vocab = self._ensure_weights().n_vocab
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, -1), (n_vocab,)).copy()
+        self._text_logits = (text, row)
+        return row
 
     def _decode_pending(self) -> None:
         native, pending = self._native, self._pending

@@ -83,6 +83,10 @@ OPTIONS = Options(
         Option("decode-ahead", str, "auto", Scope.GENERATION,
                "decode each token while the guest handles it: on, off, or auto (on when layers run on a GPU)",
                choices=("auto", "on", "off")),
+        # Ours: what llama-cpp-python's completion calls `logprobs`, recorded per token.
+        Option("logprobs", int, 0, Scope.GENERATION,
+               "record each token's log-probability, rank, entropy and this many likeliest alternatives; 0: off",
+               minimum=0, soft_maximum=20, step=1),
         Option("enable-log", bool, False, Scope.GENERATION, "print llama.cpp's log to stderr"),
         Option("enable-debug-log", bool, False, Scope.GENERATION, "print llama.cpp's debug log too"),
     )

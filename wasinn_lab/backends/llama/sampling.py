@@ -13,8 +13,9 @@ penalties (a multiply-add, which the compiler may fuse) stay with llama.cpp's sa
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import llama_cpp
@@ -23,6 +24,8 @@ from llama_cpp import _internals
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from ...errors import InvalidArgument
+from ..base import NextTokenDistribution, TokenDetails
+from .logprobs import Candidates, likeliest, model_distribution, token_details
 from .native import NativeContext
 from .weights import Weights
 
@@ -32,28 +35,86 @@ _DRY_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's defaults
 
 
 class Sampler:
-    """Samples the next token from a context's last logits; ``close`` frees it."""
+    """Samples the next token from a context's last logits; ``close`` frees it. With
+    ``logprobs`` K, each token's details (``details``) come too, its K likeliest
+    alternatives among them."""
 
-    def __init__(self, chain: _internals.LlamaSampler, n_vocab: int, window: int, repeat_penalty: float) -> None:
+    def __init__(self, chain: _internals.LlamaSampler, n_vocab: int, window: int, repeat_penalty: float,
+                 *, logprobs: int = 0, greedy: bool = False, piece: Callable[[int], bytes] | None = None) -> None:
         self._chain = chain
         self._n_vocab = n_vocab
         self._penalty = np.float32(repeat_penalty)
         self._recent: deque[int] | None = deque(maxlen=window) if window and repeat_penalty != 1.0 else None
+        self._logprobs = logprobs
+        self._greedy = greedy  # the chain ends in argmax, which leaves the candidates' p unset
+        self._piece = piece
+        self._texts: dict[int, str] = {}
+        self._candidates: Candidates | None = None
+        self.details: TokenDetails | None = None  # the latest token's, with logprobs on
+
+    def _row(self, native: NativeContext) -> np.ndarray:
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, -1), (self._n_vocab,))
 
     def sample(self, native: NativeContext) -> int:
         recent = self._recent
-        if recent:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, -1), (self._n_vocab,))
-            tokens = np.unique(np.fromiter(recent, dtype=np.int64, count=len(recent)))
-            values = logits[tokens]
-            logits[tokens] = np.where(values <= 0, values * self._penalty, values / self._penalty)
-        token: int = self._chain.sample(native, -1)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
+        if self._logprobs:
+            token = self._sample_with_details(self._row(native))
+        else:
+            if recent:
+                _penalize(self._row(native), recent, self._penalty)
+            token = self._chain.sample(native, -1)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
         if recent is not None:
             recent.append(token)
         return token
 
+    def _sample_with_details(self, row: np.ndarray) -> int:
+        """As llama_sampler_sample, by hand, with the model's distribution read first; the
+        row stays the model's own (the penalty goes to the candidates)."""
+        model = model_distribution(row, self._logprobs)
+        token, probability = self._fill_candidates(row).sample(self._chain.sampler)
+        self.details = token_details(model, row, token, 1.0 if self._greedy else probability, self._text)
+        return token
+
+    def _fill_candidates(self, row: np.ndarray) -> Candidates:
+        if self._candidates is None:
+            self._candidates = Candidates(self._n_vocab)
+        logits = self._candidates.fill(row)
+        if self._recent:
+            _penalize(logits, self._recent, self._penalty)
+        return self._candidates
+
+    def remember(self, tokens: list[int]) -> None:
+        """Count ``tokens`` as generated before (the repeat penalty's window)."""
+        if self._recent is not None:
+            self._recent.extend(tokens)
+
+    def distribution(self, row: np.ndarray, k: int) -> NextTokenDistribution:
+        """The ``k`` likeliest tokens for ``row`` before the chain and after it; nothing is
+        accepted, so the chain's state (a grammar's) stays where it is."""
+        model = model_distribution(row, k)
+        before = [(self._text(int(i)), math.exp(float(row[i]) - model.log_normalizer)) for i in model.top]
+        kept, selected = self._fill_candidates(row).apply(self._chain.sampler)
+        if self._greedy:
+            return NextTokenDistribution(before, [(self._text(int(kept[selected]["id"])), 1.0)])
+        probabilities = kept["p"] / kept["p"].sum(dtype=np.float64)
+        return NextTokenDistribution(before, likeliest(kept["id"], probabilities, k, self._text))
+
+    def _text(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            piece = self._piece(token) if self._piece is not None else b""
+            text = self._texts[token] = piece.decode("utf-8", "replace")
+        return text
+
     def close(self) -> None:
         self._chain.close()
+
+
+def _penalize(logits: np.ndarray, recent: deque[int], penalty: np.float32) -> None:
+    """llama.cpp's repeat penalty, on the logits of the window's tokens alone."""
+    tokens = np.unique(np.fromiter(recent, dtype=np.int64, count=len(recent)))
+    values = logits[tokens]
+    logits[tokens] = np.where(values <= 0, values * penalty, values / penalty)
 
 
 def make_sampler(weights: Weights, config: Mapping[str, Any], n_ctx: int, *, window_penalty: bool = True) -> Sampler:
@@ -68,7 +129,9 @@ def make_sampler(weights: Weights, config: Mapping[str, Any], n_ctx: int, *, win
     except BaseException:
         chain.close()
         raise
-    return Sampler(chain, weights.n_vocab, window, repeat) if ours else Sampler(chain, weights.n_vocab, 0, 1.0)
+    window, repeat = (window, repeat) if ours else (0, 1.0)
+    return Sampler(chain, weights.n_vocab, window, repeat, logprobs=config["logprobs"], greedy=config["temp"] <= 0,
+                   piece=weights.piece)
 
 
 def _window(last_n: int, n_ctx: int) -> int:
