@@ -453,12 +453,14 @@ def running_lab(root_dir: Path, work: Path) -> Iterator[JupyterLab]:
         lab.stop()
 
 
-def screenshot(target: Any, name: str, *, readme: str | None = None) -> Path:
+def screenshot(target: Any, name: str, *, readme: str | None = None, clip: dict[str, float] | None = None) -> Path:
     """Save a screenshot of a page or locator as an artifact, and as a README picture
-    (docs/images/README) when WASINN_LAB_README_IMAGES is set."""
+    (docs/images/README) when WASINN_LAB_README_IMAGES is set. ``clip``: a region of the
+    page as it is (a locator's screenshot lays the page out again, and a hover's popup
+    can be gone from it)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    target.screenshot(path=str(path))
+    target.screenshot(path=str(path), **({"clip": clip} if clip else {}))
     if readme and os.environ.get("WASINN_LAB_README_IMAGES"):
         from PIL import Image
 

@@ -8,7 +8,8 @@ seed, Generate streams into the prompt box, which shows the text it continues an
 afresh in one click, Stop halts it mid-stream within a second, and a ctx-size change
 reloads and says so; an interrupted streaming cell stops, says so in one line, and the
 next cell works; a guest's own output (03's shout) is shown open, and the sessions
-notebook's tables are short and named alike. Each test saves screenshots
+notebook's tables are short and named alike; a generation shaded by its probabilities
+(08) shows a token's alternatives on hover. Each test saves screenshots
 under tests/artifacts/ (or $WASINN_LAB_ARTIFACTS); with WASINN_LAB_README_IMAGES set
 (`make readme-images`) they also write the README's pictures to docs/images/.
 
@@ -19,6 +20,7 @@ saying so: they are never skipped.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ from typing import Any
 import nbformat
 import pytest
 from browser_lab import ROOT, Chromium, JupyterLab, NotebookPage, Steps, running_lab, screenshot, wait_until
+
+from wasinn_lab.notebook.probabilities import visible
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
@@ -304,3 +308,40 @@ def test_a_guests_own_output_is_shown_open_and_the_tables_are_short(page_factory
     notebook.scroll_to(notebook.cell_index("%wasi_nn sessions"))
     screenshot(page, "sessions-tables")
     step("04's tables")
+
+
+def test_a_shaded_generation_shows_a_tokens_alternatives_on_hover(page_factory: Any, lab: JupyterLab) -> None:
+    step = Steps()
+    page = page_factory(height=1100)
+    notebook, cold = run_until(page, lab, "08-inside-a-generation.ipynb", "%%wasi_nn stream --session cold", timeout=180)
+    step("08's first generation ran")
+    cell = notebook.cell(cold)
+    tokens = cell.locator(".jp-OutputArea span[class$='-t']")
+    recorded = json.loads(python(
+        notebook, "from wasinn_lab.notebook import current_lab as lab\nimport json\n"
+                  "frame = lab().session('cold').token_metrics()\n"
+                  "print(json.dumps([[text, [a for a, _ in top]] for text, top in zip(frame['text'], frame['top'])]))"))
+    assert tokens.count() == len(recorded) > 0  # one shaded span per generated token
+    # The model text above is folded (it is the shaded text, once): what shows is the shaded view.
+    assert cell.locator("details:has(summary:text-matches('shaded by probability below'))").count() == 1
+    targets = [i for i, (text, _) in enumerate(recorded) if text.strip()]  # not a bare space: something to hover
+    index = next((i for i in targets if i >= 4), targets[0])  # one inside the line, for the picture
+    notebook.scroll_to(cold)  # first: the screenshot below then needs no scrolling, which would move the mouse's target
+    token = tokens.nth(index)
+    popup = token.locator("span[class$='-a']")
+    assert not popup.is_visible()
+    token.hover()
+    wait_until(popup.is_visible, 5, "the popup showing on hover")
+    shown = popup.inner_text()
+    assert "rank 1" in shown  # greedy: the model's likeliest, every time
+    for alternative in recorded[index][1]:  # every one of the top 5, whitespace made visible
+        assert visible(alternative) in shown, (alternative, shown)
+    # Whole and on top: not clipped by the output area, nor under the next line of text.
+    assert popup.evaluate("(node) => { const r = node.getBoundingClientRect();"
+                          " return node.contains(document.elementFromPoint(r.left + r.width / 2, r.bottom - 3)); }")
+    step("hovered a token")
+    screenshot(page, "token-probabilities-hover", readme="token-probabilities.png", clip=cell.bounding_box())
+    page.mouse.move(0, 0)
+    wait_until(lambda: not popup.is_visible(), 5, "the popup hiding again")
+    plot = cell.locator(".jp-OutputArea-output img")
+    assert plot.count() == 1  # entropy and probability along the generation

@@ -5,9 +5,17 @@ box's caption; the tables of the line magics."""
 
 from __future__ import annotations
 
+import math
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import pandas as pd
 import pytest
 
 from wasinn_lab.notebook.display import Transcript, describe_usage, split_usage
+from wasinn_lab.notebook.distribution import distribution_html
+from wasinn_lab.notebook.probabilities import ProbabilityView, probability_colour, visible
 from wasinn_lab.tasks import Event, EventKind
 
 USAGE = b'usage: {"input_tokens": 12, "output_tokens": 32, "llama_build_number": 0, "llama_commit": "x"}\n'
@@ -161,3 +169,127 @@ def test_the_live_plot_uses_when_tokens_were_made_not_when_it_got_them(monkeypat
         plot(Event(EventKind.TOKEN, "x"))  # arriving late, all at once
     count, latencies = plot.latencies()
     assert count == 5 and [round(ms) for ms in latencies] == [10, 10, 10, 10]
+
+
+# -- token probabilities (rows as session.token_metrics() gives them with -p logprobs=K) --------
+
+
+class TokenSpans(HTMLParser):
+    """The shaded view's token spans: each one's probability, its own text (what shows in
+    the line, its popup left out) and its popup's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: list[dict[str, Any]] = []
+        self.style = ""
+        self._stack: list[str] = []  # what each open tag is: "token", "popup", "style" or ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        kind = ""
+        if tag == "style":
+            kind = "style"
+        elif tag == "span" and (named.get("class") or "").endswith("-t"):
+            kind = "token"
+            self.tokens.append({"p": float(named["data-p"] or "nan"), "style": named.get("style"), "text": "",
+                                "popup": "", "popup_style": None})
+        elif tag == "span" and (named.get("class") or "").endswith("-a"):
+            kind = "popup"
+            self.tokens[-1]["popup_style"] = named.get("style")
+        if tag != "br":
+            self._stack.append(kind)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag != "br":
+            self._stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if "style" in self._stack:
+            self.style += data
+        elif "popup" in self._stack:
+            self.tokens[-1]["popup"] += data
+        elif "token" in self._stack:
+            self.tokens[-1]["text"] += data
+
+
+def token_rows(tokens: list[tuple[str, float, list[tuple[str, float]]]], logprobs: bool = True) -> pd.DataFrame:
+    """token_metrics() rows of one generation: (text, probability under the model, top)."""
+    nan = float("nan")
+    return pd.DataFrame([
+        {"generation": 0, "token": index, "text": text, "t_s": 0.0, "latency_s": 0.0,
+         "logprob": math.log(p) if logprobs else nan, "probability": 1.0 if logprobs else nan,
+         "rank": 1 if logprobs else nan, "entropy": 0.5 if logprobs else nan,
+         "top": tuple((alternative, math.log(q)) for alternative, q in top) if logprobs else None}
+        for index, (text, p, top) in enumerate(tokens)])
+
+
+AWKWARD = [(" <b>x</b>", 0.5, [(" <b>x</b>", 0.5), (' "&amp;"', 0.25)]),
+           ("\n", 0.9, [("\n", 0.9), ("\t<", 0.05)]),
+           (" 'quoted'", 0.02, [(" no", 0.6), (" 'quoted'", 0.02)])]
+
+
+def test_the_shaded_view_has_one_span_per_token_with_its_probability_and_escaped_alternatives() -> None:
+    page = ProbabilityView(token_rows(AWKWARD), "stream · token probabilities").html()
+    spans = TokenSpans()
+    spans.feed(page)
+    assert [token["text"] for token in spans.tokens] == [" <b>x</b>", "↵\n", " 'quoted'"]  # the text, escaped back
+    assert [round(token["p"], 3) for token in spans.tokens] == [0.5, 0.9, 0.02]
+    assert "<b>x</b>" not in page  # escaped, never markup
+    colours = [token["style"] for token in spans.tokens]
+    assert all(style.startswith("background:#") for style in colours) and len(set(colours)) == 3
+    assert probability_colour(0.02) in colours[2] and probability_colour(0.9) in colours[1]
+    # Alternatives: whitespace made visible, likeliest first, with percentages.
+    assert " 50% ␣<b>x</b>" in spans.tokens[0]["popup"] and ' 25% ␣"&amp;"' in spans.tokens[0]["popup"]
+    assert "  5% ⇥<" in spans.tokens[1]["popup"]
+    assert spans.tokens[2]["popup"].index(" 60% ␣no") < spans.tokens[2]["popup"].index("  2% ␣'quoted'")
+    assert "rank 1" in spans.tokens[2]["popup"] and "p 0.020" in spans.tokens[2]["popup"]
+    # Hidden inline, shown by the scoped stylesheet on hover: a front-end that strips <style>
+    # shows the plain shaded text, not every popup.
+    assert all(token["popup_style"] == "display:none" for token in spans.tokens)
+    assert ":hover>.wasinn-probs-" in spans.style and "display:block!important" in spans.style
+    assert "token probability under the model" in page and "<details>" in page  # the legend; the table, folded
+
+
+def test_each_view_scopes_its_stylesheet_to_itself() -> None:
+    first, second = (ProbabilityView(token_rows(AWKWARD)).html() for _ in range(2))
+    scope = re.compile(r'class="(wasinn-probs-\d+)"')
+    assert scope.search(first)[1] != scope.search(second)[1]  # type: ignore[index]
+
+
+def test_whitespace_in_tokens_is_made_visible() -> None:
+    assert visible(" a\tb\n") == "␣a⇥b↵" and visible("") == "∅"
+
+
+def test_the_plain_view_lists_tokens_with_their_probabilities() -> None:
+    lines = ProbabilityView(token_rows(AWKWARD), "cap").plain().splitlines()
+    assert lines[0] == "[cap]" and len(lines) == 2 + len(AWKWARD)
+    assert lines[-1].split()[:4] == ["0.020", "1", "0.50", "␣'quoted'"] and "␣no 60%" in lines[-1]
+
+
+def test_a_generation_without_logprobs_says_how_to_record_them() -> None:
+    view = ProbabilityView(token_rows(AWKWARD, logprobs=False))
+    assert not view.recorded
+    assert "-p logprobs=K" in view.html() and "-p logprobs=K" in view.plain()
+    with pytest.raises(ValueError, match="token_metrics"):
+        ProbabilityView(token_rows(AWKWARD).drop(columns=["top"]))
+
+
+def test_the_distribution_bars_show_both_sides_escaped() -> None:
+    before = [(" the", 0.5), ("<", 0.3), ("\n", 0.2)]
+    after = [(" the", 0.7), ("<", 0.3), (" new", 0.01)]
+    page = distribution_html(before, after, "caption & more")
+    rows = re.findall(r"<tr><td[^>]*><code>(.*?)</code>", page)
+    assert rows == ["␣the", "&lt;", "↵", "␣new"]  # the model's order, then what only the chain has
+    assert "caption &amp; more" in page
+    newline = page[page.index("<code>↵</code>"):].split("</tr>")[0]
+    assert ">0.200<" in newline and ">–<" in newline  # not among the chain's top
+    assert "width:154px" in page and "width:110px" in page  # 0.7 and 0.5 of 220 px
+
+
+def test_generations_of_two_sessions_numbered_alike_are_shown_apart() -> None:
+    rows = pd.concat([token_rows(AWKWARD).assign(session=name) for name in ("left", "right")])
+    page = ProbabilityView(rows).html()
+    assert page.index("session left · generation 0") < page.index("session right · generation 0")
+    spans = TokenSpans()
+    spans.feed(page)
+    assert len(spans.tokens) == 2 * len(AWKWARD)

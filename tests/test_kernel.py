@@ -1,8 +1,10 @@
 """The extension in a real Jupyter kernel (jupyter_client): streaming display updates,
-and an interrupt sent to the kernel mid-generation."""
+an interrupt sent to the kernel mid-generation, and a shaded view (--show probs) growing
+as tokens come."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -85,3 +87,24 @@ def test_an_interrupt_fails_the_cell_and_the_session_carries_on(kernel) -> None:
     assert reply["content"]["status"] == "ok"
     reply, messages = execute(client, "print(s.generations[-1].output_tokens)")
     assert next(m for m in messages if m["msg_type"] == "stream")["content"]["text"].strip() == "4"
+
+
+def test_the_shaded_view_grows_while_tokens_come_and_ends_with_each_token_and_the_plot(kernel) -> None:  # type: ignore[no-untyped-def]
+    from wasinn_lab.notebook.probabilities import ProbabilityCell
+
+    _, client = kernel
+    reply, messages = execute(client, "%%wasi_nn stream --session shading -p n-predict=32 -p temp=0 --show probs\n"
+                                      "Once upon a time")
+    assert reply["content"]["status"] == "ok"
+    pages = [m["content"]["data"]["text/html"] for m in messages if m["msg_type"] == "update_display_data"
+             and "wasinn-probs-" in m["content"]["data"].get("text/html", "")]
+    shaded = [len(re.findall(r'class="wasinn-probs-\d+-t"', page)) for page in pages]
+    assert shaded and shaded[-1] == 32 and shaded == sorted(shaded), shaded  # one span a token, only ever more
+    timeline = execute(client, "from wasinn_lab.notebook import current_lab\n"
+                               "print(current_lab().session('shading').generations[-1].token_times)")[1]
+    token_times = eval(next(m for m in timeline if m["msg_type"] == "stream")["content"]["text"])
+    span = token_times[-1] - token_times[0]
+    expected = max(1, min(2, int(span * ProbabilityCell.UPDATES_PER_SECOND) - 1))
+    assert len({count for count in shaded if count < 32}) >= expected, shaded  # shaded as they came
+    plots = [m for m in messages if m["msg_type"] == "update_display_data" and "image/png" in m["content"]["data"]]
+    assert len(plots) == 1  # entropy and probability, once the generation has ended

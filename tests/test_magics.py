@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -15,8 +16,11 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.lib.pretty import pretty
+from IPython.utils.capture import capture_output
+from test_display import TokenSpans
 
 from wasinn_lab.notebook import current_lab as lab
+from wasinn_lab.notebook.probabilities import visible
 
 
 def run(shell: InteractiveShell, cell: str):  # type: ignore[no-untyped-def]
@@ -107,7 +111,12 @@ def test_line_commands(shell: InteractiveShell, tmp_path) -> None:  # type: igno
         ("%%wasi_nn stream -p temp\nhi", "expected KEY=VALUE", ""),
         ("%wasi_nn set s1", "usage: %wasi_nn set SESSION KEY=VALUE...", ""),
         ("%wasi_nn frobnicate", "invalid choice: 'frobnicate'",
-         "{models,preload,sessions,get,set,close,properties,options,stats,plot}"),
+         "{models,preload,sessions,get,set,close,properties,options,stats,plot,probs}"),
+        ("%%wasi_nn stream --show prob\nhi", "argument --show: invalid choice: 'prob'", "usage: %%wasi_nn [-m MODEL]"),
+        ("%%wasi_nn stream --show probs -p logprobs=0\nhi", "-p logprobs=0 turns them off", "usage: %%wasi_nn"),
+        ("%%wasi_nn stream --show probs -q\nhi", "--quiet shows nothing", "usage: %%wasi_nn"),
+        ("%wasi_nn probs s1 latest", "not 'latest'", "usage: %wasi_nn probs [SESSION] [N]"),
+        ("%wasi_nn probs s1 0 1", "usage: %wasi_nn probs [SESSION] [N]", ""),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -372,3 +381,46 @@ def test_a_bug_keeps_its_traceback(
     assert isinstance(result.error_in_exec, ZeroDivisionError)
     shown = "".join(capsys.readouterr())
     assert "Traceback" in shown and "generate_with_a_bug" in shown
+
+
+def shaded(outputs: list) -> tuple[TokenSpans, str]:  # type: ignore[type-arg]
+    """The token spans of the one shaded view among a cell's displays, and its plain text."""
+    (view,) = [output.data for output in outputs if "wasinn-probs-" in output.data.get("text/html", "")]
+    spans = TokenSpans()
+    spans.feed(view["text/html"])
+    return spans, view["text/plain"]
+
+
+def test_show_probs_shades_every_token_and_gives_its_alternatives(shell: InteractiveShell) -> None:
+    with capture_output() as captured:
+        result = run(shell, "%%wasi_nn stream --session shaded -p n-predict=8 -p temp=0 --show probs\nThe sky is")
+    assert result.success, result.error_in_exec
+    tokens = lab().session("shaded").token_metrics()
+    assert lab().session("shaded").get("logprobs") == 5  # turned on for the cell, as the caption says
+    spans, plain = shaded(captured.outputs)
+    assert "logprobs=5, turned on by --show probs" in plain
+    assert [span["text"].replace("↵\n", "\n") for span in spans.tokens] == list(tokens["text"])  # one span a token
+    assert [round(span["p"], 4) for span in spans.tokens] == [round(math.exp(lp), 4) for lp in tokens["logprob"]]
+    for span, top in zip(spans.tokens, tokens["top"]):
+        assert len(top) == 5 and "rank 1" in span["popup"]  # greedy: the likeliest, every time
+        assert all(f"% {visible(text)}" in span["popup"] for text, _ in top)
+    # Again from the session: the same view, now with its own caption.
+    with capture_output() as again:
+        shell.run_line_magic("wasi_nn", "probs shaded")
+    assert [span["text"] for span in shaded(again.outputs)[0].tokens] == [span["text"] for span in spans.tokens]
+    run(shell, "%wasi_nn close shaded")
+
+
+def test_a_session_with_logprobs_on_keeps_its_k_and_one_without_says_how(shell: InteractiveShell) -> None:
+    assert run(shell, "%%wasi_nn stream -q --session plain -p n-predict=3 -p temp=0\nOne two").success
+    with capture_output() as captured:
+        shell.run_line_magic("wasi_nn", "probs plain")
+    assert "run the generation with -p logprobs=K" in shaded(captured.outputs)[1]
+    shell.run_line_magic("wasi_nn", "set plain logprobs=3")
+    with capture_output() as captured:
+        assert run(shell, "%%wasi_nn stream --session plain -p n-predict=3 --show probs\nthree").success
+    assert "top 3 alternatives (session plain's logprobs=3)" in shaded(captured.outputs)[1]
+    assert all(len(top) == 3 for top in lab().session("plain").token_metrics()["top"].iloc[-3:])
+    with pytest.raises(UsageError, match="has generations 0 to 1, not 5"):
+        shell.run_line_magic("wasi_nn", "probs plain 5")
+    run(shell, "%wasi_nn close plain")

@@ -20,6 +20,7 @@ import pytest
 import wasmtime
 
 from wasinn_lab import Busy, GuestTrap, Host, Limits, Tensor, TensorType
+from wasinn_lab.backends.base import EndReason
 from wasinn_lab.backends.llama import weights
 from wasinn_lab.backends.llama.log import LOGGER as LLAMA_CPP_LOGGER
 from wasinn_lab.backends.llama.weights import weights_cache
@@ -141,6 +142,28 @@ def test_a_guest_that_traps_mid_generation_frees_its_context(host: Host) -> None
         host.run(TRAPPING_GUEST)
     assert len(host.sessions) == before
     assert host.run("complete", "default", "Hi", env={"n_predict": "2"}).exit_code == 0
+
+
+def test_a_guest_stopped_mid_generation_leaves_its_named_session_idle(host: Host) -> None:
+    """A guest stopped itself (an interrupt whose grace ran out: the prompt was still being
+    evaluated) never ends the generation it began: its named session, which outlives it,
+    stayed "running" with the stream open, for %wasi_nn sessions and the widgets alike."""
+    task = host.start("stream", "default", "Once upon a time", session="r-orphan",
+                      params={"n-predict": 5000, "temp": 0})
+    try:
+        deadline = time.monotonic() + 120
+        while not ((session := host.sessions.find("r-orphan")) is not None and session.generations
+                   and session.generations[-1].output_tokens >= 3):
+            assert time.monotonic() < deadline, "no tokens"
+            time.sleep(0.02)
+        task.interrupt()  # the guest itself, not its generation
+        assert any(event.kind is EventKind.DONE for event in task.events(timeout=60))
+        assert session.state == "idle" and not session.streaming
+        assert session.end_reason is EndReason.CANCELLED
+    finally:
+        task.end()
+        if host.sessions.find("r-orphan") is not None:
+            host.sessions.close("r-orphan")
 
 
 def _interrupt_after(seconds: float) -> threading.Timer:

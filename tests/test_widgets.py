@@ -183,9 +183,39 @@ def test_a_context_setting_reloads_off_the_main_thread_and_takes_effect() -> Non
         with pytest.raises(PromptTooLong, match="the context holds 64"):
             session.compute()
         # A generation setting does not reload.
+        reloads = len(reloaded_on)
         panel.controls["temp"].value = 0.5
-        assert len(reloaded_on) == 1
+        assert len(reloaded_on) == reloads
     finally:
+        panel.close()
+
+
+def test_a_context_setting_reloads_once_the_session_is_free_when_no_generation_holds_it() -> None:
+    """The distribution view holds the session a moment while it reads the model: a
+    ctx-size change then said "pending until the running generation has ended", with no
+    generation running, and stayed pending."""
+    session = open_session("w-held")
+    panel = parameter_panel("w-held", distribution=False)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # what next_token_distribution does: the session's lock, no generation
+        with session._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        panel.controls["ctx-size"].value = 1024
+        time.sleep(0.3)
+        assert "reloading the context" in panel.status.value and not session.generating
+        release.set()
+        assert panel.wait(60)
+        assert re.search(r"ctx-size = 1024: reloaded the context in \d+\.\d\d s", panel.status.value), panel.status.value
+    finally:
+        release.set()
+        holder.join()
         panel.close()
 
 
@@ -199,6 +229,62 @@ def test_a_closed_session_disables_the_panel_and_errors_show_in_its_status() -> 
         panel.controls["temp"].value = 0.3  # a script can still set it: shown, not raised
         assert "temp: session w-gone is closed" in panel.status.value and "#a33" in panel.status.value
     finally:
+        panel.close()
+
+
+def test_the_panel_shows_the_next_tokens_distribution_and_follows_the_sliders() -> None:
+    session = open_session("w-dist", temp=0.8, **{"top-k": 40})
+    panel = parameter_panel("w-dist")
+    view = panel.distribution
+    assert view is not None and view in panel.children
+    try:
+        assert view.wait(120) and view.error is None, view.value
+        before, after = view.distribution
+        assert len(before) == 20 and 0.3 < sum(p for _, p in before) <= 1 + 1e-6
+        assert [p for _, p in before] == sorted((p for _, p in before), reverse=True)
+        assert after and sum(p for _, p in after) <= 1 + 1e-6
+        assert view.value.count("<tr>") == 1 + len({text for text, _ in [*before, *after]})  # a row a token
+        assert "temp=0.8, top-k=40" in view.value
+        # Greedy: the chain keeps the model's likeliest token, with probability 1.
+        panel.controls["temp"].value = 0.0
+        assert view.wait(120) and view.error is None, view.value
+        assert view.distribution.before == before  # the model's own is the same: only the chain moved
+        assert view.distribution.after == [(before[0][0], 1.0)]
+        assert "temp=0.0" in view.value and f">{1:.3f}<" in view.value
+        # Moved in quick succession: the view ends at the last setting.
+        for value in (0.3, 0.6, 1.0):
+            panel.controls["temp"].value = value
+        panel.controls["top-k"].value = 2
+        assert view.wait(120) and view.error is None, view.value
+        kept = [text for text, _ in view.distribution.after]
+        assert 1 <= len(kept) <= 2 and kept == [text for text, _ in before[: len(kept)]]
+        assert "temp=1.0, top-k=2" in view.value
+        assert len(session.generations) == 1  # shown without generating
+    finally:
+        panel.close()
+    assert not view._thread.is_alive()  # the panel's close ends the view's thread
+
+
+def test_the_distribution_waits_for_a_generation_and_then_shows_the_text_it_made() -> None:
+    open_session("w-wait", temp=0.0)
+    panel = parameter_panel("w-wait")
+    view = panel.distribution
+    assert view is not None
+    box = prompt_box("stream", session="w-wait", params={"n-predict": 400})
+    try:
+        assert view.wait(120)
+        first = view.distribution.before
+        shown = recorder(view)
+        box.generate(" Once upon a time")
+        wait_until(lambda: any("waiting for the generation under way to end" in value for value in shown), 60)
+        panel.controls["top-k"].value = 5  # while it runs: asked for, not computed
+        box.stop()
+        assert box.wait(60) and box.error is None
+        assert view.wait(120) and view.error is None, view.value
+        assert view.distribution.before != first  # for the text as it is now, the generation's included
+        assert "top-k=5" in shown[-1] and "waiting" not in shown[-1]
+    finally:
+        box.close()
         panel.close()
 
 

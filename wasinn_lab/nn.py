@@ -260,6 +260,12 @@ class GuestNN:
     def close(self) -> None:
         """Free every context the guest left open (named sessions stay), the graphs it
         built from bytes, and their staged files."""
+        for session in self._contexts.values():
+            if session.id in self._kept:
+                # A generation the guest began and never ended (it was stopped mid-way) has
+                # nobody left to pull it: ended while the guest still holds the session, which
+                # then says idle rather than running for good.
+                session.end_generation()
         for detach in self._detach:
             detach()
         self._detach.clear()

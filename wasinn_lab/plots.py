@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["token_latency", "runs", "sweep", "session_overview"]
+__all__ = ["token_latency", "token_probabilities", "runs", "sweep", "session_overview"]
 
 
 def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
@@ -42,6 +42,39 @@ def token_latency(tokens: pd.DataFrame, ax: Axes | None = None) -> Figure:
     ax.set_title("per-token latency")
     if tokens["generation"].nunique() <= 8:
         ax.legend(fontsize="small")
+    return figure
+
+
+def token_probabilities(tokens: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """The chosen token's probability under the model (bars, left) and the entropy of the
+    model's distribution (line, right, nats) along each generation (``token_metrics()``
+    of a generation run with ``-p logprobs=K``). Where the entropy is high the model was
+    unsure, and a sampler's settings matter most."""
+    import numpy as np
+
+    figure, ax = _axes(ax)
+    entropy = ax.twinx()
+    recorded = tokens[tokens["logprob"].notna()]
+    # Rows from several sessions (a cell's guest may use more than one) number their generations apart.
+    names = ["session", "generation"] if "session" in recorded else ["generation"]
+    groups = list(recorded.groupby(names))
+    for key, frame in groups:
+        label = " · ".join(f"{name} {value}" for name, value in zip(names, key)) if len(groups) > 1 else None
+        ax.bar(frame["token"], np.exp(frame["logprob"].astype(float)), color="#9ab7e6", width=0.8,
+               label=f"probability, {label}" if label else "probability of the chosen token")
+        entropy.plot(frame["token"], frame["entropy"].astype(float), color="#c0392b", marker=".", linewidth=1,
+                     label=f"entropy, {label}" if label else "entropy")
+    ax.set_xlabel("token")
+    _whole_numbers(ax.xaxis)
+    ax.set_ylabel("probability under the model")
+    ax.set_ylim(0, 1.05)
+    entropy.set_ylabel("entropy (nats)")
+    entropy.set_ylim(bottom=0)
+    ax.set_title("how sure the model was, token by token")
+    handles = [h for axis in (ax, entropy) for h in axis.get_legend_handles_labels()[0]]
+    if handles:  # under the axes: over them it hides the bars
+        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)
     return figure
 
 

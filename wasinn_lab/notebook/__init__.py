@@ -10,9 +10,10 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..sessions import Session
     from .lab import Lab
 
-__all__ = ["load_ipython_extension", "unload_ipython_extension", "attach", "current_lab"]
+__all__ = ["load_ipython_extension", "unload_ipython_extension", "attach", "current_lab", "show_probabilities"]
 
 # The extension's lab: made by load_ipython_extension, shut down by unload_ipython_extension.
 _extension_lab: Lab | None = None
@@ -65,3 +66,17 @@ def current_lab() -> Lab:
     if _current is None:
         raise ConfigError("no lab: run %load_ext wasinn_lab (or wasinn_lab.notebook.attach(host)) first")
     return _current
+
+
+def show_probabilities(session: str | Session, generation: int = -1) -> None:
+    """Show one of a session's generations (the latest by default; a session id is looked
+    up in the current lab) as ``%%wasi_nn ... --show probs`` does: each token shaded by
+    its probability, its alternatives on hover, and entropy and probability along it. The
+    generation must have run with ``-p logprobs=K``. ``%wasi_nn probs SESSION`` does the same."""
+    from IPython import get_ipython
+
+    from .probabilities import ProbabilityView, show
+
+    found = current_lab().session(session) if isinstance(session, str) else session
+    shell = get_ipython()
+    show(ProbabilityView.of(found, generation), in_kernel=getattr(shell, "kernel", None) is not None)

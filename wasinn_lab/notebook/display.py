@@ -100,6 +100,9 @@ class Transcript:
         self._stdout = bytearray()
         self._stderr = bytearray()
         self._last_shown = 0.0
+        # Where the model text is shown in another form once the run has ended (e.g. "shaded by
+        # probability below"): then it is folded here.
+        self.text_below: str | None = None
 
     def add(self, event: Event) -> None:
         if event.kind is EventKind.TOKEN:
@@ -207,6 +210,9 @@ class Transcript:
         if self.finished and kept.strip() and kept.strip() in stdout:  # the guest's output has it: folded
             parts.append(f'<details><summary style="{_STYLE_CAPTION}">model text ({len(kept)} characters, also in '
                          f"the guest's stdout below)</summary>{text}</details>")
+        elif self.finished and kept and self.text_below:
+            parts.append(f'<details><summary style="{_STYLE_CAPTION}">model text ({len(kept)} characters, '
+                         f"{html.escape(self.text_below)})</summary>{text}</details>")
         elif kept or not self.finished:  # nothing came: no empty box (a guest that only prints shows its stdout)
             parts.append(text)
         if dropped:

@@ -26,11 +26,15 @@ from ..tasks import Event
 from .display import CellStream, LivePlot
 from .forkgrid import ForkGrid
 from .lab import CellResult, ForkResult, Lab
+from .probabilities import ProbabilityCell, ProbabilityView, show
 from .tables import COUNT_COLUMNS, Parameters, session_counts, stats_table
 
 __all__ = ["WasiNNMagics"]
 
-LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties", "options", "stats", "plot")
+LINE_COMMANDS = ("models", "preload", "sessions", "get", "set", "close", "properties", "options", "stats", "plot",
+                 "probs")
+# How many alternatives --show probs records when the cell does not say (-p logprobs=K).
+SHOWN_ALTERNATIVES = 5
 # What a person got wrong (a name, a value, a session that is busy): said in one line.
 _USER_MISTAKES = (ConfigError, NotFound, Busy, InvalidArgument)
 _RANDOM_SEEDS = 2**31  # --fork's random seeds: below it, a seed every backend takes
@@ -120,6 +124,9 @@ class WasiNNMagics(Magics):
     @argument("--input", choices=("argv", "stdin"), help="how the cell reaches the guest (default: what it declares)")
     @argument("-q", "--quiet", action="store_true", help="show nothing; the result is in the variable _wasi_nn")
     @argument("--live-plot", action="store_true", help="plot per-token latency while tokens stream")
+    @argument("--show", choices=("text", "probs"), default="text",
+              help="probs: each token shaded by its probability, its alternatives on hover, and a plot of entropy "
+                   f"(turns on -p logprobs={SHOWN_ALTERNATIVES} unless the cell or its session has logprobs on)")
     @argument("--timeout", type=float, help="seconds this run (or chat turn) may take (default 600)")
     @argument("--max-memory", type=int, metavar="MIB", help="linear memory limit in MiB (default 2048)")
     @argument("--fuel", type=int, help="instruction budget (metered; default: none)")
@@ -167,10 +174,15 @@ class WasiNNMagics(Magics):
         env = _assignments(args.env, "--env", json_value=False)
         stdin_turns = None if args.input is None else args.input == "stdin"
         limits = self._limits(args)
+        if args.show == "probs" and args.quiet:
+            raise _usage_error(self.wasi_nn_cell, "--quiet shows nothing: it does not go with --show probs")
+        recorded = self._logprobs_on(args, params) if args.show == "probs" else ""
         stream = None if args.quiet else CellStream(f"{args.guest} · {args.model}", in_kernel=self._in_kernel)
         if stream is not None and args.session:
             stream.sessions.append(args.session)
-        sinks = [sink for sink in (stream, LivePlot() if args.live_plot else None) if sink is not None]
+        probabilities = None if args.show != "probs" else ProbabilityCell(
+            f"{args.guest} · token probabilities, {recorded}", in_kernel=self._in_kernel)
+        sinks = [sink for sink in (stream, LivePlot() if args.live_plot else None, probabilities) if sink is not None]
 
         def on_event(event: Event) -> None:
             for sink in sinks:
@@ -198,6 +210,8 @@ class WasiNNMagics(Magics):
             status = "interrupted"
             raise _interrupted(result) from None
         finally:
+            if probabilities is not None and stream is not None and probabilities.conclude().recorded:
+                stream.transcript.text_below = "shaded by probability below"  # not shown twice: folded
             for sink in sinks:
                 sink.finish(status)
             if self.shell is not None:
@@ -242,6 +256,23 @@ class WasiNNMagics(Magics):
             if self.shell is not None:
                 self.shell.user_ns["_wasi_nn"] = result
 
+    def _logprobs_on(self, args: argparse.Namespace, params: dict[str, Any]) -> str:
+        """Make sure the cell records probabilities for --show probs; says how."""
+        asked = params.get("logprobs")
+        if asked is not None:
+            if asked == 0:  # any other bad value: the session's own check says what it takes
+                raise _usage_error(self.wasi_nn_cell, f"--show probs needs logprobs on, and -p logprobs={asked} "
+                                   "turns them off: give -p logprobs=K with K >= 1, or leave it out")
+            return f"top {asked} alternatives"
+        open_session = self.lab.find(args.session) if args.session else None
+        if open_session is not None:
+            with contextlib.suppress(ConfigError):  # a backend without logprobs says so when it is set
+                kept = open_session.get("logprobs")
+                if kept:
+                    return f"top {kept} alternatives (session {args.session}'s logprobs={kept})"
+        params["logprobs"] = SHOWN_ALTERNATIVES
+        return f"top {SHOWN_ALTERNATIVES} alternatives (logprobs={SHOWN_ALTERNATIVES}, turned on by --show probs)"
+
     def _limits(self, args: argparse.Namespace) -> Limits | None:
         if args.timeout is None and args.fuel is None and args.max_memory is None and not args.limit:
             return None  # the host's own
@@ -283,6 +314,7 @@ class WasiNNMagics(Magics):
         %wasi_nn options [ENCODING]          the parameters each backend takes (ggml, echo)
         %wasi_nn stats [SESSION]             metrics per generation, rounded (all sessions without one)
         %wasi_nn plot [SESSION]              per-token latency, time to first token, decode rate
+        %wasi_nn probs [SESSION] [N]         generation N (the latest) shaded by probability, alternatives
         """
         args = _parse(self.wasi_nn_line, line)
         handler = getattr(self, f"_{args.command}")
@@ -366,15 +398,26 @@ class WasiNNMagics(Magics):
             raise UsageError("no open sessions: run a guest first (with --session to keep one)")
         return pd.concat(frames).reset_index().set_index(["session", "generation"])
 
-    def _plot(self, session_id: str | None = None) -> Any:
-        from .. import plots
-
+    def _latest(self, session_id: str | None) -> Session:
+        """The session named, or the one used last."""
         if session_id is None:
             recent = sorted(self.lab.host.sessions, key=lambda session: session.last_used)
             if not recent:
                 raise UsageError("no open sessions: run a guest first (with --session to keep one)")
             session_id = recent[-1].id
-        session = self.lab.session(session_id)
+        return self.lab.session(session_id)
+
+    def _probs(self, session_id: str | None = None, generation: str = "-1") -> None:
+        try:
+            number = int(generation)
+        except ValueError:
+            raise UsageError(f"usage: %wasi_nn probs [SESSION] [N]: N is a generation's number, not {generation!r}") from None
+        show(ProbabilityView.of(self._latest(session_id), number), in_kernel=self._in_kernel)
+
+    def _plot(self, session_id: str | None = None) -> Any:
+        from .. import plots
+
+        session = self._latest(session_id)
         figure = plots.session_overview(session.metrics(), session.token_metrics())
         figure.suptitle(f"session {session.id}", fontsize="medium")
         import matplotlib.pyplot as plt

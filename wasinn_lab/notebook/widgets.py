@@ -24,7 +24,10 @@ NAME`` cell can be tuned, prompted and closed here, and the other way round::
     does that at once, off the main thread, and its status line says how long it took
     (or why it failed); while a generation runs, the change is pending until it ends,
     and the status says so. The session is the one source of truth: ``%wasi_nn set knobs
-    temp=0.1`` moves the temp slider. ``panel.close()`` stops following the session.
+    temp=0.1`` moves the temp slider. Below the controls, ``panel.distribution`` shows
+    the next token's top 20 before and after the sampler chain for the session's text, as
+    the settings are now (``notebook.distribution``). ``panel.close()`` stops following
+    the session.
 
 ``prompt_box(guest="stream", session=None, model="default", params=None)``
     Generate runs the guest on a worker thread, so the notebook stays responsive, and
@@ -61,6 +64,7 @@ from ..sessions import Session
 from ..tasks import Event, GuestTask
 from . import current_lab
 from .display import Transcript
+from .distribution import DistributionView
 from .knobs import RELOADS, Knob, close_tree
 from .lab import CellResult, Lab
 from .tables import COUNTS_NOTE, Parameters, facts_html, session_counts
@@ -80,7 +84,7 @@ def _status(text: str, *, error: bool = False) -> str:
 class ParameterPanel(widgets.VBox):
     """Controls for one session's parameters; see the module docstring."""
 
-    def __init__(self, session: str | Session, lab: Lab | None = None) -> None:
+    def __init__(self, session: str | Session, lab: Lab | None = None, *, distribution: bool = True) -> None:
         super().__init__()
         self.session = (lab or current_lab()).session(session) if isinstance(session, str) else session
         parameters = self.session.parameters
@@ -97,7 +101,10 @@ class ParameterPanel(widgets.VBox):
             f' <span style="color:#888">· model {html.escape(str(self.session.model))}'
             f" · guest {html.escape(str(self.session.guest))}</span>"
         )
-        self.children = (header, *(knob.widget for knob in self.knobs.values()), self.status)
+        # Above the status line, which reports the latest change.
+        self.distribution = DistributionView(self.session) if distribution else None
+        self.children = (header, *(knob.widget for knob in self.knobs.values()),
+                         *([self.distribution] if self.distribution is not None else []), self.status)
         self._unwatch = self.session.watch(self._on_set)
         self._unfollow = self.session.on_close(lambda session: self._session_closed())
 
@@ -132,6 +139,11 @@ class ParameterPanel(widgets.VBox):
             started = time.perf_counter()
             try:
                 done = self.session.reload()
+                # Held a moment by something other than a generation (the distribution view
+                # reading the model): that ends soon, a generation may not.
+                while not done and not self.session.generating and not self.session.closed:
+                    time.sleep(0.05)
+                    done = self.session.reload()
             except Exception as exc:  # shown, not lost on a thread nobody reads
                 self.status.value = _status(f"{change}: reloading the {what} failed: {exc}", error=True)
                 return
@@ -402,9 +414,10 @@ class SessionBrowser(widgets.VBox):
         super().close()
 
 
-def parameter_panel(session_id: str, lab: Lab | None = None) -> ParameterPanel:
-    """Controls for a session's parameters, kept in step with ``session.set``."""
-    return ParameterPanel(session_id, lab)
+def parameter_panel(session_id: str, lab: Lab | None = None, *, distribution: bool = True) -> ParameterPanel:
+    """Controls for a session's parameters, kept in step with ``session.set``, and the next
+    token's distribution before and after the sampler chain (``distribution=False``: not)."""
+    return ParameterPanel(session_id, lab, distribution=distribution)
 
 
 def prompt_box(
