@@ -1,8 +1,8 @@
-// world: llm-imports
+// world: llm-token-imports
 /* What the model thought of each token, on the wasinn:llm text interface (0.1.1): the
- * answer is pulled token by token with generation.next-token, and each token is printed on
- * its own line with its log-probability, its probability after the sampler chain, its
- * rank, the entropy of the model's distribution there and its likeliest alternatives:
+ * answer is pulled token by token with tokens.next-token, and each token is printed on its
+ * own line with its log-probability, its probability after the sampler chain, its rank,
+ * the entropy of the model's distribution there and its likeliest alternatives:
  *
  *   " Paris"  logprob -0.412  p 1.000  rank 1  entropy 2.31 nats  |  " Paris" -0.412  " the" -1.87 ...
  *

@@ -216,8 +216,8 @@ LLM_IMPORT("prompt", "[resource-drop]context") extern void llm_context_drop(llm_
 LLM_IMPORT("prompt", "[method]generation.next-chunk")
 extern void llm_import_generation_next_chunk(llm_handle generation, llm_result_chunk *ret);
 /* prompt: [method]generation.cancel(self)  (i32) */
-/* prompt: [method]generation.next-token(self) -> result<option<token-info>, error>  (i32 i32) */
-LLM_IMPORT("prompt", "[method]generation.next-token")
+/* tokens (0.1.1; world llm-token-imports): next-token(borrow<generation>) -> result<option<token-info>, error>  (i32 i32) */
+LLM_IMPORT("tokens", "next-token")
 extern void llm_import_generation_next_token(llm_handle generation, llm_result_token *ret);
 LLM_IMPORT("prompt", "[method]generation.cancel") extern void llm_generation_cancel(llm_handle generation);
 /* prompt: [method]generation.usage(self) -> usage  (i32 i32) */

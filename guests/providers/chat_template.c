@@ -71,7 +71,6 @@ static llm_result_handle handle_area;
 static llm_result_unit unit_area;
 static llm_result_string string_area;
 static llm_result_chunk chunk_area;
-static llm_result_token token_area;
 static llm_parameters parameters_area;
 static llm_option_value option_value_area;
 static llm_usage usage_area;
@@ -404,31 +403,6 @@ LLM_POST("prompt", "[method]generation.next-chunk") void chat_next_chunk_post(ll
         llm_error_free(&area->of.err);
     else if (area->of.ok.is_some)
         free(area->of.ok.value.ptr);
-}
-
-/* Token by token, an answer cannot be cut at a stop string that spans tokens: this
- * provider holds text back until the next chunk decides. So next-token (0.1.1) is refused,
- * saying so; next-chunk gives the answer. */
-LLM_EXPORT("prompt", "[method]generation.next-token") llm_result_token *chat_next_token(generation *gen)
-{
-    static const char message[] = "chat_template cuts its answers at stop strings, which a token may only begin: "
-                                  "pull the answer with next-chunk";
-    (void)gen;
-    char *text = checked(malloc(sizeof message - 1));
-    memcpy(text, message, sizeof message - 1);
-    token_area.is_err = 1;
-    token_area.of.err.code = LLM_UNSUPPORTED_OPERATION;
-    token_area.of.err.message = (llm_string){text, sizeof message - 1};
-    token_area.of.err.name.is_some = 0;
-    return &token_area;
-}
-
-LLM_POST("prompt", "[method]generation.next-token") void chat_next_token_post(llm_result_token *area)
-{
-    if (area->is_err)
-        llm_error_free(&area->of.err);
-    else if (area->of.ok.is_some)
-        llm_token_info_free(&area->of.ok.value);
 }
 
 LLM_EXPORT("prompt", "[method]generation.cancel") void chat_cancel(generation *gen)

@@ -141,7 +141,8 @@ class LLM:
     """The ``wasinn:llm`` interfaces for one component instance (``types`` has no
     functions: nothing to define for it, but a guest may import it)."""
 
-    INTERFACES = tuple(f"wasinn:llm/{name}@{VERSION}" for name in ("types", "backends", "prompt", "graphs", "preview1"))
+    INTERFACES = tuple(f"wasinn:llm/{name}@{VERSION}"
+                       for name in ("types", "backends", "prompt", "tokens", "graphs", "preview1"))
 
     def __init__(self, nn: GuestNN, resources: Resources) -> None:
         self._nn = nn
@@ -165,9 +166,10 @@ class LLM:
                                ("fork", self._result(self._fork))):
                 instance.add_func(f"[method]context.{name}", shield(call))
             for name, call in (("next-chunk", self._result(self._next_chunk, tagged=True)),
-                               ("next-token", self._result(self._next_token, tagged=True)),
                                ("cancel", self._cancel_handle), ("usage", self._usage)):
                 instance.add_func(f"[method]generation.{name}", shield(call))
+        with root.add_instance(f"wasinn:llm/tokens@{VERSION}") as instance:
+            instance.add_func("next-token", shield(self._result(self._next_token, tagged=True)))
         with root.add_instance(f"wasinn:llm/graphs@{VERSION}") as instance:
             resources.define(instance, self.graph)
             for name, call in (("list-properties", self._list_properties), ("get-property", self._get_property),
