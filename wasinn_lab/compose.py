@@ -247,18 +247,27 @@ def compose(user: str | os.PathLike[str], providers: Sequence[str | os.PathLike[
     return Composition(output, imports, linked)
 
 
-# Imports whose types are another interface's resources: they must come from where those do.
-_TIED = {f"wasinn:llm/preview1@{LLM_VERSION}": (f"wasinn:llm/graphs@{LLM_VERSION}", f"wasinn:llm/prompt@{LLM_VERSION}")}
+# Imports whose types are another interface's resources: they must come from where those
+# do. Each with what it is for, said when a provider would pull them apart.
+_TIED = {
+    f"wasinn:llm/preview1@{LLM_VERSION}": (
+        (f"wasinn:llm/graphs@{LLM_VERSION}", f"wasinn:llm/prompt@{LLM_VERSION}"),
+        "a preview1 guest made a component (its wasi_ephemeral_nn adapter uses it) runs on the host's text "
+        "interface, not a provider's"),
+    f"wasinn:llm/tokens@{LLM_VERSION}": (
+        (f"wasinn:llm/prompt@{LLM_VERSION}",),
+        "next-token reads the host's generations, and a provider's are its own: pull a provider's answers "
+        "with next-chunk"),
+}
 
 
 def _check_ties(provider: str, matched: Sequence[str], wanted: Sequence[str]) -> None:
-    for tied, owners in _TIED.items():
+    for tied, (owners, why) in _TIED.items():
         moved = [owner for owner in owners if owner in matched]
         if tied in wanted and tied not in matched and moved:
             raise ConfigError(
                 f"{provider} would serve {', '.join(moved)}, but what it is composed with also imports {tied} from "
-                "the host, whose graphs and contexts are the host's own: a preview1 guest made a component "
-                "(its wasi_ephemeral_nn adapter uses it) runs on the host's text interface, not a provider's")
+                f"the host, whose graphs and contexts are the host's own: {why}")
 
 
 # -- preview1 modules made components ------------------------------------------------------------
