@@ -16,7 +16,8 @@ sequence's KV cache into it (``llama_state_seq_get_data``/``set_data``: bytes, e
 At ``parallel`` slots an idle sequence's KV cache is dropped, the least recently used
 first, never a running one's (a generation under way or a token stream open): it is
 rebuilt from its text when next used, its next prompt evaluated in full, as llama.cpp's
-server purges idle slots.
+server purges idle slots. When every slot is running the pool grows past ``parallel``
+(up to llama.cpp's 256 sequences; past that a request waits for a slot).
 
 Everything here runs on the compute thread (``compute_thread.run``), between the
 scheduler's steps: nothing else touches a pool, so it needs no lock.
@@ -38,6 +39,7 @@ from .weights import Weights
 
 __all__ = ["Pool", "PoolFull", "Sequence", "pools"]
 
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 _PAD = 256  # llama.cpp pads a context's cells to this: a slot gets what a context of its own would
 
 
@@ -84,10 +86,19 @@ class Pool:
         if sequence.slot is None:
             slot = self._free_slot()
             if slot is None and len(self.slots) < self.maximum:
-                self._grow()
+                self._grow(self.maximum)
                 slot = self._free_slot()
             if slot is None:
-                slot = self._purge_one(busy)
+                try:
+                    slot = self._purge_one(busy)
+                except PoolFull:
+                    # Every slot is running: parallel bounds what idle sessions keep, not
+                    # how many may run at once (a notebook may hold many streams open).
+                    if len(self.slots) >= MAX_SEQUENCES:
+                        raise
+                    self._grow(MAX_SEQUENCES)
+                    slot = self._free_slot()
+                    assert slot is not None
             self.slots[slot] = sequence
             sequence.slot, sequence.cached = slot, []
         assert self.native is not None
@@ -96,8 +107,8 @@ class Pool:
     def _free_slot(self) -> int | None:
         return next((index for index, holder in enumerate(self.slots) if holder is None), None)
 
-    def _grow(self) -> None:
-        size = min(self.maximum, max(1, 2 * len(self.slots)))
+    def _grow(self, limit: int) -> None:
+        size = min(limit, max(1, 2 * len(self.slots)))
         with log.Section(False):
             grown = NativeContext(self.weights, self._params(size))
         old, self.native = self.native, grown
