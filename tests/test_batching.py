@@ -41,9 +41,10 @@ def prompt(text: str) -> Tensor:
     return Tensor((1,), TensorType.U8, text.encode())
 
 
-def tokens(host: Host, text: str, config: dict[str, Any], until: Callable[[int], bool] = lambda n: False) -> list[int]:
+def tokens(host: Host, text: str, config: dict[str, Any], until: Callable[[int], bool] = lambda n: False,
+           model: str = "default") -> list[int]:
     """A generation's token ids, pulled one at a time (``until(n)``: stop after n)."""
-    with host.open_session("default", config) as session:
+    with host.open_session(model, config) as session:
         session.set_input("prompt", prompt(text))
         session.start_generation()
         out: list[int] = []
@@ -119,6 +120,20 @@ def test_a_sequence_decoded_with_others_never_sees_their_tokens(host: Host) -> N
     together = at_once([lambda text=text: tokens(host, text, config) for text in PROMPTS[:4]])
     assert [run[:2] for run in together] == [run[:2] for run in solo]
     assert len({tuple(run) for run in together}) == 4
+
+
+def test_the_second_architecture_is_batched_too_and_apart_gives_its_solo_tokens(host: Host) -> None:
+    """SmolLM2-135M (llama architecture, 49,152-token vocabulary, no sliding window: its KV
+    state is laid out differently when a pool grows): sessions at once each finish, and
+    with batch-with-others off each gives exactly its solo run."""
+    config = {**GREEDY, "n-predict": 12, "ignore-eos": True}
+    solo = [tokens(host, text, config, model="smollm2") for text in PROMPTS[:3]]
+    apart = at_once([lambda text=text: tokens(host, text, {**config, "batch-with-others": False}, model="smollm2")
+                     for text in PROMPTS[:3]])
+    together = at_once([lambda text=text: tokens(host, text, config, model="smollm2") for text in PROMPTS[:3]])
+    assert apart == solo
+    assert all(isinstance(result, list) and len(result) == 12 for result in together), together
+    assert [result[:2] for result in together] == [run[:2] for run in solo]  # each its own prompt's continuation
 
 
 def test_stop_of_one_session_leaves_the_others_running_to_their_end(host: Host) -> None:

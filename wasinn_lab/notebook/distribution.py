@@ -88,17 +88,22 @@ class DistributionView(widgets.HTML):
         self._due: float | None = None  # when to compute: a request waits DEBOUNCE for the next one
         self._closed = False
         self._idle = threading.Event()
-        self._removers = [session.watch(self._changed), session.add_listener(lambda token: self.request()),
+        # A token asks without putting the computation off: tokens come faster than the
+        # debounce, and one that restarted it would never let the view say it waits.
+        self._removers = [session.watch(self._changed), session.add_listener(lambda token: self.request(restart=False)),
                           session.on_close(lambda closed: self.close())]
         self._thread = threading.Thread(target=self._work, name=f"wasinn-lab-distribution-{session.id}", daemon=True)
         self.request()
         self._thread.start()
 
-    def request(self) -> None:
-        """Compute again (debounced); any thread."""
+    def request(self, *, restart: bool = True) -> None:
+        """Compute again, DEBOUNCE seconds after the last request (``restart=False``: after
+        the first of those pending); any thread."""
         with self._wake:
             self._idle.clear()
-            waiting, self._due = self._due is None, time.monotonic() + DEBOUNCE
+            waiting = self._due is None
+            if waiting or restart:
+                self._due = time.monotonic() + DEBOUNCE
             if waiting:  # else the worker is counting down already, and finds the new time when it wakes
                 self._wake.notify()
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import llama_cpp
 
-__all__ = ["acquire", "release", "Section", "carried", "logged", "LOGGER"]
+__all__ = ["acquire", "release", "Section", "carried", "logged", "in_some_section", "LOGGER"]
 
 T = TypeVar("T")
 LOGGER = "wasinn_lab.llama_cpp"
@@ -74,6 +74,18 @@ def carried(work: Callable[[], T]) -> Callable[[], T]:
             _local.printed = outer
 
     return in_section
+
+
+@contextmanager
+def in_some_section() -> Iterator[None]:
+    """In the section this thread is in (a pool's llama context, made for whichever
+    context asked first, logs as that one asked), else in a quiet one: never to stderr
+    unasked."""
+    if getattr(_local, "printed", None) is not None:
+        yield
+    else:
+        with Section(False):
+            yield
 
 
 @contextmanager

@@ -37,7 +37,7 @@ from .native import NativeContext
 from .options import OPTIONS
 from .weights import Weights
 
-__all__ = ["Pool", "PoolFull", "Sequence", "pools"]
+__all__ = ["Pool", "PoolFull", "Pools", "Sequence", "pools"]
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 _PAD = 256  # llama.cpp pads a context's cells to this: a slot gets what a context of its own would
@@ -109,7 +109,7 @@ class Pool:
 
     def _grow(self, limit: int) -> None:
         size = min(limit, max(1, 2 * len(self.slots)))
-        with log.Section(False):
+        with log.in_some_section():  # enable-log shows the llama context made for the context that asked
             grown = NativeContext(self.weights, self._params(size))
         old, self.native = self.native, grown
         if old is not None:
