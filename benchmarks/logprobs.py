@@ -59,7 +59,7 @@ def main() -> None:
             for name, sampler in order:
                 logits[:] = saved
                 started = time.perf_counter()
-                chosen[name] = sampler.sample(native)
+                chosen[name] = sampler.sample(native, -1)
                 times[name].append(time.perf_counter() - started)
             if chosen["on"] != chosen["off"]:
                 raise SystemExit(f"token {step}: logprobs on sampled {chosen['on']}, off {chosen['off']}")
