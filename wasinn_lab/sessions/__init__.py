@@ -8,7 +8,8 @@ The manager (``manager``) caps how many sessions live at once and frees those id
 long.
 """
 
+from .listeners import Token, TokenListener
 from .manager import SessionManager
-from .session import Session, Token, TokenListener, in_use
+from .session import Session, in_use
 
 __all__ = ["Session", "SessionManager", "Token", "TokenListener", "in_use"]

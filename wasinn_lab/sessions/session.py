@@ -12,14 +12,13 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import (
     Backend,
     EndReason,
     ExecutionContext,
     NextTokenDistribution,
-    TokenDetails,
     TokenEvent,
     TokenStream,
     Usage,
@@ -27,6 +26,7 @@ from ..backends.base import (
 from ..errors import Busy, ConfigError, InvalidArgument
 from ..metrics import generations_frame, tokens_frame
 from ..types import Tensor
+from .listeners import Token, TokenListener, remover
 from .parameters import ParameterQueue
 from .recording import Recorder
 
@@ -36,33 +36,12 @@ if TYPE_CHECKING:
     from ..metrics import Generation
     from .manager import SessionManager
 
-__all__ = ["Session", "Token", "TokenListener", "in_use"]
-
-
-class Token(NamedTuple):
-    """A generated token as a session hands it on."""
-
-    text: str  # decoded; a character split over two tokens comes whole with the second
-    piece: bytes
-    token_id: int
-    time: float  # time.perf_counter() when it was sampled
-    details: TokenDetails | None = None  # with the parameter logprobs on
-
-
-TokenListener = Callable[[Token], None]
+__all__ = ["Session", "in_use"]
 
 
 def in_use(session_id: str, by: str) -> Busy:
     """The one way to say a session is taken (by a guest, a cell, a prompt box)."""
     return Busy(f"session {session_id!r} is in use by {by}: wait for it to end, or stop it")
-
-
-def _remover(items: list[Any], item: Any) -> Callable[[], None]:
-    def remove() -> None:
-        if item in items:
-            items.remove(item)
-
-    return remove
 
 
 class Session:
@@ -186,7 +165,7 @@ class Session:
         """Call ``callback(changed)`` after every change, from the host or the guest;
         returns the remover."""
         self._watchers.append(callback)
-        return _remover(self._watchers, callback)
+        return remover(self._watchers, callback)
 
     def reload(self) -> bool:
         """Apply pending changes and rebuild now what they need (a context, or the
@@ -255,7 +234,7 @@ class Session:
     def add_listener(self, listener: TokenListener) -> Callable[[], None]:
         """Call ``listener(token)`` for every generated token; returns its remover."""
         self._listeners.append(listener)
-        return _remover(self._listeners, listener)
+        return remover(self._listeners, listener)
 
     def require_free(self, holder: object = None) -> None:
         """Raise Busy if a guest other than ``holder`` drives the session."""
@@ -322,7 +301,7 @@ class Session:
     def on_close(self, callback: Callable[[Session], None]) -> Callable[[], None]:
         """Call ``callback(session)`` once it closes; returns the remover."""
         self._close_callbacks.append(callback)
-        return _remover(self._close_callbacks, callback)
+        return remover(self._close_callbacks, callback)
 
     def close(self) -> None:
         """End the generation under way and free the context (its KV cache); idempotent."""
