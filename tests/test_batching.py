@@ -4,6 +4,7 @@ On the default model, with real llama.cpp and real guests."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,6 +108,33 @@ def test_sessions_generating_at_once_each_finish_and_are_decoded_together(host: 
     results = at_once([lambda text=text: tokens(host, text, config) for text in PROMPTS[:4]])
     assert [len(result) for result in results] == [16] * 4, results
     assert scheduler.batched_rows - rows > scheduler.steps - steps, "no step decoded two sequences together"
+
+
+def micro_batches(lines: list[str]) -> list[tuple[int, int]]:
+    """From llama.cpp's batch log (LLAMA_BATCH_DEBUG): for each llama_decode, the tokens it
+    was given and the micro-batches (passes over the weights) it made of them."""
+    decodes: list[list[int]] = []
+    for line in lines:
+        if line.startswith("init: input batch info"):
+            decodes.append([])
+        elif line.startswith("ubatch_print:   n_tokens") and decodes:
+            decodes[-1].append(int(line.split("=")[1]))
+    return [(sizes[0], len(sizes) - 1) for sizes in decodes if sizes]
+
+
+def test_a_step_of_eight_generations_is_one_pass_over_the_weights(
+        host: Host, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """With a KV stream per sequence, llama.cpp cuts a batch into micro-batches of
+    consecutive sequence ids: the steps' rows in the order their requests came made up to
+    eight passes for eight tokens (a step took 100-120 ms where one pass takes 60)."""
+    monkeypatch.setenv("LLAMA_BATCH_DEBUG", "1")  # read when a llama context is made: a pool of its own below
+    caplog.set_level(logging.DEBUG, logger="wasinn_lab.llama_cpp")
+    config = {**GREEDY, "n-predict": 24, "ignore-eos": True, "ctx-size": 384}
+    results = at_once([lambda text=text: tokens(host, text, config) for text in PROMPTS])
+    assert [len(result) for result in results] == [24] * 8, results
+    steps = [passes for tokens_in, passes in micro_batches(caplog.messages) if tokens_in == 8]
+    assert len(steps) > 10, "the eight were decoded together, a token each"
+    assert set(steps) == {1}, f"passes over the weights for a step of eight tokens: {steps}"
 
 
 def test_a_sequence_decoded_with_others_never_sees_their_tokens(host: Host) -> None:

@@ -90,5 +90,6 @@ def test_a_new_prompt_waits_for_the_decode_ahead_and_prefix_reuse_still_holds(ho
 
 def test_flash_attention_on_and_off_both_work_and_other_values_are_refused(host: Host) -> None:
     assert generate(host, {"flash-attn": "on"}).strip() and generate(host, {"flash-attn": "off"}).strip()
-    with pytest.raises(InvalidArgument, match="'flash-attn' takes one of 'auto', 'on', 'off'"):
-        host.open_session("default").set({"flash-attn": "yes"})
+    with host.open_session("default") as session, \
+            pytest.raises(InvalidArgument, match="'flash-attn' takes one of 'auto', 'on', 'off'"):
+        session.set({"flash-attn": "yes"})
