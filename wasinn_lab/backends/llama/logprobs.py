@@ -1,8 +1,9 @@
 """What a token's distribution says (the option ``logprobs``): the model's own
 distribution over the vocabulary (its log-probabilities, entropy and likeliest tokens),
 and the sampler chain's, which llama.cpp's ``llama_sampler_sample`` computes and throws
-away. ``Candidates`` samples as that function does, by hand, so that the chain's
-candidates can be read before they are gone.
+away. ``Candidates`` applies a chain as that function does, by hand, so that all the
+chain's candidates can be read (the distribution of a next token that is not sampled);
+a sampled token's probability is read by a last sampler in the chain (``sampling.py``).
 
 A row is the model's logits for one position, a float32 array of n_vocab. On Gemma 3's
 262,144 tokens a softmax is about 0.2 ms: the likeliest K are found among the likeliest
@@ -122,14 +123,6 @@ class Candidates:
         if not 0 <= selected < len(kept):
             raise BackendError(f"llama.cpp's sampler chain selected no candidate ({selected} of {len(kept)})")
         return kept, selected
-
-    def sample(self, chain: llama_cpp.llama_sampler_p) -> tuple[int, float]:
-        """The token ``chain`` selects from the candidates as filled, and its probability
-        among them; the chain accepts it, as after llama_sampler_sample."""
-        kept, selected = self.apply(chain)
-        token = int(kept[selected]["id"])
-        llama_cpp.llama_sampler_accept(chain, token)
-        return token, float(kept[selected]["p"])
 
 
 def likeliest(ids: np.ndarray, probabilities: np.ndarray, k: int,
