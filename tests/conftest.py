@@ -4,6 +4,7 @@ compiled from guests/."""
 from __future__ import annotations
 
 import json
+import signal
 import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,14 @@ END_OF_SEQUENCE, CONTEXT_FULL, PROMPT_TOO_LONG, MODEL_NOT_FOUND = 100, 101, 102,
 F16, F32, F64, U8, I32, I64 = range(6)
 ENCODING_GGML_WASMEDGE, ENCODING_GGML_WIT = 6, 5
 TARGET_CPU, TARGET_AUTO = 0, 3
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The Ctrl-C tests need SIGINT to reach Python: a process started with ``&`` by a
+    non-interactive shell inherits it ignored, and Python then installs no handler."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.exit("SIGINT is ignored in this process (started with & from a non-interactive shell?), so the "
+                    "tests that send a Ctrl-C cannot work: run the tests in the foreground", returncode=4)
+
 
 def updates_expected(token_times: list[float], at_most: int) -> int:
     """How many display updates a throttled stream can show while these tokens came
