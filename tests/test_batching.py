@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,17 @@ def test_stop_of_one_session_leaves_the_others_running_to_their_end(host: Host) 
     results = at_once([lambda: tokens(host, PROMPTS[0], config, until=lambda n: n == 3),
                        lambda: tokens(host, PROMPTS[1], config), lambda: tokens(host, PROMPTS[2], config)])
     assert [len(result) for result in results] == [3, 20, 20], results
+
+
+def test_once_every_generation_has_ended_no_step_is_taken_and_their_pool_is_gone(host: Host) -> None:
+    config = {**GREEDY, "n-predict": 12, "ignore-eos": True, "ctx-size": 768}  # a pool of their own
+    results = at_once([lambda: tokens(host, PROMPTS[0], config, until=lambda n: n == 3),
+                       lambda: tokens(host, PROMPTS[1], config), lambda: tokens(host, PROMPTS[2], config)])
+    assert [len(result) for result in results] == [3, 12, 12], results
+    steps = scheduler.steps
+    time.sleep(0.3)  # many steps' worth: a request left waiting would be decoded in one
+    assert scheduler.steps == steps
+    assert not [pool for pool in pools.all() if pool.cells_per_sequence == 768]
 
 
 def test_a_guest_trapped_mid_step_frees_only_its_sequence(host: Host) -> None:
