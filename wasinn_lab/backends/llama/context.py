@@ -66,7 +66,7 @@ class _RowCopy:
 
     def __init__(self, n_vocab: int) -> None:
         self._n_vocab = n_vocab
-        self.logits = np.zeros(n_vocab, dtype=np.float32)
+        self.logits = np.empty(0, dtype=np.float32)  # the row, once the step has left it
 
     def sample(self, native: NativeContext, row: int) -> int:
         self.logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(native.ctx, row), (self._n_vocab,)).copy()

@@ -60,20 +60,26 @@ class Sampler:
 
     def sample(self, native: NativeContext, row: int) -> int:
         """The next token from the logits of batch row ``row`` (-1: the last row)."""
-        recent = self._recent
-        logits = self._row(native, row) if recent or self._logprobs else None
-        # With logprobs, the model's own distribution is read before the penalty changes
-        # the row, and the chain's probability of its token by the chain's last sampler.
-        model = model_distribution(logits, self._logprobs) if self._logprobs and logits is not None else None
-        penalized = _penalize(logits, recent, self._penalty) if recent and logits is not None else None
-        token = self._chain.sample(native, row)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
-        if model is not None and logits is not None:
+        if self._recent or self._logprobs:
+            token = self._sample_row(native, row, self._row(native, row))
+        else:
+            token = self._chain.sample(native, row)  # type: ignore[arg-type]  # it reads only `.ctx`, which ours has
+        if self._recent is not None:
+            self._recent.append(token)
+        return token
+
+    def _sample_row(self, native: NativeContext, row: int, logits: np.ndarray) -> int:
+        """With the window's penalty, or logprobs: the model's own distribution is read
+        before the penalty changes the row (and the row is put back after), the chain's
+        probability of its token by the chain's last sampler."""
+        model = model_distribution(logits, self._logprobs) if self._logprobs else None
+        penalized = _penalize(logits, self._recent, self._penalty) if self._recent else None
+        token = self._chain.sample(native, row)  # type: ignore[arg-type]
+        if model is not None:
             if penalized is not None:
-                logits[penalized[0]] = penalized[1]  # the row is the model's own again
+                logits[penalized[0]] = penalized[1]
             probability = 1.0 if self._greedy else self._selected.probability
             self.details = token_details(model, logits, token, probability, self._text)
-        if recent is not None:
-            recent.append(token)
         return token
 
     def _fill_candidates(self, row: np.ndarray) -> Candidates:
