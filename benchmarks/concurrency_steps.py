@@ -122,12 +122,18 @@ def main() -> None:
     parser.add_argument("--join", default="7,8", help="others generating when a newcomer starts (default 7,8)")
     parser.add_argument("--repeats", type=int, default=7, help="newcomers at each level (default 7)")
     options = parser.parse_args()
+    try:
+        levels = [int(level) for level in options.join.split(",")]
+    except ValueError:
+        parser.error(f"--join takes numbers separated by commas, not {options.join!r}")
+    if options.repeats < 1 or min(levels) < 1:
+        parser.error("--repeats and every --join level must be at least 1")
     with Host() as host:
         pull_session(host, 0)  # the weights loaded and the pool made, outside what is timed
         for n in (1, 8):
             for name, job in (("sessions", pull_session), ("guests", run_guest)):
                 print(n, name, measure(host, n, job), flush=True)
-        for others in (int(level) for level in options.join.split(",")):
+        for others in levels:
             alone = statistics.median(first_token(host, others) for _ in range(options.repeats)) * 1e3
             runs = [newcomer(host, others) for _ in range(options.repeats)]
             medians = ", ".join(f"{name} {statistics.median(run[name] for run in runs):.0f}" for name in runs[0])
